@@ -1,0 +1,3 @@
+//! torchlet-core: the Tensor, autograd, layers, data, optimizers and serialization of torchlet.
+//!
+//! Users depend on the facade crate `torchlet`, which re-exports everything here.

@@ -1,0 +1,1 @@
+//! torchlet: PyTorch's training stack rebuilt in Rust.
