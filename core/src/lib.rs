@@ -5,6 +5,7 @@
 pub mod autograd;
 pub mod dtype;
 pub mod error;
+pub mod nn;
 pub mod ops;
 pub mod random;
 pub mod shape;
