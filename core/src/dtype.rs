@@ -8,7 +8,7 @@
 //! `match` per op (never per element): each op body is written once, generically over
 //! [`Float`], and [`dispatch_float!`] instantiates it for f32 and f64.
 
-use ndarray::{ArcArray, IxDyn};
+use ndarray::{ArcArray, ArrayView2, ArrayViewMut2, IxDyn};
 use std::fmt;
 
 /// The element type of a tensor.
@@ -113,11 +113,21 @@ pub trait Float:
     fn lit(v: f64) -> Self {
         <Self as Element>::from_f64(v)
     }
+    /// `c = a @ b` (`c` has the product's shape; its old values are ignored).
+    fn gemm(a: &ArrayView2<'_, Self>, b: &ArrayView2<'_, Self>, c: &mut ArrayViewMut2<'_, Self>) {
+        ndarray::linalg::general_mat_mul(Self::one(), a, b, Self::zero(), c);
+    }
 }
 
 impl Float for f32 {
     fn erf(self) -> Self {
         libm::erff(self)
+    }
+    /// See NOTE [ GEMM ] in `ops/gemm.rs`.
+    fn gemm(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>, c: &mut ArrayViewMut2<'_, f32>) {
+        if !crate::ops::gemm::sgemm(a, b, c) {
+            ndarray::linalg::general_mat_mul(1.0, a, b, 0.0, c);
+        }
     }
 }
 

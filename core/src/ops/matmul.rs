@@ -7,7 +7,6 @@
 use crate::autograd::graph::{Saved, record};
 use crate::dtype::Float;
 use crate::tensor::Tensor;
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArcArray, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn};
 
 #[cold]
@@ -109,7 +108,7 @@ fn batched_matmul<T: Float>(
     }
     if ra == 2 && rb == 2 {
         let mut c = ndarray::Array2::<T>::zeros((m, n));
-        general_mat_mul(T::one(), &as2(a), &as2(b), T::zero(), &mut c);
+        T::gemm(&as2(a), &as2(b), &mut c.view_mut());
         return Some(c.into_dyn().into_shared());
     }
     let batch = crate::shape::broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
@@ -138,7 +137,7 @@ fn batched_matmul<T: Float>(
         let mut vc = vc
             .into_dimensionality::<Ix2>()
             .unwrap_or_else(|e| unreachable!("matmul output block: {e}"));
-        general_mat_mul(T::one(), &as2(va), &as2(vb), T::zero(), &mut vc);
+        T::gemm(&as2(va), &as2(vb), &mut vc);
         for d in (0..nb).rev() {
             idx[d] += 1;
             if idx[d] < batch[d] {

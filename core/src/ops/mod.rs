@@ -3,6 +3,7 @@
 
 pub(crate) mod binary;
 mod compare;
+pub(crate) mod gemm;
 pub(crate) mod kernel;
 mod matmul;
 mod reduce;
