@@ -1,1 +1,25 @@
 //! torchlet: PyTorch's training stack rebuilt in Rust.
+//!
+//! A [`Tensor`] with reverse-mode autograd on ndarray, with PyTorch's names and semantics:
+//!
+//! ```
+//! use torchlet::prelude::*;
+//!
+//! let w = Tensor::from_vec(vec![0.5f32, -1.0], &[2, 1]).requires_grad_(true);
+//! let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
+//! let loss = x.matmul(&w).relu().sum();
+//! loss.backward();
+//! assert_eq!(w.grad().unwrap().to_vec::<f32>(), [0.0, 0.0]);
+//! no_grad(|| w.sub_(&(&w.grad().unwrap() * 0.1)));
+//! ```
+//!
+//! Users depend on this crate only; it re-exports `torchlet-core` at the same paths.
+
+pub use torchlet_core::{DType, Element, Error, Result, Tensor, manual_seed};
+pub use torchlet_core::{autograd, dtype, error, nn, ops, random, shape, tensor};
+
+/// The names a training script needs: `use torchlet::prelude::*;`.
+pub mod prelude {
+    pub use torchlet_core::autograd::{NoGradGuard, no_grad};
+    pub use torchlet_core::{DType, Tensor, manual_seed};
+}

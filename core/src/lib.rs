@@ -2,6 +2,18 @@
 //!
 //! Users depend on the facade crate `torchlet`, which re-exports everything here.
 
+pub mod autograd;
+pub mod dtype;
 pub mod error;
+pub mod nn;
+pub mod ops;
+pub mod random;
+pub mod shape;
+pub mod tensor;
 
+mod display;
+
+pub use dtype::{DType, Element};
 pub use error::{Error, Result};
+pub use random::manual_seed;
+pub use tensor::Tensor;

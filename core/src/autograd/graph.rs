@@ -1,0 +1,300 @@
+//! The recorded graph and the backward pass.
+//!
+//! NOTE [ Graph layout ]
+//! Every tensor produced by a differentiable op while grad mode is on carries a `grad_fn`: an
+//! `Arc<Node>` holding the op's backward closure and the input tensors that require grad
+//! (the edges). Leaves (tensors made by the user, parameters) have no `grad_fn`; their
+//! gradient accumulates into their `grad` slot. The backward closure captures what it needs
+//! (saved inputs or outputs) as [`Saved`] values, which remember the version of the tensor
+//! they came from. `backward` counts each node's consumers, then runs the nodes in
+//! dependency order (each exactly once, after all its consumers), summing gradients that
+//! reach a node along several paths. Unless the graph is retained, each node drops its
+//! closure and edges as soon as it has run, freeing activations early; running it again
+//! panics with PyTorch's message.
+
+use crate::autograd::grad_mode::{is_grad_enabled, set_grad_enabled};
+use crate::dtype::Storage;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Gradients of an op's inputs from the gradient of its output; `needs[i]` says whether
+/// input `i` wants one (others may be `None`).
+pub(crate) type BackwardFn = Box<dyn Fn(&Tensor, &[bool]) -> Vec<Option<Tensor>> + Send + Sync>;
+
+/// One recorded op.
+pub struct Node {
+    name: &'static str,
+    state: Mutex<Option<NodeState>>,
+}
+
+struct NodeState {
+    /// The op's inputs in order; `None` for those that do not require grad.
+    inputs: Vec<Option<Tensor>>,
+    backward: BackwardFn,
+}
+
+impl Node {
+    /// The op that recorded this node, as PyTorch names its `grad_fn` (`MulBackward0` → `mul`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// A value an op keeps for its backward, with the version of the tensor it came from.
+///
+/// Modifying that tensor in place afterwards bumps its version; backward then reports the
+/// modification instead of computing a silently wrong gradient.
+pub(crate) struct Saved {
+    data: Storage,
+    version: Arc<AtomicU64>,
+    expected: u64,
+    op: &'static str,
+}
+
+impl Saved {
+    pub(crate) fn new(t: &Tensor, op: &'static str) -> Saved {
+        let version = t.version_counter();
+        let expected = version.load(Ordering::Relaxed);
+        Saved {
+            data: t.storage(),
+            version,
+            expected,
+            op,
+        }
+    }
+
+    /// The saved value as a tensor that does not require grad.
+    #[track_caller]
+    pub(crate) fn get(&self) -> Tensor {
+        let now = self.version.load(Ordering::Relaxed);
+        if now != self.expected {
+            modified_saved_tensor(self.op, self.data.shape(), now, self.expected);
+        }
+        Tensor::from_storage(self.data.clone())
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn modified_saved_tensor(op: &str, shape: &[usize], now: u64, expected: u64) -> ! {
+    panic!(
+        "backward: one of the tensors needed for gradient computation has been modified by an \
+         in-place operation: the {shape:?} tensor saved by `{op}` is at version {now}; expected \
+         version {expected}. Use an out-of-place op, or update it after backward()"
+    )
+}
+
+/// Whether an op on `inputs` must be recorded for backward.
+pub(crate) fn needs_graph(inputs: &[&Tensor]) -> bool {
+    is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
+}
+
+/// Wraps an op's result, recording the op when grad mode is on and an input requires grad.
+///
+/// `make_backward` is only called when the op is recorded, so ops pay nothing for saving
+/// values when no gradient is wanted.
+pub(crate) fn record<F, B>(
+    name: &'static str,
+    out: Storage,
+    inputs: &[&Tensor],
+    make_backward: F,
+) -> Tensor
+where
+    F: FnOnce() -> B,
+    B: Fn(&Tensor, &[bool]) -> Vec<Option<Tensor>> + Send + Sync + 'static,
+{
+    record_with_version(name, out, inputs, None, make_backward)
+}
+
+/// [`record`] for a view of `base`: the result shares `base`'s version counter, so an
+/// in-place change through either is seen by values saved from the other.
+pub(crate) fn record_view<F, B>(
+    name: &'static str,
+    out: Storage,
+    base: &Tensor,
+    make_backward: F,
+) -> Tensor
+where
+    F: FnOnce() -> B,
+    B: Fn(&Tensor, &[bool]) -> Vec<Option<Tensor>> + Send + Sync + 'static,
+{
+    record_with_version(
+        name,
+        out,
+        &[base],
+        Some(base.version_counter()),
+        make_backward,
+    )
+}
+
+fn record_with_version<F, B>(
+    name: &'static str,
+    out: Storage,
+    inputs: &[&Tensor],
+    version: Option<Arc<AtomicU64>>,
+    make_backward: F,
+) -> Tensor
+where
+    F: FnOnce() -> B,
+    B: Fn(&Tensor, &[bool]) -> Vec<Option<Tensor>> + Send + Sync + 'static,
+{
+    if !needs_graph(inputs) {
+        return Tensor::from_parts(out, version, None);
+    }
+    let inputs = inputs
+        .iter()
+        .map(|t| t.requires_grad().then(|| (*t).clone()))
+        .collect();
+    let node = Node {
+        name,
+        state: Mutex::new(Some(NodeState {
+            inputs,
+            backward: Box::new(make_backward()),
+        })),
+    };
+    Tensor::from_parts(out, version, Some(Arc::new(node)))
+}
+
+/// A hasher for node addresses: they are unique and well spread already.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("AddrHasher only hashes addresses")
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type AddrMap<V> = HashMap<usize, V, BuildHasherDefault<AddrHasher>>;
+
+fn addr(node: &Arc<Node>) -> usize {
+    Arc::as_ptr(node) as usize
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn freed_graph(op: &str) -> ! {
+    panic!(
+        "backward: trying to backward through the graph a second time (the saved values of \
+         `{op}` were freed by the first backward). Call backward_retain_graph() the first time \
+         if you need to backward through the graph again"
+    )
+}
+
+/// Runs backward from `root` with upstream gradient `grad`.
+#[track_caller]
+pub(crate) fn run_backward(root: &Tensor, grad: Tensor, retain_graph: bool) {
+    let Some(root_node) = root.grad_fn() else {
+        if root.requires_grad() {
+            root.accumulate_grad(grad);
+            return;
+        }
+        panic!(
+            "backward: the tensor does not require grad and has no grad_fn; call \
+             requires_grad_(true) on the leaves you want gradients for"
+        );
+    };
+    let previous = set_grad_enabled(false);
+    let consumers = count_consumers(&root_node);
+    let mut pending: AddrMap<(Arc<Node>, usize)> = consumers;
+    let mut grads: AddrMap<Tensor> = AddrMap::default();
+    grads.insert(addr(&root_node), grad);
+    let mut ready = vec![root_node];
+    while let Some(node) = ready.pop() {
+        // A node that no gradient reached still releases its inputs to run.
+        let grad = grads.remove(&addr(&node));
+        let (inputs, input_grads) = run_node(&node, grad.as_ref(), retain_graph);
+        for (input, g) in inputs.into_iter().zip(input_grads) {
+            let Some(input) = input else {
+                continue;
+            };
+            let Some(next) = input.grad_fn() else {
+                if let Some(g) = g {
+                    input.accumulate_grad(g);
+                }
+                continue;
+            };
+            let key = addr(&next);
+            if let Some(g) = g {
+                let sum = match grads.remove(&key) {
+                    Some(prev) => &prev + &g,
+                    None => g,
+                };
+                grads.insert(key, sum);
+            }
+            if let Some(entry) = pending.get_mut(&key) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    ready.push(next);
+                }
+            }
+        }
+    }
+    set_grad_enabled(previous);
+}
+
+/// Calls one node's backward (when a gradient reached it); without `retain_graph` the node's
+/// closure and edges are freed.
+#[track_caller]
+fn run_node(
+    node: &Node,
+    grad: Option<&Tensor>,
+    retain_graph: bool,
+) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
+    let mut state = node.state.lock().unwrap_or_else(PoisonError::into_inner);
+    let call = |s: &NodeState| match grad {
+        Some(grad) => {
+            let needs: Vec<bool> = s.inputs.iter().map(Option::is_some).collect();
+            let grads = (s.backward)(grad, &needs);
+            debug_assert_eq!(grads.len(), s.inputs.len(), "backward of {}", node.name);
+            grads
+        }
+        None => vec![None; s.inputs.len()],
+    };
+    if retain_graph {
+        let Some(s) = state.as_ref() else {
+            freed_graph(node.name)
+        };
+        (s.inputs.clone(), call(s))
+    } else {
+        let Some(s) = state.take() else {
+            freed_graph(node.name)
+        };
+        drop(state);
+        let grads = call(&s);
+        (s.inputs, grads)
+    }
+}
+
+/// How many recorded consumers each node reachable from `root` has.
+#[track_caller]
+fn count_consumers(root: &Arc<Node>) -> AddrMap<(Arc<Node>, usize)> {
+    let mut counts: AddrMap<(Arc<Node>, usize)> = AddrMap::default();
+    let mut stack = vec![root.clone()];
+    counts.insert(addr(root), (root.clone(), 0));
+    while let Some(node) = stack.pop() {
+        let state = node.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(s) = state.as_ref() else {
+            freed_graph(node.name)
+        };
+        for next in s.inputs.iter().flatten().filter_map(Tensor::grad_fn) {
+            let entry = counts.entry(addr(&next)).or_insert_with(|| {
+                stack.push(next.clone());
+                (next.clone(), 0)
+            });
+            entry.1 += 1;
+        }
+    }
+    counts
+}

@@ -1,0 +1,11 @@
+//! Reverse-mode automatic differentiation, define-by-run as in PyTorch.
+//!
+//! See NOTE [ Graph layout ] in `graph.rs` for how the graph is kept and freed.
+
+mod grad_mode;
+mod gradcheck;
+pub(crate) mod graph;
+
+pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad, set_grad_enabled};
+pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck, gradcheck_with};
+pub use graph::Node;

@@ -1,0 +1,211 @@
+//! Element types and the storage behind a [`Tensor`](crate::tensor::Tensor).
+//!
+//! NOTE [ One Tensor type, dtype at run time ]
+//! torchlet has one `Tensor` type whose element type is known at run time, as in PyTorch:
+//! f32 for training, f64 for gradient checks and tight comparisons with reference values,
+//! i64 for class labels, indices and counters. Model code then has no type parameters, and a
+//! state dict can hold f32 weights next to an i64 `num_batches_tracked`. The price is one
+//! `match` per op (never per element): each op body is written once, generically over
+//! [`Float`], and [`dispatch_float!`] instantiates it for f32 and f64.
+
+use ndarray::{ArcArray, IxDyn};
+use std::fmt;
+
+/// The element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F64,
+    I64,
+}
+
+impl DType {
+    /// The name PyTorch prints (`torch.float32` without the prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+            DType::I64 => "int64",
+        }
+    }
+
+    /// Whether tensors of this type can take part in autograd.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
+
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 | DType::I64 => 8,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A Rust type a tensor can be built from and read back into: `f32`, `f64` or `i64`.
+///
+/// Reading converts: `to_vec::<f32>()` of an i64 tensor gives its values as f32.
+pub trait Element: Copy + Send + Sync + fmt::Debug + 'static {
+    const DTYPE: DType;
+    #[doc(hidden)]
+    fn into_storage(a: ArcArray<Self, IxDyn>) -> Storage;
+    #[doc(hidden)]
+    fn from_f64(v: f64) -> Self;
+    #[doc(hidden)]
+    fn to_f64(self) -> f64;
+    #[doc(hidden)]
+    fn from_storage(s: &Storage) -> ArcArray<Self, IxDyn>;
+}
+
+macro_rules! impl_element {
+    ($t:ty, $variant:ident) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$variant;
+            fn into_storage(a: ArcArray<Self, IxDyn>) -> Storage {
+                Storage::$variant(a)
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn from_storage(s: &Storage) -> ArcArray<Self, IxDyn> {
+                if let Storage::$variant(a) = s {
+                    return a.clone();
+                }
+                match s {
+                    Storage::F32(a) => a.mapv(|v| v as $t).into_shared(),
+                    Storage::F64(a) => a.mapv(|v| v as $t).into_shared(),
+                    Storage::I64(a) => a.mapv(|v| v as $t).into_shared(),
+                }
+            }
+        }
+    };
+}
+impl_element!(f32, F32);
+impl_element!(f64, F64);
+impl_element!(i64, I64);
+
+/// The floating-point element types (f32, f64): what every differentiable op is generic over.
+pub trait Float:
+    Element
+    + num_traits::Float
+    + ndarray::LinalgScalar
+    + ndarray::ScalarOperand
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + std::iter::Sum
+    + fmt::Display
+    + Default
+{
+    /// The error function (PyTorch's `erf`), for the exact GELU.
+    fn erf(self) -> Self;
+    /// `v` converted to this type.
+    fn lit(v: f64) -> Self {
+        <Self as Element>::from_f64(v)
+    }
+}
+
+impl Float for f32 {
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+}
+
+impl Float for f64 {
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+}
+
+/// The data of a tensor: an n-dimensional, reference-counted ndarray of one dtype.
+///
+/// `ArcArray` makes views (transpose, permute, narrow) share the buffer with their base and
+/// makes in-place writes copy-on-write, so a value saved for backward never changes under it.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    F32(ArcArray<f32, IxDyn>),
+    F64(ArcArray<f64, IxDyn>),
+    I64(ArcArray<i64, IxDyn>),
+}
+
+impl Storage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::F32(_) => DType::F32,
+            Storage::F64(_) => DType::F64,
+            Storage::I64(_) => DType::I64,
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Storage::F32(a) => a.shape(),
+            Storage::F64(a) => a.shape(),
+            Storage::I64(a) => a.shape(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::F32(a) => a.len(),
+            Storage::F64(a) => a.len(),
+            Storage::I64(a) => a.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The same values as another dtype (a cheap clone when it already is).
+    pub fn to_dtype(&self, dtype: DType) -> Storage {
+        match dtype {
+            DType::F32 => Storage::F32(f32::from_storage(self)),
+            DType::F64 => Storage::F64(f64::from_storage(self)),
+            DType::I64 => Storage::I64(i64::from_storage(self)),
+        }
+    }
+}
+
+/// Runs a generic body once for the float variant of a storage, giving back a storage of the
+/// same dtype; `$on_int` is evaluated (and must diverge) for an i64 storage.
+///
+/// See NOTE [ One Tensor type, dtype at run time ].
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dispatch_float {
+    ($storage:expr, $a:ident => $body:expr, int => $on_int:expr) => {
+        match $storage {
+            $crate::dtype::Storage::F32($a) => $crate::dtype::Storage::F32($body),
+            $crate::dtype::Storage::F64($a) => $crate::dtype::Storage::F64($body),
+            $crate::dtype::Storage::I64(_) => $on_int,
+        }
+    };
+}
+
+/// Like [`dispatch_float!`] for two storages of the same float dtype.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dispatch_float2 {
+    ($s1:expr, $s2:expr, ($a:ident, $b:ident) => $body:expr, else => $mismatch:expr) => {
+        match ($s1, $s2) {
+            ($crate::dtype::Storage::F32($a), $crate::dtype::Storage::F32($b)) => {
+                $crate::dtype::Storage::F32($body)
+            }
+            ($crate::dtype::Storage::F64($a), $crate::dtype::Storage::F64($b)) => {
+                $crate::dtype::Storage::F64($body)
+            }
+            _ => $mismatch,
+        }
+    };
+}

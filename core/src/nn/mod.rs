@@ -1,0 +1,5 @@
+//! Neural-network building blocks: parameters, modules, layers.
+
+mod parameter;
+
+pub use parameter::{Buffer, Parameter};

@@ -1,0 +1,116 @@
+//! Element-wise loops shared by the ops: broadcasting zips with fast paths for the layouts
+//! training produces (same shape, a scalar, a row vector against a matrix).
+
+use crate::dtype::Float;
+use ndarray::{ArcArray, ArrayD, Zip};
+use ndarray::{Axis, IxDyn};
+
+type Arr<T> = ArcArray<T, IxDyn>;
+
+/// `f(a, b)` element-wise over the broadcast shape `out`.
+pub(crate) fn zip2<T: Float>(
+    a: &Arr<T>,
+    b: &Arr<T>,
+    out: &[usize],
+    f: impl Fn(T, T) -> T,
+) -> Arr<T> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
+        if sa == sb {
+            return from_vec(out, x.iter().zip(y).map(|(&x, &y)| f(x, y)).collect());
+        }
+        if y.len() == 1 && sa == out {
+            let y = y[0];
+            return from_vec(out, x.iter().map(|&x| f(x, y)).collect());
+        }
+        if x.len() == 1 && sb == out {
+            let x = x[0];
+            return from_vec(out, y.iter().map(|&y| f(x, y)).collect());
+        }
+        if sa == out && is_trailing(sb, sa) && !y.is_empty() {
+            let mut v = Vec::with_capacity(x.len());
+            for row in x.chunks_exact(y.len()) {
+                v.extend(row.iter().zip(y).map(|(&x, &y)| f(x, y)));
+            }
+            return from_vec(out, v);
+        }
+        if sb == out && is_trailing(sa, sb) && !x.is_empty() {
+            let mut v = Vec::with_capacity(y.len());
+            for row in y.chunks_exact(x.len()) {
+                v.extend(x.iter().zip(row).map(|(&x, &y)| f(x, y)));
+            }
+            return from_vec(out, v);
+        }
+    }
+    let dim = IxDyn(out);
+    let (Some(av), Some(bv)) = (a.broadcast(dim.clone()), b.broadcast(dim)) else {
+        unreachable!("zip2: shapes {sa:?} and {sb:?} were checked to broadcast to {out:?}")
+    };
+    Zip::from(&av)
+        .and(&bv)
+        .map_collect(|&x, &y| f(x, y))
+        .into_shared()
+}
+
+/// `f(a, b, c)` over three arrays of one shape (backward kernels: gradient, input, output).
+pub(crate) fn zip3<T: Float>(
+    a: &Arr<T>,
+    b: &Arr<T>,
+    c: &Arr<T>,
+    f: impl Fn(T, T, T) -> T,
+) -> Arr<T> {
+    if let (Some(x), Some(y), Some(z)) = (a.as_slice(), b.as_slice(), c.as_slice()) {
+        let v = x
+            .iter()
+            .zip(y)
+            .zip(z)
+            .map(|((&x, &y), &z)| f(x, y, z))
+            .collect();
+        return from_vec(a.shape(), v);
+    }
+    Zip::from(a)
+        .and(b)
+        .and(c)
+        .map_collect(|&x, &y, &z| f(x, y, z))
+        .into_shared()
+}
+
+/// `f(a)` element-wise.
+pub(crate) fn map<T: Float>(a: &Arr<T>, f: impl Fn(T) -> T) -> Arr<T> {
+    match a.as_slice() {
+        Some(x) => from_vec(a.shape(), x.iter().map(|&x| f(x)).collect()),
+        None => a.map(|&x| f(x)).into_shared(),
+    }
+}
+
+/// Whether `small` (after dropping leading ones) equals the trailing dimensions of `big`.
+fn is_trailing(small: &[usize], big: &[usize]) -> bool {
+    let small = &small[small.iter().take_while(|&&d| d == 1).count()..];
+    small.len() <= big.len() && big[big.len() - small.len()..] == *small
+}
+
+pub(crate) fn from_vec<T: Float>(shape: &[usize], v: Vec<T>) -> Arr<T> {
+    ArrayD::from_shape_vec(IxDyn(shape), v)
+        .unwrap_or_else(|e| unreachable!("kernel output of {shape:?}: {e}"))
+        .into_shared()
+}
+
+/// Sums `a` over `axes` (sorted ascending), keeping them as size-1 dimensions.
+pub(crate) fn sum_axes_keepdim<T: Float>(a: &Arr<T>, axes: &[usize]) -> Arr<T> {
+    if axes.len() == a.ndim() && !axes.is_empty() {
+        let total = match a.as_slice() {
+            Some(s) => s.iter().copied().sum(),
+            None => a.iter().copied().sum(),
+        };
+        let shape = vec![1; a.ndim()];
+        return from_vec(&shape, vec![total]);
+    }
+    let Some((&last, rest)) = axes.split_last() else {
+        return a.clone();
+    };
+    let mut out = a.sum_axis(Axis(last)).insert_axis(Axis(last));
+    for &ax in rest.iter().rev() {
+        out = out.sum_axis(Axis(ax)).insert_axis(Axis(ax));
+    }
+    out.into_shared()
+}

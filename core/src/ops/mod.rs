@@ -1,0 +1,19 @@
+//! Tensor ops, forward and backward side by side. Each file adds methods to
+//! [`Tensor`](crate::tensor::Tensor).
+
+pub(crate) mod binary;
+mod compare;
+pub(crate) mod kernel;
+mod matmul;
+mod reduce;
+mod softmax;
+mod unary;
+mod view;
+
+use crate::dtype::{Element, Float, Storage};
+use ndarray::{ArcArray, IxDyn};
+
+/// `s` as an array of the same element type as `like` (a cheap clone when it already is).
+pub(crate) fn same_dtype<T: Float>(s: &Storage, _like: &ArcArray<T, IxDyn>) -> ArcArray<T, IxDyn> {
+    <T as Element>::from_storage(s)
+}

@@ -1,0 +1,288 @@
+//! Element-wise functions, each written as its value `f(x)` next to its derivative
+//! `df(x, y)` (with `y = f(x)`), so that backward is one fused pass `g * df(x, y)`.
+
+use crate::autograd::graph::{Saved, record};
+use crate::dtype::Float;
+use crate::ops::kernel;
+use crate::tensor::Tensor;
+
+/// An element-wise function and its derivative.
+#[derive(Clone, Copy, Debug)]
+enum Unary {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Abs,
+    Relu,
+    LeakyRelu(f64),
+    Sigmoid,
+    Tanh,
+    Gelu,
+    GeluTanh,
+    Pow(f64),
+    Clamp(Option<f64>, Option<f64>),
+}
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+impl Unary {
+    fn name(self) -> &'static str {
+        match self {
+            Unary::Neg => "neg",
+            Unary::Exp => "exp",
+            Unary::Log => "log",
+            Unary::Sqrt => "sqrt",
+            Unary::Abs => "abs",
+            Unary::Relu => "relu",
+            Unary::LeakyRelu(_) => "leaky_relu",
+            Unary::Sigmoid => "sigmoid",
+            Unary::Tanh => "tanh",
+            Unary::Gelu | Unary::GeluTanh => "gelu",
+            Unary::Pow(_) => "pow",
+            Unary::Clamp(..) => "clamp",
+        }
+    }
+
+    fn f<T: Float>(self, x: T) -> T {
+        let zero = T::zero();
+        let one = T::one();
+        let half = T::lit(0.5);
+        match self {
+            Unary::Neg => -x,
+            Unary::Exp => x.exp(),
+            Unary::Log => x.ln(),
+            Unary::Sqrt => x.sqrt(),
+            Unary::Abs => x.abs(),
+            Unary::Relu => {
+                if x > zero {
+                    x
+                } else {
+                    zero
+                }
+            }
+            Unary::LeakyRelu(slope) => {
+                if x > zero {
+                    x
+                } else {
+                    x * T::lit(slope)
+                }
+            }
+            // Written so that it does not overflow for large |x|.
+            Unary::Sigmoid => {
+                if x >= zero {
+                    one / (one + (-x).exp())
+                } else {
+                    let e = x.exp();
+                    e / (one + e)
+                }
+            }
+            Unary::Tanh => x.tanh(),
+            Unary::Gelu => half * x * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+            Unary::GeluTanh => {
+                let inner = T::lit(SQRT_2_OVER_PI) * (x + T::lit(0.044715) * x * x * x);
+                half * x * (one + inner.tanh())
+            }
+            Unary::Pow(e) => pow(x, e),
+            Unary::Clamp(lo, hi) => {
+                let mut v = x;
+                if let Some(lo) = lo {
+                    v = v.max(T::lit(lo));
+                }
+                if let Some(hi) = hi {
+                    v = v.min(T::lit(hi));
+                }
+                v
+            }
+        }
+    }
+
+    fn df<T: Float>(self, x: T, y: T) -> T {
+        let zero = T::zero();
+        let one = T::one();
+        let half = T::lit(0.5);
+        match self {
+            Unary::Neg => -one,
+            Unary::Exp => y,
+            Unary::Log => one / x,
+            Unary::Sqrt => half / y,
+            Unary::Abs => {
+                if x > zero {
+                    one
+                } else if x < zero {
+                    -one
+                } else {
+                    zero
+                }
+            }
+            Unary::Relu => {
+                if x > zero {
+                    one
+                } else {
+                    zero
+                }
+            }
+            Unary::LeakyRelu(slope) => {
+                if x > zero {
+                    one
+                } else {
+                    T::lit(slope)
+                }
+            }
+            Unary::Sigmoid => y * (one - y),
+            Unary::Tanh => one - y * y,
+            Unary::Gelu => {
+                let cdf = half * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf());
+                let pdf = T::lit(FRAC_1_SQRT_2PI) * (-half * x * x).exp();
+                cdf + x * pdf
+            }
+            Unary::GeluTanh => {
+                let k = T::lit(SQRT_2_OVER_PI);
+                let c = T::lit(0.044715);
+                let t = (k * (x + c * x * x * x)).tanh();
+                half * (one + t) + half * x * (one - t * t) * k * (one + T::lit(3.0) * c * x * x)
+            }
+            Unary::Pow(e) => T::lit(e) * pow(x, e - 1.0),
+            Unary::Clamp(lo, hi) => {
+                let below = lo.is_some_and(|lo| x < T::lit(lo));
+                let above = hi.is_some_and(|hi| x > T::lit(hi));
+                if below || above { zero } else { one }
+            }
+        }
+    }
+
+    /// Whether backward needs the output (as well as the input).
+    fn uses_output(self) -> bool {
+        matches!(
+            self,
+            Unary::Exp | Unary::Sqrt | Unary::Sigmoid | Unary::Tanh
+        )
+    }
+}
+
+/// `x^e`, exact for small integer exponents (PyTorch's pow is exact there too).
+fn pow<T: Float>(x: T, e: f64) -> T {
+    if e == 2.0 {
+        x * x
+    } else if e.fract() == 0.0 && e.abs() <= 64.0 {
+        x.powi(e as i32)
+    } else {
+        x.powf(T::lit(e))
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn int_error(op: &str, t: &Tensor) -> ! {
+    panic!(
+        "{op}: needs a floating-point tensor, got int64 {:?}; convert with .float()",
+        t.shape()
+    )
+}
+
+#[track_caller]
+fn unary(op: Unary, x: &Tensor) -> Tensor {
+    let out = crate::dispatch_float!(x.storage(), a => kernel::map(&a, |v| op.f(v)),
+        int => int_error(op.name(), x));
+    let out_tensor_storage = out.clone();
+    record(op.name(), out, &[x], || {
+        let input = Saved::new(x, op.name());
+        // The output's storage is saved directly: saving the output tensor would make it
+        // own its own grad_fn (a reference cycle).
+        let output = op.uses_output().then_some(out_tensor_storage);
+        move |g: &Tensor, _: &[bool]| {
+            let x = input.get();
+            let (gs, xs) = (g.storage(), x.storage());
+            let ys = output.clone().unwrap_or_else(|| xs.clone());
+            let grad = crate::dispatch_float!(gs, g => {
+                let x = crate::ops::same_dtype(&xs, &g);
+                let y = crate::ops::same_dtype(&ys, &g);
+                kernel::zip3(&g, &x, &y, |g, x, y| g * op.df(x, y))
+            }, int => unreachable!("gradients are floating point"));
+            vec![Some(Tensor::from_storage(grad))]
+        }
+    })
+}
+
+impl Tensor {
+    /// `-self`.
+    #[track_caller]
+    pub fn neg(&self) -> Tensor {
+        unary(Unary::Neg, self)
+    }
+
+    /// `e^self`, element-wise.
+    #[track_caller]
+    pub fn exp(&self) -> Tensor {
+        unary(Unary::Exp, self)
+    }
+
+    /// The natural logarithm, element-wise.
+    #[track_caller]
+    pub fn log(&self) -> Tensor {
+        unary(Unary::Log, self)
+    }
+
+    /// The square root, element-wise.
+    #[track_caller]
+    pub fn sqrt(&self) -> Tensor {
+        unary(Unary::Sqrt, self)
+    }
+
+    /// The absolute value, element-wise (gradient 0 at 0, as in PyTorch).
+    #[track_caller]
+    pub fn abs(&self) -> Tensor {
+        unary(Unary::Abs, self)
+    }
+
+    /// `self^exponent`, element-wise, for a scalar exponent.
+    #[track_caller]
+    pub fn pow(&self, exponent: f64) -> Tensor {
+        unary(Unary::Pow(exponent), self)
+    }
+
+    /// `max(self, 0)`, element-wise.
+    #[track_caller]
+    pub fn relu(&self) -> Tensor {
+        unary(Unary::Relu, self)
+    }
+
+    /// `self` where positive, `negative_slope * self` elsewhere.
+    #[track_caller]
+    pub fn leaky_relu(&self, negative_slope: f64) -> Tensor {
+        unary(Unary::LeakyRelu(negative_slope), self)
+    }
+
+    /// `1 / (1 + e^-self)`, element-wise, stable for large |x|.
+    #[track_caller]
+    pub fn sigmoid(&self) -> Tensor {
+        unary(Unary::Sigmoid, self)
+    }
+
+    /// The hyperbolic tangent, element-wise.
+    #[track_caller]
+    pub fn tanh(&self) -> Tensor {
+        unary(Unary::Tanh, self)
+    }
+
+    /// GELU, exact form: `x · Φ(x)` with the normal CDF Φ (PyTorch's `approximate='none'`).
+    #[track_caller]
+    pub fn gelu(&self) -> Tensor {
+        unary(Unary::Gelu, self)
+    }
+
+    /// GELU, tanh approximation (PyTorch's `approximate='tanh'`).
+    #[track_caller]
+    pub fn gelu_tanh(&self) -> Tensor {
+        unary(Unary::GeluTanh, self)
+    }
+
+    /// Limits every element to `[min, max]`; either bound may be `None`. The gradient is 1
+    /// inside the bounds and 0 outside.
+    #[track_caller]
+    pub fn clamp(&self, min: Option<f64>, max: Option<f64>) -> Tensor {
+        unary(Unary::Clamp(min, max), self)
+    }
+}

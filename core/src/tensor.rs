@@ -1,0 +1,736 @@
+//! [`Tensor`]: an n-dimensional array with reverse-mode autograd.
+//!
+//! NOTE [ Tensor layout ]
+//! A `Tensor` is an `Arc` handle: cloning it is cheap and clones share data, gradient and
+//! graph, like two Python names for one `torch.Tensor`. Behind the handle sit the data (a
+//! [`Storage`] in an `RwLock`, so optimizers can update parameters in place through any
+//! handle), a version counter (shared with views, bumped by every in-place op, see
+//! [`Saved`](crate::autograd::graph)), the `requires_grad` flag, the accumulated gradient, and
+//! for op results the `grad_fn` node that produced it (NOTE [ Graph layout ]).
+
+use crate::autograd::graph::{self, Node};
+use crate::autograd::is_grad_enabled;
+use crate::dtype::{DType, Element, Float, Storage};
+use crate::random;
+use ndarray::{ArcArray, ArrayD, Dimension, IxDyn};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+/// An n-dimensional array of f32, f64 or i64 values that records the ops applied to it, so
+/// that [`backward`](Tensor::backward) can compute gradients.
+///
+/// See NOTE [ Tensor layout ] for what a handle holds and NOTE [ One Tensor type, dtype at
+/// run time ] in `dtype.rs` for why the dtype is not a type parameter.
+///
+/// ```
+/// use torchlet_core::tensor::Tensor;
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).requires_grad_(true);
+/// let y = (&x * &x).sum();
+/// y.backward();
+/// assert_eq!(x.grad().unwrap().to_vec::<f32>(), [2.0, 4.0, 6.0]);
+/// ```
+#[derive(Clone)]
+pub struct Tensor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data: RwLock<Storage>,
+    version: Arc<AtomicU64>,
+    requires_grad: AtomicBool,
+    grad: Mutex<Option<Tensor>>,
+    grad_fn: Option<Arc<Node>>,
+}
+
+impl Tensor {
+    // ---- construction -------------------------------------------------------------------
+
+    /// A leaf tensor over `storage`.
+    pub(crate) fn from_storage(storage: Storage) -> Tensor {
+        Tensor::from_parts(storage, None, None)
+    }
+
+    /// A tensor over `storage` made by the op `grad_fn` (if recorded), sharing `version`
+    /// when it is a view of another tensor.
+    pub(crate) fn from_parts(
+        storage: Storage,
+        version: Option<Arc<AtomicU64>>,
+        grad_fn: Option<Arc<Node>>,
+    ) -> Tensor {
+        let version = version.unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
+        Tensor::with_parts(storage, version, grad_fn)
+    }
+
+    fn with_parts(storage: Storage, version: Arc<AtomicU64>, grad_fn: Option<Arc<Node>>) -> Tensor {
+        let requires_grad = grad_fn.is_some();
+        Tensor {
+            inner: Arc::new(Inner {
+                data: RwLock::new(storage),
+                version,
+                requires_grad: AtomicBool::new(requires_grad),
+                grad: Mutex::new(None),
+                grad_fn,
+            }),
+        }
+    }
+
+    /// A tensor of `shape` holding `data` in row-major (C) order.
+    ///
+    /// # Panics
+    /// If `data.len()` is not the product of `shape`.
+    #[track_caller]
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Tensor {
+        let numel: usize = shape.iter().product();
+        if data.len() != numel {
+            panic!(
+                "from_vec: {} values do not fill shape {shape:?} ({numel} elements)",
+                data.len()
+            );
+        }
+        let array = ArrayD::from_shape_vec(IxDyn(shape), data).unwrap_or_else(|e| {
+            panic!("from_vec: shape {shape:?}: {e}");
+        });
+        Tensor::from_storage(T::into_storage(array.into_shared()))
+    }
+
+    /// A tensor with a copy of `data`.
+    #[track_caller]
+    pub fn from_slice<T: Element>(data: &[T], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(data.to_vec(), shape)
+    }
+
+    /// A 0-dimensional f32 tensor.
+    pub fn scalar(value: f32) -> Tensor {
+        Tensor::from_vec(vec![value], &[])
+    }
+
+    /// A tensor over an ndarray array of any dimension (no copy for owned arrays).
+    pub fn from_array<T: Element, D: Dimension>(array: ndarray::Array<T, D>) -> Tensor {
+        Tensor::from_storage(T::into_storage(array.into_dyn().into_shared()))
+    }
+
+    /// The values as an ndarray array of `T` (converted when the dtype differs).
+    pub fn to_array<T: Element>(&self) -> ArrayD<T> {
+        T::from_storage(&self.storage()).into_owned()
+    }
+
+    /// An f32 tensor of `shape` filled with `value`.
+    pub fn full(shape: &[usize], value: f64) -> Tensor {
+        Tensor::full_dtype(shape, value, DType::F32)
+    }
+
+    /// A tensor of `shape` and `dtype` filled with `value`.
+    pub fn full_dtype(shape: &[usize], value: f64, dtype: DType) -> Tensor {
+        let dim = IxDyn(shape);
+        Tensor::from_storage(match dtype {
+            DType::F32 => Storage::F32(ArcArray::from_elem(dim, value as f32)),
+            DType::F64 => Storage::F64(ArcArray::from_elem(dim, value)),
+            DType::I64 => Storage::I64(ArcArray::from_elem(dim, value as i64)),
+        })
+    }
+
+    /// An f32 tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 0.0)
+    }
+
+    /// An f32 tensor of ones.
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 1.0)
+    }
+
+    /// Zeros with this tensor's shape and dtype.
+    pub fn zeros_like(&self) -> Tensor {
+        Tensor::full_dtype(&self.shape(), 0.0, self.dtype())
+    }
+
+    /// Ones with this tensor's shape and dtype.
+    pub fn ones_like(&self) -> Tensor {
+        Tensor::full_dtype(&self.shape(), 1.0, self.dtype())
+    }
+
+    /// `value` with this tensor's shape and dtype.
+    pub fn full_like(&self, value: f64) -> Tensor {
+        Tensor::full_dtype(&self.shape(), value, self.dtype())
+    }
+
+    /// `0, 1, …, end - 1` as an i64 tensor (PyTorch's `torch.arange(end)`).
+    pub fn arange(end: usize) -> Tensor {
+        Tensor::from_vec((0..end as i64).collect(), &[end])
+    }
+
+    /// `start, start + step, …` up to (not including) `end`, as f32.
+    ///
+    /// # Panics
+    /// If `step` is zero or points away from `end`.
+    #[track_caller]
+    pub fn arange_step(start: f64, end: f64, step: f64) -> Tensor {
+        if step == 0.0 || (end - start) * step < 0.0 || !(end - start).is_finite() {
+            panic!("arange_step: cannot go from {start} to {end} in steps of {step}");
+        }
+        let n = ((end - start) / step).ceil() as usize;
+        let data = (0..n).map(|i| (start + i as f64 * step) as f32).collect();
+        Tensor::from_vec(data, &[n])
+    }
+
+    /// The `n × n` f32 identity matrix.
+    pub fn eye(n: usize) -> Tensor {
+        Tensor::from_array(ndarray::Array2::<f32>::eye(n))
+    }
+
+    /// f32 values drawn uniformly from `[0, 1)` with the global generator
+    /// ([`manual_seed`](crate::random::manual_seed)).
+    pub fn rand(shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        Tensor::from_vec(
+            random::with_rng(|r| random::uniform_vec::<f32>(r, n)),
+            shape,
+        )
+    }
+
+    /// f32 values drawn from the standard normal distribution with the global generator.
+    pub fn randn(shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        Tensor::from_vec(random::with_rng(|r| random::normal_vec::<f32>(r, n)), shape)
+    }
+
+    /// i64 values drawn uniformly from `low..high` with the global generator.
+    ///
+    /// # Panics
+    /// If `low >= high`.
+    #[track_caller]
+    pub fn randint(low: i64, high: i64, shape: &[usize]) -> Tensor {
+        if low >= high {
+            panic!("randint: empty range {low}..{high}");
+        }
+        let n = shape.iter().product();
+        Tensor::from_vec(
+            random::with_rng(|r| random::int_vec(r, low, high, n)),
+            shape,
+        )
+    }
+
+    // ---- inspection ---------------------------------------------------------------------
+
+    /// A cheap copy of the storage handle (the buffer is shared, not copied).
+    pub(crate) fn storage(&self) -> Storage {
+        self.inner
+            .data
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn version_counter(&self) -> Arc<AtomicU64> {
+        self.inner.version.clone()
+    }
+
+    /// How many times this tensor (or a view of its data) was modified in place.
+    pub fn version(&self) -> u64 {
+        self.inner.version.load(Ordering::Relaxed)
+    }
+
+    /// The size of each dimension.
+    pub fn shape(&self) -> Vec<usize> {
+        self.inner
+            .data
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shape()
+            .to_vec()
+    }
+
+    /// The size of dimension `dim` (negative counts from the end).
+    #[track_caller]
+    pub fn size(&self, dim: isize) -> usize {
+        let shape = self.shape();
+        shape[crate::shape::normalize_dim("size", dim, shape.len())]
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.inner
+            .data
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// The number of dimensions.
+    pub fn dim(&self) -> usize {
+        self.inner
+            .data
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shape()
+            .len()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.inner
+            .data
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dtype()
+    }
+
+    /// The value of a one-element tensor, as f64.
+    ///
+    /// # Panics
+    /// If the tensor has more or fewer than one element.
+    #[track_caller]
+    pub fn item(&self) -> f64 {
+        let s = self.storage();
+        if s.len() != 1 {
+            panic!(
+                "item: only one-element tensors can be converted to a number, got shape {:?}",
+                s.shape()
+            );
+        }
+        match &s {
+            Storage::F32(a) => a.iter().next().map_or(0.0, |v| *v as f64),
+            Storage::F64(a) => a.iter().next().copied().unwrap_or(0.0),
+            Storage::I64(a) => a.iter().next().map_or(0.0, |v| *v as f64),
+        }
+    }
+
+    /// The values in row-major order, converted to `T`.
+    pub fn to_vec<T: Element>(&self) -> Vec<T> {
+        let a = T::from_storage(&self.storage());
+        match a.as_slice() {
+            Some(s) => s.to_vec(),
+            None => a.iter().copied().collect(),
+        }
+    }
+
+    /// The same values as `dtype` (a differentiable cast between f32 and f64).
+    pub fn to_dtype(&self, dtype: DType) -> Tensor {
+        let from = self.dtype();
+        if from == dtype {
+            return self.clone();
+        }
+        let out = self.storage().to_dtype(dtype);
+        if !dtype.is_float() {
+            return Tensor::from_storage(out);
+        }
+        graph::record("to_dtype", out, &[self], || {
+            move |g: &Tensor, _: &[bool]| vec![Some(g.to_dtype(from))]
+        })
+    }
+
+    /// Shorthand for `to_dtype(DType::F32)`.
+    pub fn float(&self) -> Tensor {
+        self.to_dtype(DType::F32)
+    }
+
+    /// Shorthand for `to_dtype(DType::F64)`.
+    pub fn double(&self) -> Tensor {
+        self.to_dtype(DType::F64)
+    }
+
+    /// Shorthand for `to_dtype(DType::I64)` (truncates toward zero).
+    pub fn long(&self) -> Tensor {
+        self.to_dtype(DType::I64)
+    }
+
+    /// A copy with its own buffer, recorded like an identity op.
+    pub fn contiguous_copy(&self) -> Tensor {
+        let out = crate::dispatch_float!(self.storage(), a => a.to_owned().into_shared(),
+            int => return Tensor::from_storage(self.storage().to_dtype(DType::I64).to_owned_storage()));
+        graph::record("clone", out, &[self], || {
+            |g: &Tensor, _: &[bool]| vec![Some(g.clone())]
+        })
+    }
+
+    // ---- autograd -----------------------------------------------------------------------
+
+    /// Whether gradients flow to or through this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.inner.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Marks a leaf tensor as wanting a gradient (or not), returning it for chaining.
+    ///
+    /// # Panics
+    /// On a tensor produced by a recorded op (only leaves can be changed, as in PyTorch;
+    /// use [`detach`](Tensor::detach) first), and when asking an i64 tensor for gradients.
+    #[track_caller]
+    pub fn requires_grad_(self, requires_grad: bool) -> Tensor {
+        self.set_requires_grad(requires_grad);
+        self
+    }
+
+    /// [`requires_grad_`](Tensor::requires_grad_) through a shared reference.
+    #[track_caller]
+    pub fn set_requires_grad(&self, requires_grad: bool) {
+        if self.inner.grad_fn.is_some() {
+            panic!(
+                "requires_grad_: you can only change requires_grad of leaf tensors; this one \
+                 was produced by `{}`. Use detach() to get a leaf",
+                self.inner.grad_fn.as_ref().map_or("", |n| n.name())
+            );
+        }
+        if requires_grad && !self.dtype().is_float() {
+            panic!(
+                "requires_grad_: only floating-point tensors can require gradients, got {}",
+                self.dtype()
+            );
+        }
+        self.inner
+            .requires_grad
+            .store(requires_grad, Ordering::Relaxed);
+    }
+
+    /// Whether this tensor is a leaf of the graph (not produced by a recorded op).
+    pub fn is_leaf(&self) -> bool {
+        self.inner.grad_fn.is_none()
+    }
+
+    /// The node that produced this tensor, if it came from a recorded op.
+    pub fn grad_fn(&self) -> Option<Arc<Node>> {
+        self.inner.grad_fn.clone()
+    }
+
+    /// The gradient accumulated by backward calls since the last zeroing, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.inner
+            .grad
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the gradient (`None` zeroes it the way `zero_grad(set_to_none=True)` does).
+    pub fn set_grad(&self, grad: Option<Tensor>) {
+        *self
+            .inner
+            .grad
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = grad;
+    }
+
+    /// Drops the accumulated gradient.
+    pub fn zero_grad(&self) {
+        self.set_grad(None);
+    }
+
+    /// Adds `g` to the accumulated gradient; the first gradient gets a buffer of its own so
+    /// that later in-place accumulation never writes into another tensor.
+    pub(crate) fn accumulate_grad(&self, g: Tensor) {
+        let mut slot = self
+            .inner
+            .grad
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match slot.as_ref() {
+            Some(existing) => existing.add_assign_unchecked(&g),
+            None => *slot = Some(Tensor::from_storage(g.storage())),
+        }
+    }
+
+    /// A new leaf sharing this tensor's data, cut off from the graph.
+    pub fn detach(&self) -> Tensor {
+        Tensor::from_parts(self.storage(), Some(self.version_counter()), None)
+    }
+
+    /// Computes the gradient of this scalar with respect to every leaf that requires grad,
+    /// adding it to their [`grad`](Tensor::grad). The graph is freed afterwards.
+    ///
+    /// # Panics
+    /// If the tensor has more than one element (use [`backward_with`](Tensor::backward_with)),
+    /// does not require grad, or its graph was already freed by an earlier backward.
+    #[track_caller]
+    pub fn backward(&self) {
+        let g = self.implicit_grad("backward");
+        graph::run_backward(self, g, false);
+    }
+
+    /// Like [`backward`](Tensor::backward) but keeps the graph for another backward.
+    #[track_caller]
+    pub fn backward_retain_graph(&self) {
+        let g = self.implicit_grad("backward_retain_graph");
+        graph::run_backward(self, g, true);
+    }
+
+    /// Backward from a non-scalar tensor with upstream gradient `grad` (same shape).
+    ///
+    /// # Panics
+    /// If `grad`'s shape or dtype differs from this tensor's.
+    #[track_caller]
+    pub fn backward_with(&self, grad: &Tensor) {
+        self.check_grad_arg(grad);
+        graph::run_backward(self, grad.detach(), false);
+    }
+
+    /// [`backward_with`](Tensor::backward_with) keeping the graph.
+    #[track_caller]
+    pub fn backward_with_retain_graph(&self, grad: &Tensor) {
+        self.check_grad_arg(grad);
+        graph::run_backward(self, grad.detach(), true);
+    }
+
+    #[track_caller]
+    fn implicit_grad(&self, op: &str) -> Tensor {
+        if self.numel() != 1 {
+            panic!(
+                "{op}: grad can be implicitly created only for one-element outputs, got shape \
+                 {:?}; use backward_with(&grad)",
+                self.shape()
+            );
+        }
+        self.ones_like()
+    }
+
+    #[track_caller]
+    fn check_grad_arg(&self, grad: &Tensor) {
+        if grad.shape() != self.shape() || grad.dtype() != self.dtype() {
+            panic!(
+                "backward_with: grad is {} {:?} but the output is {} {:?}",
+                grad.dtype(),
+                grad.shape(),
+                self.dtype(),
+                self.shape()
+            );
+        }
+    }
+
+    // ---- in-place updates ---------------------------------------------------------------
+
+    /// Applies `f` to the data in place after checking that no graph is being recorded
+    /// through this tensor, and bumps the version.
+    #[track_caller]
+    fn modify(&self, op: &str, f: impl FnOnce(&mut Storage)) {
+        if is_grad_enabled() && self.requires_grad() {
+            panic!(
+                "{op}: a tensor that requires grad cannot be modified in place while the graph \
+                 is recorded; wrap the update in no_grad(|| ...) as optimizers do"
+            );
+        }
+        let mut data = self
+            .inner
+            .data
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut data);
+        drop(data);
+        self.inner.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `self += other` (broadcast to this tensor's shape), in place.
+    ///
+    /// # Panics
+    /// If `other` does not broadcast to this shape or has another dtype, or if this tensor
+    /// requires grad while grad mode is on.
+    #[track_caller]
+    pub fn add_(&self, other: &Tensor) -> &Tensor {
+        self.zip_inplace("add_", other, |x, y| *x += y);
+        self
+    }
+
+    /// `self -= other`, in place.
+    #[track_caller]
+    pub fn sub_(&self, other: &Tensor) -> &Tensor {
+        self.zip_inplace("sub_", other, |x, y| *x -= y);
+        self
+    }
+
+    /// `self *= other`, in place.
+    #[track_caller]
+    pub fn mul_(&self, other: &Tensor) -> &Tensor {
+        self.zip_inplace("mul_", other, |x, y| *x *= y);
+        self
+    }
+
+    /// `self += alpha * other`, in place (PyTorch's `add_(other, alpha=…)`).
+    #[track_caller]
+    pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> &Tensor {
+        self.zip_inplace_scaled("add_scaled_", other, alpha);
+        self
+    }
+
+    /// `self *= value`, in place.
+    #[track_caller]
+    pub fn mul_scalar_(&self, value: f64) -> &Tensor {
+        self.map_inplace("mul_scalar_", |s| match s {
+            Storage::F32(a) => a.map_inplace(|x| *x *= value as f32),
+            Storage::F64(a) => a.map_inplace(|x| *x *= value),
+            Storage::I64(a) => a.map_inplace(|x| *x = (*x as f64 * value) as i64),
+        });
+        self
+    }
+
+    /// Sets every element to zero, in place.
+    #[track_caller]
+    pub fn zero_(&self) -> &Tensor {
+        self.fill_(0.0)
+    }
+
+    /// Sets every element to `value`, in place.
+    #[track_caller]
+    pub fn fill_(&self, value: f64) -> &Tensor {
+        self.map_inplace("fill_", |s| match s {
+            Storage::F32(a) => a.fill(value as f32),
+            Storage::F64(a) => a.fill(value),
+            Storage::I64(a) => a.fill(value as i64),
+        });
+        self
+    }
+
+    /// Copies `src`'s values (same shape; converted to this dtype), in place.
+    #[track_caller]
+    pub fn copy_(&self, src: &Tensor) -> &Tensor {
+        let shape = self.shape();
+        if src.shape() != shape {
+            panic!(
+                "copy_: source shape {:?} differs from destination shape {shape:?}",
+                src.shape()
+            );
+        }
+        let src = src.storage().to_dtype(self.dtype());
+        self.map_inplace("copy_", |s| match (s, &src) {
+            (Storage::F32(a), Storage::F32(b)) => a.assign(b),
+            (Storage::F64(a), Storage::F64(b)) => a.assign(b),
+            (Storage::I64(a), Storage::I64(b)) => a.assign(b),
+            _ => unreachable!("copy_: source converted to the destination dtype"),
+        });
+        self
+    }
+
+    /// Fills with values drawn uniformly from `[low, high)` (global generator), in place.
+    #[track_caller]
+    pub fn uniform_(&self, low: f64, high: f64) -> &Tensor {
+        let n = self.numel();
+        let values = random::with_rng(|r| random::uniform_vec::<f64>(r, n));
+        self.fill_from(
+            "uniform_",
+            values.into_iter().map(|u| low + (high - low) * u),
+        );
+        self
+    }
+
+    /// Fills with values drawn from `N(mean, std²)` (global generator), in place.
+    #[track_caller]
+    pub fn normal_(&self, mean: f64, std: f64) -> &Tensor {
+        let n = self.numel();
+        let values = random::with_rng(|r| random::normal_vec::<f64>(r, n));
+        self.fill_from("normal_", values.into_iter().map(|z| mean + std * z));
+        self
+    }
+
+    #[track_caller]
+    fn fill_from(&self, op: &str, values: impl Iterator<Item = f64>) {
+        self.map_inplace(op, |s| match s {
+            Storage::F32(a) => a.iter_mut().zip(values).for_each(|(x, v)| *x = v as f32),
+            Storage::F64(a) => a.iter_mut().zip(values).for_each(|(x, v)| *x = v),
+            Storage::I64(a) => a.iter_mut().zip(values).for_each(|(x, v)| *x = v as i64),
+        });
+    }
+
+    #[track_caller]
+    fn map_inplace(&self, op: &str, f: impl FnOnce(&mut Storage)) {
+        self.modify(op, f);
+    }
+
+    #[track_caller]
+    fn zip_inplace(&self, op: &str, other: &Tensor, f: impl Fn(&mut f64, f64) + Copy) {
+        let rhs = self.inplace_operand(op, other);
+        self.modify(op, |s| match (s, &rhs) {
+            (Storage::F32(a), Storage::F32(b)) => a.zip_mut_with(b, |x, y| {
+                let mut t = *x as f64;
+                f(&mut t, *y as f64);
+                *x = t as f32;
+            }),
+            (Storage::F64(a), Storage::F64(b)) => a.zip_mut_with(b, |x, y| f(x, *y)),
+            (Storage::I64(a), Storage::I64(b)) => a.zip_mut_with(b, |x, y| {
+                let mut t = *x as f64;
+                f(&mut t, *y as f64);
+                *x = t as i64;
+            }),
+            _ => unreachable!("in-place operand converted to the destination dtype"),
+        });
+    }
+
+    #[track_caller]
+    fn zip_inplace_scaled(&self, op: &str, other: &Tensor, alpha: f64) {
+        let rhs = self.inplace_operand(op, other);
+        self.modify(op, |s| match (s, &rhs) {
+            (Storage::F32(a), Storage::F32(b)) => {
+                let alpha = alpha as f32;
+                a.zip_mut_with(b, |x, y| *x += alpha * *y)
+            }
+            (Storage::F64(a), Storage::F64(b)) => a.zip_mut_with(b, |x, y| *x += alpha * *y),
+            (Storage::I64(a), Storage::I64(b)) => {
+                a.zip_mut_with(b, |x, y| *x += (alpha * *y as f64) as i64)
+            }
+            _ => unreachable!("in-place operand converted to the destination dtype"),
+        });
+    }
+
+    /// `other`'s storage checked to broadcast to this shape, in this dtype.
+    #[track_caller]
+    fn inplace_operand(&self, op: &str, other: &Tensor) -> Storage {
+        let shape = self.shape();
+        let other_shape = other.shape();
+        if crate::shape::broadcast_shapes(&shape, &other_shape).as_deref() != Some(&shape[..]) {
+            panic!("{op}: {other_shape:?} cannot be broadcast to the destination shape {shape:?}");
+        }
+        if other.dtype() != self.dtype() {
+            panic!(
+                "{op}: operand is {} but the destination is {}",
+                other.dtype(),
+                self.dtype()
+            );
+        }
+        other.storage()
+    }
+
+    /// Gradient accumulation: in place, without the grad-mode check (gradients never
+    /// require grad themselves).
+    fn add_assign_unchecked(&self, g: &Tensor) {
+        let rhs = g.storage();
+        let mut data = self
+            .inner
+            .data
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (&mut *data, &rhs) {
+            (Storage::F32(a), Storage::F32(b)) => add_assign(a, b),
+            (Storage::F64(a), Storage::F64(b)) => add_assign(a, b),
+            (a, b) => panic!(
+                "backward: gradient of dtype {} cannot accumulate into {}",
+                b.dtype(),
+                a.dtype()
+            ),
+        }
+        drop(data);
+        self.inner.version.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn add_assign<T: Float>(a: &mut ArcArray<T, IxDyn>, b: &ArcArray<T, IxDyn>) {
+    if let (Some(x), Some(y)) = (a.as_slice_mut(), b.as_slice()) {
+        if x.len() == y.len() {
+            x.iter_mut().zip(y).for_each(|(x, y)| *x += *y);
+            return;
+        }
+    }
+    a.zip_mut_with(b, |x, y| *x += *y);
+}
+
+impl Storage {
+    /// A storage with its own (contiguous) buffer.
+    pub(crate) fn to_owned_storage(&self) -> Storage {
+        match self {
+            Storage::F32(a) => Storage::F32(a.to_owned().into_shared()),
+            Storage::F64(a) => Storage::F64(a.to_owned().into_shared()),
+            Storage::I64(a) => Storage::I64(a.to_owned().into_shared()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
