@@ -213,7 +213,7 @@ mod tuples {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::DType;
+    use crate::dtype::DType;
 
     #[test]
     fn tensors_stack_along_a_new_first_dimension() {

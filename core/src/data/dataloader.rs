@@ -60,7 +60,7 @@ type IndexBatchSampler = Box<dyn Sampler<Item = Vec<usize>>>;
 /// Every call to [`iter`](Self::iter) (or `for … in &loader`) starts a new epoch with a new
 /// order when shuffling; given a `seed`, the batches of epoch k are the same on every run and
 /// for every `num_workers`. See NOTE [ Worker threads and ordered prefetch ].
-pub struct DataLoader<D: Dataset, C: Collate<D::Item> = DefaultCollate> {
+pub struct DataLoader<D: Dataset, C = DefaultCollate> {
     dataset: Arc<D>,
     collate: Arc<C>,
     batch_sampler: IndexBatchSampler,
@@ -89,9 +89,9 @@ pub struct DataLoaderBuilder<D: Dataset, C = DefaultCollate> {
 impl<D: Dataset> DataLoader<D> {
     /// Starts a loader over `dataset` (a data set, or an `Arc` of one to share it) with
     /// PyTorch's defaults: `batch_size` 1, no shuffling, `num_workers` 0, the default collation.
-    pub fn builder(dataset: impl Into<Arc<D>>) -> DataLoaderBuilder<D> {
+    pub fn builder(dataset: D) -> DataLoaderBuilder<D> {
         DataLoaderBuilder {
-            dataset: dataset.into(),
+            dataset: Arc::new(dataset),
             collate: DefaultCollate,
             batch_size: None,
             shuffle: None,
@@ -288,7 +288,7 @@ impl<D: Dataset + 'static, C: Collate<D::Item>> DataLoader<D, C> {
     }
 
     /// The data set.
-    pub fn dataset(&self) -> &Arc<D> {
+    pub fn dataset(&self) -> &D {
         &self.dataset
     }
 

@@ -110,7 +110,6 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// The samples of `dataset` at `indices`, in that order (PyTorch's `Subset`).
 ///
 /// The parent is held through an `Arc`, so the subsets made by [`random_split`] share one copy.
-#[derive(Debug)]
 pub struct Subset<D> {
     dataset: Arc<D>,
     indices: Vec<usize>,
@@ -126,14 +125,22 @@ impl<D> Clone for Subset<D> {
     }
 }
 
+impl<D> std::fmt::Debug for Subset<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subset")
+            .field("indices", &self.indices)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<D: Dataset> Subset<D> {
-    /// The samples of `dataset` at `indices`.
+    /// The samples of `dataset` at `indices`. Pass an `Arc` of a data set to share it.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] when an index is not below `dataset.len()`.
-    pub fn new(dataset: impl Into<Arc<D>>, indices: Vec<usize>) -> Result<Self> {
-        let dataset = dataset.into();
+    pub fn new(dataset: D, indices: Vec<usize>) -> Result<Self> {
+        let dataset = Arc::new(dataset);
         let len = dataset.len();
         if let Some(&bad) = indices.iter().find(|&&i| i >= len) {
             return Err(Error::Config(format!(
@@ -357,11 +364,11 @@ fn fraction_counts(fractions: &[f64], len: usize) -> Result<Vec<usize>> {
 /// [`Error::Config`] when counts do not add up to `dataset.len()`, or fractions are outside
 /// [0, 1] or do not add up to 1.
 pub fn random_split<D: Dataset>(
-    dataset: impl Into<Arc<D>>,
+    dataset: D,
     lengths: impl Into<Lengths>,
     seed: u64,
 ) -> Result<Vec<Subset<D>>> {
-    let dataset = dataset.into();
+    let dataset = Arc::new(dataset);
     let counts = lengths.into().counts(dataset.len())?;
     let mut order: Vec<usize> = (0..dataset.len()).collect();
     order.shuffle(&mut StdRng::seed_from_u64(seed));
