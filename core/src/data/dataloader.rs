@@ -20,8 +20,8 @@
 
 use crate::data::collate::{Collate, DefaultCollate};
 use crate::data::dataset::{Dataset, panic_message};
-use crate::data::sampler::{BatchSampler, RandomSampler, Sampler, SequentialSampler};
 use crate::data::sampler::epoch_generator;
+use crate::data::sampler::{BatchSampler, RandomSampler, Sampler, SequentialSampler};
 use crate::error::{Error, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
@@ -126,7 +126,10 @@ impl<D: Dataset, C> DataLoaderBuilder<D, C> {
     }
 
     /// Whole index batches; conflicts with `batch_size`, `shuffle`, `sampler` and `drop_last`.
-    pub fn batch_sampler(mut self, batch_sampler: impl Sampler<Item = Vec<usize>> + 'static) -> Self {
+    pub fn batch_sampler(
+        mut self,
+        batch_sampler: impl Sampler<Item = Vec<usize>> + 'static,
+    ) -> Self {
         self.batch_sampler = Some(Box::new(batch_sampler));
         self
     }
@@ -245,7 +248,10 @@ impl<D: Dataset + 'static, C: Collate<D::Item>> DataLoaderBuilder<D, C> {
     pub fn build(self) -> Result<DataLoader<D, C>> {
         let problems = self.conflicts();
         if !problems.is_empty() {
-            return Err(Error::Config(format!("DataLoader: {}", problems.join("; "))));
+            return Err(Error::Config(format!(
+                "DataLoader: {}",
+                problems.join("; ")
+            )));
         }
         let len = self.dataset.len();
         let batch_sampler: IndexBatchSampler = match self.batch_sampler {
@@ -762,13 +768,19 @@ mod tests {
     #[test]
     fn conflicting_options_are_errors_that_name_them() {
         let err = config_error(DataLoader::builder(numbers(4)).batch_size(0));
-        assert!(err.contains("batch_size must be at least 1, got 0"), "{err}");
+        assert!(
+            err.contains("batch_size must be at least 1, got 0"),
+            "{err}"
+        );
         let err = config_error(
             DataLoader::builder(numbers(4))
                 .sampler(SequentialSampler::new(4))
                 .shuffle(true),
         );
-        assert!(err.contains("`sampler`") && err.contains("`shuffle(true)`"), "{err}");
+        assert!(
+            err.contains("`sampler`") && err.contains("`shuffle(true)`"),
+            "{err}"
+        );
         let batches = BatchSampler::new(SequentialSampler::new(4), 2, false).unwrap();
         let err = config_error(
             DataLoader::builder(numbers(4))
@@ -783,13 +795,19 @@ mod tests {
             "{err}"
         );
         let err = config_error(DataLoader::builder(numbers(4)).prefetch_factor(4));
-        assert!(err.contains("prefetch_factor(4) needs num_workers > 0"), "{err}");
+        assert!(
+            err.contains("prefetch_factor(4) needs num_workers > 0"),
+            "{err}"
+        );
         let err = config_error(
             DataLoader::builder(numbers(4))
                 .batch_size(0)
                 .timeout(Duration::from_secs(1)),
         );
-        assert!(err.contains("batch_size") && err.contains("timeout"), "{err}");
+        assert!(
+            err.contains("batch_size") && err.contains("timeout"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -455,7 +455,10 @@ mod tests {
     #[test]
     fn random_split_errors_name_the_lengths() {
         let err = random_split(range(10), [3, 3], 0).unwrap_err().to_string();
-        assert!(err.contains("[3, 3]") && err.contains("10 samples"), "{err}");
+        assert!(
+            err.contains("[3, 3]") && err.contains("10 samples"),
+            "{err}"
+        );
         let err = random_split(range(10), [0.5, 0.6], 0)
             .unwrap_err()
             .to_string();
@@ -469,7 +472,10 @@ mod tests {
             bad: Some(2),
         };
         let err = get_item(&d, 2).unwrap_err().to_string();
-        assert!(err.contains("get(2)") && err.contains("bad record"), "{err}");
+        assert!(
+            err.contains("get(2)") && err.contains("bad record"),
+            "{err}"
+        );
         let err = get_item(&d, 9).unwrap_err().to_string();
         assert!(err.contains("index 9"), "{err}");
 

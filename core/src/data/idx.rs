@@ -48,8 +48,7 @@ fn format_error(path: &Path, message: impl Into<String>) -> Error {
 /// Parses the header at the start of `bytes` (which may be only the first few bytes of the
 /// file). `bytes` must hold at least the whole header.
 fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
-    let Some(&[zero0, zero1, type_code, ndim]) = bytes.first_chunk::<4>()
-    else {
+    let Some(&[zero0, zero1, type_code, ndim]) = bytes.first_chunk::<4>() else {
         return Err(format_error(
             path,
             format!(
@@ -268,7 +267,10 @@ mod tests {
         let plain = IdxArray::from_bytes(&file, path()).unwrap();
         assert_eq!(plain.shape, vec![2, 3]);
         assert_eq!(plain.data, vec![1, 2, 3, 4, 5, 6]);
-        assert_eq!(IdxArray::from_gzip_bytes(&gzip(&file), path()).unwrap(), plain);
+        assert_eq!(
+            IdxArray::from_gzip_bytes(&gzip(&file), path()).unwrap(),
+            plain
+        );
     }
 
     #[test]
@@ -277,16 +279,22 @@ mod tests {
             (vec![0, 0], "truncated"),
             (vec![1, 2, 8, 1, 0, 0, 0, 0], "magic number 0x01020801"),
             (vec![0, 0, 0x0D, 1, 0, 0, 0, 0], "element type 0x0d"),
-            (vec![0, 0, 8, 3, 0, 0, 0, 1], "3 dimensions need 16 header bytes"),
-            (idx(&[4], &[1, 2]), "promise 4 data bytes, but the file holds 2"),
-            (idx(&[1], &[1, 2]), "holds 2"),
             (
-                idx(&[u32::MAX, u32::MAX, u32::MAX], &[]),
-                "overflow",
+                vec![0, 0, 8, 3, 0, 0, 0, 1],
+                "3 dimensions need 16 header bytes",
             ),
+            (
+                idx(&[4], &[1, 2]),
+                "promise 4 data bytes, but the file holds 2",
+            ),
+            (idx(&[1], &[1, 2]), "holds 2"),
+            (idx(&[u32::MAX, u32::MAX, u32::MAX], &[]), "overflow"),
             (gzip(&idx(&[4], &[1, 2])), "holds 2"),
             (gzip(&idx(&[1], &[1, 2])), "holds more"),
-            (gzip(&idx(&[60_000, 28, 28], &[0; 10])), "inflate to at most"),
+            (
+                gzip(&idx(&[60_000, 28, 28], &[0; 10])),
+                "inflate to at most",
+            ),
             (vec![0x1f, 0x8b, 0, 0, 0], "bad gzip data"),
         ];
         for (bytes, expected) in cases {
@@ -302,7 +310,10 @@ mod tests {
     fn a_missing_file_is_an_io_error_naming_it() {
         let err = IdxArray::read("/nonexistent/train-images-idx3-ubyte").unwrap_err();
         assert!(matches!(err, Error::Io { .. }));
-        assert!(err.to_string().contains("/nonexistent/train-images-idx3-ubyte"));
+        assert!(
+            err.to_string()
+                .contains("/nonexistent/train-images-idx3-ubyte")
+        );
     }
 
     proptest! {

@@ -1,18 +1,22 @@
 //! Data sets and loaders, as PyTorch's `torch.utils.data`: [`Dataset`], [`TensorDataset`],
-//! [`Subset`], [`ConcatDataset`], [`random_split`], the streaming [`IterableDataset`], samplers,
-//! collation and [`DataLoader`]; readers for MNIST ([`Mnist`]) and CSV ([`Csv`]).
+//! [`Subset`], [`ConcatDataset`], [`random_split`], samplers, collation and [`DataLoader`];
+//! readers for MNIST ([`Mnist`], [`IdxArray`]) and CSV.
 
 pub mod collate;
-pub mod idx;
 pub mod dataloader;
 pub mod dataset;
+pub mod idx;
+pub mod mnist;
 pub mod sampler;
+pub mod tensor_dataset;
 
 pub use collate::{Collate, DefaultCollate, Stack};
 pub use dataloader::{DataLoader, DataLoaderBuilder, Iter, TryIter};
-pub use idx::IdxArray;
 pub use dataset::{ConcatDataset, Dataset, Lengths, Subset, random_split};
+pub use idx::IdxArray;
+pub use mnist::{MNIST_MEAN, MNIST_STD, Mnist};
 pub use sampler::{
     BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler,
     WeightedRandomSampler, epoch_generator,
 };
+pub use tensor_dataset::{TensorDataset, TensorTuple};

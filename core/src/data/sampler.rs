@@ -146,7 +146,9 @@ impl Sampler for RandomSampler {
     fn sample(&self, generator: &mut StdRng) -> Vec<usize> {
         let n = self.len();
         if self.replacement {
-            return (0..n).map(|_| generator.random_range(0..self.len)).collect();
+            return (0..n)
+                .map(|_| generator.random_range(0..self.len))
+                .collect();
         }
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
@@ -373,7 +375,10 @@ mod tests {
 
     #[test]
     fn sequential_sampler_counts_up() {
-        assert_eq!(SequentialSampler::new(4).sample(&mut gen_(0)), vec![0, 1, 2, 3]);
+        assert_eq!(
+            SequentialSampler::new(4).sample(&mut gen_(0)),
+            vec![0, 1, 2, 3]
+        );
     }
 
     #[test]
@@ -453,6 +458,9 @@ mod tests {
         let err = BatchSampler::new(SequentialSampler::new(7), 0, false)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("batch_size must be at least 1, got 0"), "{err}");
+        assert!(
+            err.contains("batch_size must be at least 1, got 0"),
+            "{err}"
+        );
     }
 }
