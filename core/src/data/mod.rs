@@ -3,6 +3,7 @@
 //! readers for MNIST ([`Mnist`], [`IdxArray`]) and CSV.
 
 pub mod collate;
+pub mod csv;
 pub mod dataloader;
 pub mod dataset;
 pub mod idx;
@@ -11,6 +12,7 @@ pub mod sampler;
 pub mod tensor_dataset;
 
 pub use collate::{Collate, DefaultCollate, Stack};
+pub use csv::{CsvOptions, CsvTable};
 pub use dataloader::{DataLoader, DataLoaderBuilder, Iter, TryIter};
 pub use dataset::{ConcatDataset, Dataset, Lengths, Subset, random_split};
 pub use idx::IdxArray;
