@@ -1,5 +1,5 @@
 //! Data sets and loaders, as PyTorch's `torch.utils.data`: [`Dataset`], [`TensorDataset`],
-//! [`Subset`], [`ConcatDataset`], [`random_split`], samplers, collation and [`DataLoader`];
+//! [`Subset`], [`ConcatDataset`], [`random_split`], the streaming [`IterableDataset`] and [`StreamLoader`], samplers, collation and [`DataLoader`];
 //! readers for MNIST ([`Mnist`], [`IdxArray`]) and CSV.
 
 pub mod collate;
@@ -7,6 +7,7 @@ pub mod csv;
 pub mod dataloader;
 pub mod dataset;
 pub mod idx;
+pub mod iterable;
 pub mod mnist;
 pub mod sampler;
 pub mod tensor_dataset;
@@ -16,6 +17,9 @@ pub use csv::{CsvOptions, CsvTable};
 pub use dataloader::{DataLoader, DataLoaderBuilder, Iter, TryIter};
 pub use dataset::{ConcatDataset, Dataset, Lengths, Subset, random_split};
 pub use idx::IdxArray;
+pub use iterable::{
+    FromFn, IterableDataset, Stream, StreamIter, StreamLoader, StreamLoaderBuilder, from_fn,
+};
 pub use mnist::{MNIST_MEAN, MNIST_STD, Mnist};
 pub use sampler::{
     BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler,
