@@ -367,7 +367,7 @@ impl<D: Dataset, C: Collate<D::Item>> std::fmt::Debug for DataLoader<D, C> {
     }
 }
 
-impl<'a, D: Dataset + 'static, C: Collate<D::Item>> IntoIterator for &'a DataLoader<D, C> {
+impl<D: Dataset + 'static, C: Collate<D::Item>> IntoIterator for &DataLoader<D, C> {
     type Item = C::Batch;
     type IntoIter = Iter<D, C>;
 
