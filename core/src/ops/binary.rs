@@ -59,8 +59,9 @@ pub(crate) fn dtype_error(op: &str, a: &Storage, b: &Storage) -> ! {
 /// The broadcast result of `op` on two storages (no graph).
 #[track_caller]
 fn binary_storage(op: BinOp, a: &Storage, b: &Storage) -> Storage {
-    let out = broadcast_shapes(a.shape(), b.shape())
-        .unwrap_or_else(|| broadcast_error(op.name(), a.shape(), b.shape()));
+    let Some(out) = broadcast_shapes(a.shape(), b.shape()) else {
+        broadcast_error(op.name(), a.shape(), b.shape())
+    };
     crate::dispatch_float2!(a, b, (x, y) => kernel::zip2(x, y, &out, |p, q| op.apply(p, q)),
         else => dtype_error(op.name(), a, b))
 }

@@ -49,6 +49,12 @@ impl Tensor {
         if sa[sa.len() - 1] != k_b {
             matmul_shape_error(&sa, &sb);
         }
+        if sa.len() > 2 && sb.len() > 2 {
+            let batch = crate::shape::broadcast_shapes(&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
+            if batch.is_none() {
+                matmul_shape_error(&sa, &sb);
+            }
+        }
         match (sa.len(), sb.len()) {
             (1, 1) => self
                 .unsqueeze(0)
@@ -74,7 +80,7 @@ impl Tensor {
     fn mm_nd(&self, other: &Tensor) -> Tensor {
         let (sa, sb) = (self.storage(), other.storage());
         let out = crate::dispatch_float2!(&sa, &sb, (a, b) => batched_matmul(a.view(), b.view())
-            .unwrap_or_else(|| matmul_shape_error(a.shape(), b.shape())),
+            .unwrap_or_else(|| unreachable!("matmul: shapes checked before")),
             else => crate::ops::binary::dtype_error("matmul", &sa, &sb));
         let (shape_a, shape_b) = (self.shape(), other.shape());
         record("matmul", out, &[self, other], || {

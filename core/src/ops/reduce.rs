@@ -20,7 +20,10 @@ fn int_error(op: &str, t: &Tensor) -> ! {
 /// Sorted, de-duplicated dimension indices.
 #[track_caller]
 fn normalize_dims(op: &str, dims: &[isize], ndim: usize) -> Vec<usize> {
-    let mut out: Vec<usize> = dims.iter().map(|&d| normalize_dim(op, d, ndim)).collect();
+    let mut out = Vec::with_capacity(dims.len());
+    for &d in dims {
+        out.push(normalize_dim(op, d, ndim));
+    }
     out.sort_unstable();
     out.dedup();
     out

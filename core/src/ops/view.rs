@@ -164,10 +164,10 @@ impl Tensor {
     #[track_caller]
     pub fn permute(&self, dims: &[isize]) -> Tensor {
         let n = self.dim();
-        let perm: Vec<usize> = dims
-            .iter()
-            .map(|&d| normalize_dim("permute", d, n))
-            .collect();
+        let mut perm = Vec::with_capacity(n);
+        for &d in dims {
+            perm.push(normalize_dim("permute", d, n));
+        }
         let mut seen = vec![false; n];
         for &p in &perm {
             seen[p] = true;
@@ -288,19 +288,37 @@ impl Tensor {
         }
         let idx = index.to_vec::<i64>();
         let size = shape.get(d).copied().unwrap_or(1);
-        let positions: Vec<usize> = idx
-            .iter()
-            .map(|&i| {
-                if i < 0 || i as usize >= size {
-                    panic!("index_select: index {i} is out of bounds for dimension {dim} of size {size} (shape {shape:?})");
-                }
-                i as usize
-            })
-            .collect();
+        let mut positions = Vec::with_capacity(idx.len());
+        for &i in &idx {
+            if i < 0 || i as usize >= size {
+                panic!(
+                    "index_select: index {i} is out of bounds for dimension {dim} of size {size} (shape {shape:?})"
+                );
+            }
+            positions.push(i as usize);
+        }
         let out = map_storage!(self.storage(), a => a.select(Axis(d), &positions).into_shared());
         record("index_select", out, &[self], || {
             move |g: &Tensor, _: &[bool]| vec![Some(index_add(g, d, &positions, &shape))]
         })
+    }
+
+    /// Rows of this `[num_embeddings, embedding_dim]` weight picked by `indices` (i64, any
+    /// shape), as `torch.nn.functional.embedding(indices, weight)`; repeated indices
+    /// accumulate gradient.
+    ///
+    /// # Shapes
+    /// `indices.shape + [embedding_dim]`.
+    #[track_caller]
+    pub fn embedding(&self, indices: &Tensor) -> Tensor {
+        let shape = self.shape();
+        if shape.len() != 2 {
+            panic!("embedding: weight must be [num_embeddings, embedding_dim], got {shape:?}");
+        }
+        let mut out_shape = indices.shape();
+        out_shape.push(shape[1]);
+        self.index_select(0, &indices.reshape(&[-1]))
+            .reshape_usize(&out_shape)
     }
 
     /// Joins tensors of equal shape (except along `dim`) along an existing dimension.

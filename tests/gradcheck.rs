@@ -1,0 +1,189 @@
+//! Every differentiable op against central finite differences (f64, PyTorch's gradcheck
+//! defaults), including broadcast inputs and an input used more than once.
+
+use torchlet::autograd::{GradcheckOptions, gradcheck, gradcheck_with};
+use torchlet::{Tensor, manual_seed};
+
+/// A random f64 leaf that requires grad, with values in `[lo, hi)`.
+fn input(shape: &[usize], lo: f64, hi: f64) -> Tensor {
+    let t = Tensor::rand(shape).double();
+    (&(&t * (hi - lo)) + lo).detach().requires_grad_(true)
+}
+
+/// Values in `[0.2, 1)` with random signs: away from the kinks of relu, abs, clamp.
+fn away_from_zero(shape: &[usize]) -> Tensor {
+    let magnitude = Tensor::rand(shape).double().mul_scalar(0.8).add_scalar(0.2);
+    let sign = Tensor::rand(shape)
+        .gt_scalar(0.5)
+        .double()
+        .mul_scalar(2.0)
+        .add_scalar(-1.0);
+    (&magnitude * &sign).detach().requires_grad_(true)
+}
+
+#[track_caller]
+fn check(f: impl Fn(&[Tensor]) -> Tensor, inputs: &[Tensor]) {
+    if let Err(e) = gradcheck(f, inputs) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn binary_ops_with_broadcasting() {
+    manual_seed(0);
+    for (sa, sb) in [
+        (&[3usize, 4][..], &[3usize, 4][..]),
+        (&[3, 4], &[4]),
+        (&[2, 1, 4], &[3, 1]),
+        (&[], &[2, 3]),
+    ] {
+        let a = input(sa, -1.0, 1.0);
+        let b = input(sb, 0.5, 2.0);
+        check(|v| &v[0] + &v[1], &[a.clone(), b.clone()]);
+        check(|v| &v[0] - &v[1], &[a.clone(), b.clone()]);
+        check(|v| &v[0] * &v[1], &[a.clone(), b.clone()]);
+        check(|v| &v[0] / &v[1], &[a.clone(), b.clone()]);
+    }
+}
+
+#[test]
+fn scalar_ops() {
+    manual_seed(1);
+    let x = input(&[2, 3], 0.5, 2.0);
+    check(|v| &v[0] * 3.0, &[x.clone()]);
+    check(|v| &v[0] + 3.0, &[x.clone()]);
+    check(|v| &v[0] - 3.0, &[x.clone()]);
+    check(|v| &v[0] / 3.0, &[x.clone()]);
+    check(|v| 2.0 / &v[0], &[x.clone()]);
+    check(|v| 2.0 - &v[0], &[x]);
+}
+
+#[test]
+fn unary_ops() {
+    manual_seed(2);
+    let x = input(&[3, 4], -2.0, 2.0);
+    let pos = input(&[3, 4], 0.5, 2.0);
+    let kinked = away_from_zero(&[3, 4]);
+    check(|v| -&v[0], &[x.clone()]);
+    check(|v| v[0].exp(), &[x.clone()]);
+    check(|v| v[0].log(), &[pos.clone()]);
+    check(|v| v[0].sqrt(), &[pos.clone()]);
+    check(|v| v[0].pow(2.0), &[x.clone()]);
+    check(|v| v[0].pow(2.5), &[pos.clone()]);
+    check(|v| v[0].pow(-1.5), &[pos]);
+    check(|v| v[0].abs(), &[kinked.clone()]);
+    check(|v| v[0].relu(), &[kinked.clone()]);
+    check(|v| v[0].leaky_relu(0.01), &[kinked.clone()]);
+    check(|v| v[0].clamp(Some(-0.5), Some(0.5)), &[kinked]);
+    check(|v| v[0].sigmoid(), &[x.clone()]);
+    check(|v| v[0].tanh(), &[x.clone()]);
+    check(|v| v[0].gelu(), &[x.clone()]);
+    check(|v| v[0].gelu_tanh(), &[x.clone()]);
+    // Through f32 the differences need a coarser step.
+    let coarse = GradcheckOptions {
+        eps: 1e-3,
+        atol: 1e-4,
+        rtol: 1e-2,
+    };
+    let cast = |v: &[Tensor]| (&v[0].float() * &v[0].float()).double();
+    gradcheck_with(cast, &[x], coarse).unwrap();
+}
+
+#[test]
+fn matmul_in_every_form() {
+    manual_seed(3);
+    let cases: [(&[usize], &[usize]); 7] = [
+        (&[3, 4], &[4, 5]),
+        (&[2, 3, 4], &[2, 4, 5]),
+        (&[2, 3, 4], &[4, 5]),
+        (&[4, 5], &[2, 5, 3]),
+        (&[2, 1, 3, 4], &[3, 4, 2]),
+        (&[4], &[4, 3]),
+        (&[4], &[4]),
+    ];
+    for (sa, sb) in cases {
+        check(
+            |v| v[0].matmul(&v[1]),
+            &[input(sa, -1.0, 1.0), input(sb, -1.0, 1.0)],
+        );
+    }
+    check(
+        |v| v[0].matmul(&v[1]),
+        &[input(&[3, 4], -1.0, 1.0), input(&[4], -1.0, 1.0)],
+    );
+    // Transposed (strided) operands, as Linear and backward produce them.
+    check(
+        |v| v[0].matmul(&v[1].t()),
+        &[input(&[3, 4], -1.0, 1.0), input(&[5, 4], -1.0, 1.0)],
+    );
+}
+
+#[test]
+fn reductions() {
+    manual_seed(4);
+    let x = input(&[2, 3, 4], -1.0, 1.0);
+    check(|v| v[0].sum(), &[x.clone()]);
+    check(|v| v[0].sum_dim(1, false), &[x.clone()]);
+    check(|v| v[0].sum_dim(-1, true), &[x.clone()]);
+    check(|v| v[0].sum_dims(&[0, 2], false), &[x.clone()]);
+    check(|v| v[0].mean(), &[x.clone()]);
+    check(|v| v[0].mean_dim(1, true), &[x.clone()]);
+    check(|v| v[0].max_dim(1, false).0, &[x.clone()]);
+    check(|v| v[0].min_dim(0, true).0, &[x.clone()]);
+    check(|v| v[0].max(), &[x]);
+}
+
+#[test]
+fn softmax_family() {
+    manual_seed(5);
+    let x = input(&[3, 5], -3.0, 3.0);
+    for dim in [0, 1, -1] {
+        check(|v| v[0].softmax(dim), &[x.clone()]);
+        check(|v| v[0].log_softmax(dim), &[x.clone()]);
+    }
+}
+
+#[test]
+fn shape_ops() {
+    manual_seed(6);
+    let x = input(&[2, 3, 4], -1.0, 1.0);
+    check(|v| v[0].transpose(0, 2), &[x.clone()]);
+    check(|v| v[0].permute(&[2, 0, 1]), &[x.clone()]);
+    check(|v| v[0].reshape(&[4, -1]), &[x.clone()]);
+    check(|v| v[0].transpose(0, 1).reshape(&[-1]), &[x.clone()]);
+    check(|v| v[0].flatten(1, -1), &[x.clone()]);
+    check(|v| v[0].unsqueeze(1).squeeze_dim(1), &[x.clone()]);
+    check(|v| v[0].narrow(2, 1, 2), &[x.clone()]);
+    check(|v| v[0].select(1, 2), &[x.clone()]);
+    check(|v| v[0].expand(&[2, 2, 3, 4]), &[x.clone()]);
+    let index = Tensor::from_vec(vec![2i64, 0, 2, 1], &[4]);
+    check(|v| v[0].index_select(2, &index), &[x.clone()]);
+    let table = input(&[6, 3], -1.0, 1.0);
+    let ids = Tensor::from_vec(vec![1i64, 5, 1, 0], &[2, 2]);
+    check(|v| v[0].embedding(&ids), &[table]);
+    let y = input(&[2, 1, 4], -1.0, 1.0);
+    check(
+        |v| Tensor::cat(&[v[0].clone(), v[1].clone()], 1),
+        &[x.clone(), y],
+    );
+    let z = input(&[2, 3, 4], -1.0, 1.0);
+    check(|v| Tensor::stack(&[v[0].clone(), v[1].clone()], 1), &[x, z]);
+}
+
+#[test]
+fn reused_inputs_accumulate() {
+    manual_seed(7);
+    let x = input(&[3, 4], -1.0, 1.0);
+    check(|v| &(&v[0] * &v[0]) + &v[0].exp(), &[x.clone()]);
+    let w = input(&[4, 4], -1.0, 1.0);
+    // x feeds three paths, w two.
+    check(
+        |v| {
+            (&v[0].matmul(&v[1]).tanh() + &v[0])
+                .matmul(&v[1].t())
+                .sum_dim(0, false)
+                * &v[0].sum_dim(0, false)
+        },
+        &[x, w],
+    );
+}
