@@ -3,6 +3,7 @@
 //! Users depend on the facade crate `torchlet`, which re-exports everything here.
 
 pub mod autograd;
+pub mod data;
 pub mod dtype;
 pub mod error;
 pub mod nn;

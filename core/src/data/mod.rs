@@ -1,0 +1,28 @@
+//! Data sets and loaders, as PyTorch's `torch.utils.data`: [`Dataset`], [`TensorDataset`],
+//! [`Subset`], [`ConcatDataset`], [`random_split`], the streaming [`IterableDataset`] and [`StreamLoader`], samplers, collation and [`DataLoader`];
+//! readers for MNIST ([`Mnist`], [`IdxArray`]) and CSV.
+
+pub mod collate;
+pub mod csv;
+pub mod dataloader;
+pub mod dataset;
+pub mod idx;
+pub mod iterable;
+pub mod mnist;
+pub mod sampler;
+pub mod tensor_dataset;
+
+pub use collate::{Collate, DefaultCollate, Stack};
+pub use csv::{CsvOptions, CsvTable};
+pub use dataloader::{DataLoader, DataLoaderBuilder, Iter, TryIter};
+pub use dataset::{ConcatDataset, Dataset, Lengths, Subset, random_split};
+pub use idx::IdxArray;
+pub use iterable::{
+    FromFn, IterableDataset, Stream, StreamIter, StreamLoader, StreamLoaderBuilder, from_fn,
+};
+pub use mnist::{MNIST_MEAN, MNIST_STD, Mnist};
+pub use sampler::{
+    BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler,
+    WeightedRandomSampler, epoch_generator,
+};
+pub use tensor_dataset::{TensorDataset, TensorTuple};
