@@ -77,7 +77,7 @@ fn the_graph_is_freed_after_backward_unless_retained() {
 #[test]
 fn no_grad_scopes_stop_recording_and_restore_the_mode() {
     let x = leaf(&[1.0]);
-    assert!(no_grad(|| (&x * 2.0).requires_grad()) == false);
+    assert!(!no_grad(|| (&x * 2.0).requires_grad()));
     {
         let _guard = NoGradGuard::new();
         assert!(!is_grad_enabled());

@@ -31,7 +31,8 @@ fn misuse_panics_with_op_and_shapes_at_the_callers_line() {
     let a = Tensor::zeros(&[64, 784]);
     let b = Tensor::zeros(&[128, 10]);
     let x = Tensor::zeros(&[2, 3]);
-    let cases: Vec<(&str, Box<dyn FnOnce()>)> = vec![
+    type Misuse<'a> = Box<dyn FnOnce() + 'a>;
+    let cases: Vec<(&str, Misuse)> = vec![
         (
             "matmul: [64, 784] @ [128, 10]: inner dimensions 784 and 128 differ",
             Box::new(|| {

@@ -709,11 +709,11 @@ impl Tensor {
 }
 
 fn add_assign<T: Float>(a: &mut ArcArray<T, IxDyn>, b: &ArcArray<T, IxDyn>) {
-    if let (Some(x), Some(y)) = (a.as_slice_mut(), b.as_slice()) {
-        if x.len() == y.len() {
-            x.iter_mut().zip(y).for_each(|(x, y)| *x += *y);
-            return;
-        }
+    if let (Some(x), Some(y)) = (a.as_slice_mut(), b.as_slice())
+        && x.len() == y.len()
+    {
+        x.iter_mut().zip(y).for_each(|(x, y)| *x += *y);
+        return;
     }
     a.zip_mut_with(b, |x, y| *x += *y);
 }

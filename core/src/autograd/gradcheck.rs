@@ -100,8 +100,8 @@ pub fn gradcheck_with(
         }
         for j in 0..values[i].len() {
             let column = numerical_column(&f, inputs, &values, i, j, options.eps);
-            for (o, &numerical) in column.iter().enumerate() {
-                let a = analytical[i][o][j];
+            for (o, (&numerical, row)) in column.iter().zip(&analytical[i]).enumerate() {
+                let a = row[j];
                 if (a - numerical).abs() > options.atol + options.rtol * numerical.abs() {
                     return Err(GradcheckError {
                         input: i,
@@ -130,10 +130,10 @@ fn leaves(
         .enumerate()
         .map(|(i, (x, v))| {
             let mut v = v.clone();
-            if let Some((pi, pj, value)) = perturb {
-                if pi == i {
-                    v[pj] = value;
-                }
+            if let Some((pi, pj, value)) = perturb
+                && pi == i
+            {
+                v[pj] = value;
             }
             let t = Tensor::from_vec(v, &x.shape()).to_dtype(x.dtype());
             if x.requires_grad() {

@@ -241,7 +241,7 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// Packs a `kc × nc` block of B into strips of `NR` columns, zero-padded.
 unsafe fn pack_b(kc: usize, nc: usize, b: MatRef, out: &mut [f32]) {
-    if b.cs == 1 && nc % NR == 0 {
+    if b.cs == 1 && nc.is_multiple_of(NR) {
         // Walk B along its rows: reading down a column strip would touch `kc` lines that
         // all map to the same cache set when the row length is a power of two.
         for p in 0..kc {

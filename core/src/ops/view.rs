@@ -46,7 +46,7 @@ fn infer_shape(from: &[usize], to: &[isize]) -> Vec<usize> {
     }
     let mut out: Vec<usize> = to.iter().map(|&d| d.max(0) as usize).collect();
     match infer {
-        Some(i) if known != 0 && numel % known == 0 => out[i] = numel / known,
+        Some(i) if known != 0 && numel.is_multiple_of(known) => out[i] = numel / known,
         None if known == numel => {}
         _ => reshape_error(from, to),
     }
