@@ -38,7 +38,11 @@ fn main() {
     // A tensor used twice gets the sum of both gradients: d/dv (v² + eᵛ) = 2v + eᵛ.
     let v = Tensor::from_vec(vec![0.0f64, 1.0, 2.0], &[3]).requires_grad_(true);
     (&(&v * &v) + &v.exp()).sum().backward();
-    println!("d/dv (v*v + exp(v)) at {} = {}", v.detach(), v.grad().expect("grad"));
+    println!(
+        "d/dv (v*v + exp(v)) at {} = {}",
+        v.detach(),
+        v.grad().expect("grad")
+    );
 
     // Softmax along a dimension, stable for large logits.
     let logits = Tensor::from_vec(vec![1000.0f32, 1001.0, 1002.0], &[1, 3]);

@@ -199,3 +199,22 @@ fn tensors_move_between_threads() {
     y.backward();
     assert_eq!(x.grad().unwrap().to_vec::<f32>(), [2.0, 4.0]);
 }
+
+#[test]
+fn linear_equals_matmul_with_transposed_weight_plus_bias() {
+    torchlet::manual_seed(3);
+    let x = Tensor::randn(&[6, 5]);
+    let w = Tensor::randn(&[4, 5]).requires_grad_(true);
+    let b = Tensor::randn(&[4]).requires_grad_(true);
+    let fused = x.linear(&w, Some(&b));
+    let composed = &x.matmul(&w.t()) + &b;
+    let diff = (&fused - &composed).abs().max().item();
+    assert!(diff < 1e-5, "{diff}");
+    fused.sum().backward();
+    let (gw, gb) = (w.grad().unwrap(), b.grad().unwrap());
+    w.zero_grad();
+    b.zero_grad();
+    composed.sum().backward();
+    assert!((&gw - &w.grad().unwrap()).abs().max().item() < 1e-5);
+    assert!((&gb - &b.grad().unwrap()).abs().max().item() < 1e-5);
+}

@@ -119,6 +119,25 @@ fn matmul_in_every_form() {
 }
 
 #[test]
+fn linear_with_and_without_bias() {
+    manual_seed(8);
+    for x_shape in [&[5usize, 4][..], &[2, 3, 4], &[4]] {
+        let x = input(x_shape, -1.0, 1.0);
+        let w = input(&[3, 4], -1.0, 1.0);
+        let b = input(&[3], -1.0, 1.0);
+        check(
+            |v| v[0].linear(&v[1], Some(&v[2])),
+            vec![x.clone(), w.clone(), b],
+        );
+        check(|v| v[0].linear(&v[1], None), vec![x, w]);
+    }
+    // A transposed (strided) input.
+    let xt = input(&[4, 5], -1.0, 1.0);
+    let w = input(&[3, 4], -1.0, 1.0);
+    check(|v| v[0].t().linear(&v[1], None), vec![xt, w]);
+}
+
+#[test]
 fn reductions() {
     manual_seed(4);
     let x = input(&[2, 3, 4], -1.0, 1.0);

@@ -203,6 +203,32 @@ macro_rules! dispatch_float {
     };
 }
 
+/// Runs a generic body for the float variant of a storage, giving back whatever the body
+/// returns (the gradients of a multi-input op, for example) with its arrays wrapped back into
+/// storages of the same dtype by the caller.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dispatch_float_tuple {
+    ($storage:expr, $a:ident => $body:expr) => {{
+        fn wrap<T: $crate::dtype::Element>(
+            v: Option<::ndarray::ArcArray<T, ::ndarray::IxDyn>>,
+        ) -> Option<$crate::dtype::Storage> {
+            v.map(T::into_storage)
+        }
+        match $storage {
+            $crate::dtype::Storage::F32($a) => {
+                let (x, y, z) = $body;
+                (wrap(x), wrap(y), wrap(z))
+            }
+            $crate::dtype::Storage::F64($a) => {
+                let (x, y, z) = $body;
+                (wrap(x), wrap(y), wrap(z))
+            }
+            $crate::dtype::Storage::I64(_) => unreachable!("gradients are floating point"),
+        }
+    }};
+}
+
 /// Like [`dispatch_float!`] for two storages of the same float dtype.
 #[macro_export]
 #[doc(hidden)]

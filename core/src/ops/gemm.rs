@@ -166,8 +166,22 @@ unsafe fn split(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, p
     }
 }
 
-/// `c = a @ b` for small products: no packing, inner loop along B's rows.
+/// `c = a @ b` for small products, without packing: as row updates `c[i] += a[i,p] · b[p]`
+/// when B's rows are contiguous, as dot products when A's rows and B's columns are (the
+/// `x @ wᵀ` of a Linear layer), element by element otherwise.
 unsafe fn direct(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut) {
+    if b.rs == 1 && a.cs == 1 && b.cs != 1 {
+        for i in 0..m {
+            let arow = unsafe { std::slice::from_raw_parts(a.ptr.offset(i as isize * a.rs), k) };
+            for j in 0..n {
+                let bcol =
+                    unsafe { std::slice::from_raw_parts(b.ptr.offset(j as isize * b.cs), k) };
+                let v = dot(arow, bcol);
+                unsafe { *c.ptr.offset(i as isize * c.rs + j as isize * c.cs) = v };
+            }
+        }
+        return;
+    }
     let mut row = [0f32; 256];
     let mut heap = Vec::new();
     let acc: &mut [f32] = if n <= row.len() {
@@ -194,6 +208,20 @@ unsafe fn direct(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut) 
             unsafe { *c.ptr.offset(i as isize * c.rs + j as isize * c.cs) = v };
         }
     }
+}
+
+/// A dot product in eight independent lanes, so that it vectorises.
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (xc, xr) = x.split_at(x.len() / 8 * 8);
+    let (yc, yr) = y.split_at(xc.len());
+    for (xs, ys) in xc.chunks_exact(8).zip(yc.chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] += xs[l] * ys[l];
+        }
+    }
+    let tail: f32 = xr.iter().zip(yr).map(|(a, b)| a * b).sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 thread_local! {

@@ -108,6 +108,22 @@ pub(crate) fn sum_axes_keepdim<T: Float>(a: &Arr<T>, axes: &[usize]) -> Arr<T> {
     let Some((&last, rest)) = axes.split_last() else {
         return a.clone();
     };
+    // The bias gradient: a contiguous [rows, cols] summed over its leading dimensions.
+    let lead = axes.len();
+    if axes.iter().enumerate().all(|(i, &ax)| i == ax)
+        && let Some(x) = a.as_slice()
+    {
+        let cols: usize = a.shape()[lead..].iter().product();
+        let mut out = vec![T::zero(); cols];
+        if cols > 0 {
+            for row in x.chunks_exact(cols) {
+                out.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+            }
+        }
+        let mut shape = a.shape().to_vec();
+        shape[..lead].iter_mut().for_each(|d| *d = 1);
+        return from_vec(&shape, out);
+    }
     let mut out = a.sum_axis(Axis(last)).insert_axis(Axis(last));
     for &ax in rest.iter().rev() {
         out = out.sum_axis(Axis(ax)).insert_axis(Axis(ax));

@@ -5,6 +5,7 @@ pub(crate) mod binary;
 mod compare;
 pub(crate) mod gemm;
 pub(crate) mod kernel;
+mod linear;
 mod matmul;
 mod reduce;
 mod softmax;

@@ -1,0 +1,154 @@
+//! `linear`: `x @ wᵀ + b` as one op (PyTorch's `F.linear`), the work of every Linear layer.
+//!
+//! Composing it from `t`, `matmul` and a broadcast `add` records three nodes and builds
+//! three intermediate tensors per layer; fused, forward is one GEMM that reads `w`
+//! transposed in place plus a bias pass, and backward is two GEMMs and a column sum.
+
+use crate::autograd::graph::{Saved, record};
+use crate::dtype::{Float, Storage};
+use crate::tensor::Tensor;
+use ndarray::{Array2, ArrayView2, Axis, Ix2, IxDyn};
+
+/// `a @ b` for 2-D views.
+pub(crate) fn mm<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
+    let mut c = Array2::<T>::zeros((a.nrows(), b.ncols()));
+    T::gemm(&a, &b, &mut c.view_mut());
+    c
+}
+
+fn view2<T>(a: &ndarray::ArcArray<T, IxDyn>, rows: usize, cols: usize) -> ArrayView2<'_, T> {
+    let v = a.view().into_dimensionality::<Ix2>();
+    match v {
+        Ok(v) => v,
+        Err(_) => a
+            .view()
+            .into_shape_with_order((rows, cols))
+            .unwrap_or_else(|e| unreachable!("linear: [{rows}, {cols}] view: {e}")),
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn linear_shape_error(x: &[usize], w: &[usize], b: Option<Vec<usize>>) -> ! {
+    match b {
+        Some(b) => panic!(
+            "linear: input {x:?}, weight {w:?}, bias {b:?}: expected input [*, in_features], \
+             weight [out_features, in_features] and bias [out_features]"
+        ),
+        None => panic!(
+            "linear: input {x:?}, weight {w:?}: expected input [*, in_features] and weight \
+             [out_features, in_features]"
+        ),
+    }
+}
+
+impl Tensor {
+    /// `self @ weightᵀ + bias` over the last dimension (PyTorch's `F.linear`).
+    ///
+    /// # Shapes
+    /// input `[*, in_features]`, weight `[out_features, in_features]`, bias
+    /// `[out_features]` → `[*, out_features]`.
+    ///
+    /// # Panics
+    /// If the shapes do not fit or the dtypes differ.
+    #[track_caller]
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let (xs, ws) = (self.shape(), weight.shape());
+        let bs = bias.map(Tensor::shape);
+        let fits = !xs.is_empty()
+            && ws.len() == 2
+            && xs[xs.len() - 1] == ws[1]
+            && bs.as_ref().is_none_or(|b| b.len() == 1 && b[0] == ws[0]);
+        if !fits {
+            linear_shape_error(&xs, &ws, bs);
+        }
+        let (inf, outf) = (ws[1], ws[0]);
+        let rows = xs[..xs.len() - 1].iter().product::<usize>();
+        let mut out_shape = xs.clone();
+        *out_shape.last_mut().unwrap_or(&mut 0) = outf;
+        let (x, w) = (self.storage(), weight.storage());
+        let b = bias.map(Tensor::storage);
+        let out = match (&x, &w, &b) {
+            (Storage::F32(x), Storage::F32(w), None | Some(Storage::F32(_))) => {
+                Storage::F32(forward(x, w, b.as_ref(), rows, inf, outf, &out_shape))
+            }
+            (Storage::F64(x), Storage::F64(w), None | Some(Storage::F64(_))) => {
+                Storage::F64(forward(x, w, b.as_ref(), rows, inf, outf, &out_shape))
+            }
+            _ => panic!(
+                "linear: input, weight and bias must share a floating-point dtype, got {}, {}{}",
+                x.dtype(),
+                w.dtype(),
+                b.as_ref()
+                    .map(|b| format!(" and {}", b.dtype()))
+                    .unwrap_or_default()
+            ),
+        };
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        record("linear", out, &inputs, || {
+            let x = Saved::new(self, "linear");
+            let w = Saved::new(weight, "linear");
+            move |g: &Tensor, needs: &[bool]| {
+                let (gx, gw, gb) = crate::dispatch_float_tuple!(g.storage(), g => {
+                    let g2 = view2(&g, rows, outf);
+                    let gx = needs[0].then(|| {
+                        let w = crate::ops::same_dtype(&w.get().storage(), &g);
+                        let w2 = view2(&w, outf, inf);
+                        let mut shape = out_shape.clone();
+                        *shape.last_mut().unwrap_or(&mut 0) = inf;
+                        mm(g2, w2).into_shape_with_order(IxDyn(&shape))
+                            .unwrap_or_else(|e| unreachable!("linear grad input: {e}"))
+                            .into_shared()
+                    });
+                    let gw = needs[1].then(|| {
+                        let x = crate::ops::same_dtype(&x.get().storage(), &g);
+                        mm(g2.t(), view2(&x, rows, inf)).into_dyn().into_shared()
+                    });
+                    let gb = needs.get(2).copied().unwrap_or(false).then(|| {
+                        g2.sum_axis(Axis(0)).into_dyn().into_shared()
+                    });
+                    (gx, gw, gb)
+                });
+                let mut grads = vec![gx.map(Tensor::from_storage), gw.map(Tensor::from_storage)];
+                if needs.len() == 3 {
+                    grads.push(gb.map(Tensor::from_storage));
+                }
+                grads
+            }
+        })
+    }
+}
+
+fn forward<T: Float>(
+    x: &ndarray::ArcArray<T, IxDyn>,
+    w: &ndarray::ArcArray<T, IxDyn>,
+    b: Option<&Storage>,
+    rows: usize,
+    inf: usize,
+    outf: usize,
+    out_shape: &[usize],
+) -> ndarray::ArcArray<T, IxDyn> {
+    let x2 = if x.is_standard_layout() {
+        view2(x, rows, inf).to_owned()
+    } else {
+        x.as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((rows, inf))
+            .unwrap_or_else(|e| unreachable!("linear input: {e}"))
+    };
+    let w2 = view2(w, outf, inf);
+    let mut out = mm(x2.view(), w2.t());
+    if let Some(b) = b {
+        let b = crate::ops::same_dtype(b, x);
+        if let Some(bias) = b.as_slice() {
+            for row in out.rows_mut() {
+                row.into_iter().zip(bias).for_each(|(o, &v)| *o += v);
+            }
+        }
+    }
+    out.into_shape_with_order(IxDyn(out_shape))
+        .unwrap_or_else(|e| unreachable!("linear output: {e}"))
+        .into_shared()
+}
