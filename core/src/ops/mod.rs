@@ -3,6 +3,7 @@
 
 pub(crate) mod binary;
 mod compare;
+mod gather;
 pub(crate) mod kernel;
 mod matmul;
 mod reduce;
