@@ -4,13 +4,23 @@
 mod adagrad;
 mod adam;
 mod adamw;
+mod lr_scheduler;
+mod one_cycle_lr;
 mod optimizer;
+mod reduce_lr_on_plateau;
 mod rmsprop;
 mod sgd;
 
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig};
 pub use adamw::{AdamW, AdamWConfig};
+pub use lr_scheduler::{
+    CosineAnnealingLr, ExponentialLr, LinearLr, LrScheduler, MultiStepLr, StepLr,
+};
+pub use one_cycle_lr::{AnnealStrategy, OneCycleLr, OneCycleLrConfig};
 pub use optimizer::{GroupRates, IntoParam, Optimizer, ParamGroup};
+pub use reduce_lr_on_plateau::{
+    PlateauMode, ReduceLrOnPlateau, ReduceLrOnPlateauConfig, ThresholdMode,
+};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use sgd::{Sgd, SgdConfig};
