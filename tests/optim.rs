@@ -6,7 +6,7 @@ mod train_common;
 use serde_json::Value;
 use torchlet::optim::{
     Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, ParamGroup, RmsProp,
-    RmsPropConfig, Sgd, SgdConfig,
+    RmsPropConfig, Sgd, SgdConfig, clip_grad_norm_,
 };
 use torchlet::{DType, Tensor};
 use train_common::{F64_TOL, arg, assert_close, cases, flag, tensor};
@@ -317,4 +317,55 @@ fn configuration_errors_name_the_option_and_value() {
     );
     let non_leaf = &w() * 2.0;
     assert!(msg(Sgd::new([non_leaf], SgdConfig::default()).map(drop)).contains("non-leaf"));
+}
+
+#[test]
+fn clip_grad_norm_matches_pytorch() {
+    let clip_cases: Vec<Value> = cases("utils.json")
+        .into_iter()
+        .filter(|c| c["kind"] == "clip_grad_norm_")
+        .collect();
+    assert_eq!(clip_cases.len(), 3, "utils.json: every clipping case runs");
+    for dtype in [DType::F64, DType::F32] {
+        let (rtol, atol) = if dtype == DType::F64 {
+            F64_TOL
+        } else {
+            (1e-5, 1e-6)
+        };
+        for case in &clip_cases {
+            let name = case["name"].as_str().unwrap_or_default();
+            let norm_type = match &case["args"]["norm_type"] {
+                Value::String(s) if s == "inf" => f64::INFINITY,
+                v => v.as_f64().expect("norm_type"),
+            };
+            let params: Vec<Tensor> = ["w", "b"]
+                .iter()
+                .map(|p| {
+                    let g = tensor(&case["inputs"][format!("grad_{p}")], dtype);
+                    let t = g.zeros_like().requires_grad_(true);
+                    t.set_grad(Some(g));
+                    t
+                })
+                .collect();
+            let total = clip_grad_norm_(&params, arg(case, "max_norm"), norm_type);
+            let total = Tensor::from_vec(vec![total], &[]);
+            assert_close(
+                &format!("{name} ({dtype}) total_norm"),
+                &total,
+                &case["output"]["total_norm"],
+                rtol,
+                atol,
+            );
+            for (p, t) in ["w", "b"].iter().zip(&params) {
+                let grad = t.grad().expect("gradient kept");
+                assert_close(
+                    &format!("{name} ({dtype}) grad_{p}"),
+                    &grad,
+                    &case["output"][format!("grad_{p}")],
+                    rtol,
+                    atol,
+                );
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@
 mod adagrad;
 mod adam;
 mod adamw;
+mod clip_grad;
 mod lr_scheduler;
 mod one_cycle_lr;
 mod optimizer;
@@ -14,6 +15,7 @@ mod sgd;
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig};
 pub use adamw::{AdamW, AdamWConfig};
+pub use clip_grad::{clip_grad_norm_, clip_grad_value_};
 pub use lr_scheduler::{
     CosineAnnealingLr, ExponentialLr, LinearLr, LrScheduler, MultiStepLr, StepLr,
 };
