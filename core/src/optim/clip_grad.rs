@@ -44,7 +44,7 @@ pub fn clip_grad_norm_<P: AsRef<Tensor>>(
     max_norm: f64,
     norm_type: f64,
 ) -> f64 {
-    if !(norm_type > 0.0) {
+    if norm_type.is_nan() || norm_type <= 0.0 {
         panic!(
             "clip_grad_norm_: norm_type must be positive (2.0, f64::INFINITY, ...), got {norm_type}"
         );
@@ -78,7 +78,7 @@ pub fn clip_grad_norm_<P: AsRef<Tensor>>(
 #[doc(alias = "clip_grad_value")]
 #[track_caller]
 pub fn clip_grad_value_<P: AsRef<Tensor>>(params: impl IntoIterator<Item = P>, clip_value: f64) {
-    if !(clip_value >= 0.0) {
+    if clip_value.is_nan() || clip_value < 0.0 {
         panic!("clip_grad_value_: clip_value must be non-negative, got {clip_value}");
     }
     no_grad(|| {

@@ -370,7 +370,7 @@ impl LinearLr {
         end_factor: f64,
         total_iters: usize,
     ) -> Result<LinearLr> {
-        if !(start_factor > 0.0 && start_factor <= 1.0) {
+        if start_factor.is_nan() || start_factor <= 0.0 || start_factor > 1.0 {
             return Err(Error::Config(format!(
                 "LinearLr: start_factor must be in (0, 1], got {start_factor}"
             )));

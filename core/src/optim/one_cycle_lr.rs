@@ -121,7 +121,10 @@ impl OneCycleLr {
         if !(0.0..=1.0).contains(&c.pct_start) {
             return bad(format!("pct_start must be in [0, 1], got {}", c.pct_start));
         }
-        if !(c.div_factor > 0.0 && c.final_div_factor > 0.0) {
+        if [c.div_factor, c.final_div_factor]
+            .iter()
+            .any(|f| f.is_nan() || *f <= 0.0)
+        {
             return bad(format!(
                 "div_factor and final_div_factor must be positive, got {} and {}",
                 c.div_factor, c.final_div_factor

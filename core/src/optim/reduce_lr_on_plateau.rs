@@ -94,13 +94,13 @@ impl ReduceLrOnPlateau {
     /// # Errors
     /// If `factor` is not below 1.0 or `min_lr` is negative.
     pub fn new(opt: &dyn Optimizer, config: ReduceLrOnPlateauConfig) -> Result<ReduceLrOnPlateau> {
-        if !(config.factor < 1.0) {
+        if config.factor.is_nan() || config.factor >= 1.0 {
             return Err(Error::Config(format!(
                 "ReduceLrOnPlateau: factor must be < 1.0 to reduce the learning rate, got {}",
                 config.factor
             )));
         }
-        if !(config.min_lr >= 0.0) {
+        if config.min_lr.is_nan() || config.min_lr < 0.0 {
             return Err(Error::Config(format!(
                 "ReduceLrOnPlateau: min_lr must be non-negative, got {}",
                 config.min_lr
