@@ -70,8 +70,16 @@ pub trait Optimizer: Send {
     /// The parameters, in group order, with their names.
     fn named_parameters(&self) -> Vec<(String, Tensor)>;
 
-    /// The state as flat named tensors (see [`Core::state_dict`] for the keys), ready for a
-    /// safetensors checkpoint. The tensors are copies: later steps do not change them.
+    /// The state as flat named tensors, ready for a safetensors checkpoint; the keys spell
+    /// PyTorch's nested dict with dots:
+    /// - `state.{param}.group`: the parameter's group index (i64, present for every
+    ///   parameter, so a loader can tell a missing parameter from one without state yet);
+    /// - `state.{param}.step` (f64 scalar) and `state.{param}.{buffer}` (the parameter's
+    ///   shape and dtype), e.g. `state.0.weight.momentum_buffer`, once it has state;
+    /// - `param_groups.{i}.{hyper}`: each group's hyper-parameters as f64 scalars (`lr`,
+    ///   `momentum`, `betas.0`, booleans as 0/1).
+    ///
+    /// The tensors are copies: later steps do not change them.
     fn state_dict(&self) -> Vec<(String, Tensor)>;
 
     /// Restores a [`state_dict`](Optimizer::state_dict), matching parameters by name.
@@ -473,13 +481,7 @@ impl<C: Rule> Core<C> {
             .collect()
     }
 
-    /// Flat keys, as PyTorch's nested dict spelled with dots:
-    /// - `state.{param}.group`: the param's group index (i64, present for every parameter,
-    ///   so a loader can tell missing parameters from parameters without state yet);
-    /// - `state.{param}.step` (f64) and `state.{param}.{buffer}` (the parameter's shape and
-    ///   dtype), e.g. `state.0.weight.momentum_buffer`, once the parameter has state;
-    /// - `param_groups.{i}.{hyper}`: each group's hyper-parameters as f64 scalars
-    ///   (`lr`, `momentum`, `betas.0`, booleans as 0/1).
+    /// See [`Optimizer::state_dict`] for the keys.
     pub(crate) fn state_dict(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (i, group) in self.groups.iter().enumerate() {
