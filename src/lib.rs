@@ -16,7 +16,7 @@
 //! Users depend on this crate only; it re-exports `torchlet-core` at the same paths.
 
 pub use torchlet_core::{DType, Element, Error, Result, Tensor, manual_seed};
-pub use torchlet_core::{autograd, data, dtype, error, nn, ops, random, shape, tensor};
+pub use torchlet_core::{autograd, data, dtype, error, nn, ops, optim, random, shape, tensor};
 
 /// The names a training script needs: `use torchlet::prelude::*;`.
 pub mod prelude {

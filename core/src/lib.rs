@@ -8,6 +8,7 @@ pub mod dtype;
 pub mod error;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod random;
 pub mod shape;
 pub mod tensor;

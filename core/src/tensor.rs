@@ -685,6 +685,23 @@ impl Tensor {
         other.storage()
     }
 
+    /// Runs an optimizer's update on the data in place and bumps the version. Unlike the
+    /// public in-place ops this skips the grad-mode check: an optimizer step is an update
+    /// outside the graph, as if wrapped in `no_grad` (PyTorch's `@torch.no_grad()` on
+    /// `step`), and doing it on the storage directly saves the temporaries of a chain of
+    /// tensor ops (see NOTE [ Optimizer updates ] in `optim/optimizer.rs`).
+    pub(crate) fn update_in_place<R>(&self, f: impl FnOnce(&mut Storage) -> R) -> R {
+        let mut data = self
+            .inner
+            .data
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let out = f(&mut data);
+        drop(data);
+        self.inner.version.fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
     /// Gradient accumulation: in place, without the grad-mode check (gradients never
     /// require grad themselves).
     fn add_assign_unchecked(&self, g: &Tensor) {
@@ -726,6 +743,13 @@ impl Storage {
             Storage::F64(a) => Storage::F64(a.to_owned().into_shared()),
             Storage::I64(a) => Storage::I64(a.to_owned().into_shared()),
         }
+    }
+}
+
+/// So that APIs taking `impl AsRef<Tensor>` accept tensors as well as parameters.
+impl AsRef<Tensor> for Tensor {
+    fn as_ref(&self) -> &Tensor {
+        self
     }
 }
 

@@ -4,6 +4,7 @@
 pub(crate) mod binary;
 mod compare;
 pub(crate) mod gemm;
+mod gather;
 pub(crate) mod kernel;
 mod linear;
 mod matmul;
