@@ -3,8 +3,8 @@
 
 pub(crate) mod binary;
 mod compare;
-pub(crate) mod gemm;
 mod gather;
+pub(crate) mod gemm;
 pub(crate) mod kernel;
 mod linear;
 mod matmul;
