@@ -23,3 +23,8 @@ pub mod prelude {
     pub use torchlet_core::autograd::{NoGradGuard, no_grad};
     pub use torchlet_core::{DType, Tensor, manual_seed};
 }
+
+/// The README's code blocks run as doc tests, so the tour stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
