@@ -16,10 +16,17 @@
 //! Users depend on this crate only; it re-exports `torchlet-core` at the same paths.
 
 pub use torchlet_core::{DType, Element, Error, Result, Tensor, manual_seed};
-pub use torchlet_core::{autograd, dtype, error, nn, ops, random, shape, tensor};
+pub use torchlet_core::{autograd, dtype, error, nn, ops, random, serialize, shape, tensor};
+pub use torchlet_macros::sequential;
 
 /// The names a training script needs: `use torchlet::prelude::*;`.
 pub mod prelude {
     pub use torchlet_core::autograd::{NoGradGuard, no_grad};
+    pub use torchlet_core::nn::{
+        AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Forward, GELU,
+        Identity, LayerNorm, Layer, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Module, Parameter,
+        Buffer, ReLU, Sequential, Sigmoid, Softmax, StateDict, Tanh,
+    };
     pub use torchlet_core::{DType, Tensor, manual_seed};
+    pub use torchlet_macros::sequential;
 }

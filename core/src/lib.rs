@@ -2,12 +2,15 @@
 //!
 //! Users depend on the facade crate `torchlet`, which re-exports everything here.
 
+extern crate self as torchlet;
+
 pub mod autograd;
 pub mod dtype;
 pub mod error;
 pub mod nn;
 pub mod ops;
 pub mod random;
+pub mod serialize;
 pub mod shape;
 pub mod tensor;
 

@@ -3,8 +3,10 @@
 
 pub(crate) mod binary;
 mod compare;
+pub(crate) mod conv;
 pub(crate) mod kernel;
 mod matmul;
+mod pool;
 mod reduce;
 mod softmax;
 mod unary;
