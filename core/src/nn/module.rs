@@ -331,6 +331,13 @@ pub fn fmt_module(m: &dyn Module, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     f.write_str(&repr(m))
 }
 
+/// The printed tree of a module behind a trait object.
+impl fmt::Display for dyn Module + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_module(self, f)
+    }
+}
+
 fn repr(m: &dyn Module) -> String {
     let extra = m.extra_repr();
     let extra_lines: Vec<&str> = if extra.is_empty() {
