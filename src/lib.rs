@@ -23,9 +23,9 @@ pub use torchlet_macros::sequential;
 pub mod prelude {
     pub use torchlet_core::autograd::{NoGradGuard, no_grad};
     pub use torchlet_core::nn::{
-        AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Forward, GELU,
-        Identity, LayerNorm, Layer, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Module, Parameter,
-        Buffer, ReLU, Sequential, Sigmoid, Softmax, StateDict, Tanh,
+        AvgPool2d, BatchNorm1d, BatchNorm2d, Buffer, Conv2d, Dropout, Embedding, Flatten, Forward,
+        GELU, Identity, Layer, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Module,
+        Parameter, ReLU, Sequential, Sigmoid, Softmax, StateDict, Tanh,
     };
     pub use torchlet_core::{DType, Tensor, manual_seed};
     pub use torchlet_macros::sequential;

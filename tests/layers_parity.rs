@@ -16,7 +16,10 @@ use torchlet::{DType, Tensor};
 
 fn pair(v: &Value) -> [usize; 2] {
     match v {
-        Value::Array(a) => [a[0].as_u64().unwrap() as usize, a[1].as_u64().unwrap() as usize],
+        Value::Array(a) => [
+            a[0].as_u64().unwrap() as usize,
+            a[1].as_u64().unwrap() as usize,
+        ],
         other => [other.as_u64().unwrap() as usize; 2],
     }
 }
@@ -74,7 +77,12 @@ fn run(case: &Value, x: &BTreeMap<String, Tensor>) -> Run {
             } else {
                 Box::new(BatchNorm2d::new(n).with_eps(eps).with_momentum(momentum))
             };
-            bn.set(param("weight"), param("bias"), input("running_mean"), input("running_var"));
+            bn.set(
+                param("weight"),
+                param("bias"),
+                input("running_mean"),
+                input("running_var"),
+            );
             if !args["training"].as_bool().unwrap() {
                 bn.eval();
             }
@@ -104,7 +112,10 @@ fn run(case: &Value, x: &BTreeMap<String, Tensor>) -> Run {
             (d.forward(&xin), vec![])
         }
         "Flatten" => {
-            let f = Flatten::with_dims(args["start_dim"].as_i64().unwrap() as isize, args["end_dim"].as_i64().unwrap() as isize);
+            let f = Flatten::with_dims(
+                args["start_dim"].as_i64().unwrap() as isize,
+                args["end_dim"].as_i64().unwrap() as isize,
+            );
             (f.forward(&xin), vec![])
         }
         other => panic!("layers.json op `{other}` has no torchlet layer"),
@@ -158,9 +169,15 @@ fn check_all(dtype: DType, (rtol, atol): (f64, f64)) {
             None => &case["output"],
         };
         assert_close(&format!("{name} ({dtype}) output"), &r.y, main, rtol, atol);
-        if let Some(outputs) = case["output"].as_object().filter(|_| case["output"].get("y").is_some()) {
+        if let Some(outputs) = case["output"]
+            .as_object()
+            .filter(|_| case["output"].get("y").is_some())
+        {
             for (key, want) in outputs.iter().filter(|(k, _)| *k != "y") {
-                let (_, got) = r.extra.iter().find(|(n, _)| n == key)
+                let (_, got) = r
+                    .extra
+                    .iter()
+                    .find(|(n, _)| n == key)
                     .unwrap_or_else(|| panic!("{name}: torchlet has no buffer {key}"));
                 assert_close(&format!("{name} ({dtype}) {key}"), got, want, rtol, atol);
             }
@@ -169,8 +186,16 @@ fn check_all(dtype: DType, (rtol, atol): (f64, f64)) {
         let want = case["grads"].as_object().unwrap();
         assert_eq!(want.len(), r.grads.len(), "{name}: gradients compared");
         for (key, t) in &r.grads {
-            let g = t.grad().unwrap_or_else(|| panic!("{name}: no gradient for {key}"));
-            assert_close(&format!("{name} ({dtype}) grad {key}"), &g, &want[key.as_str()], rtol, atol);
+            let g = t
+                .grad()
+                .unwrap_or_else(|| panic!("{name}: no gradient for {key}"));
+            assert_close(
+                &format!("{name} ({dtype}) grad {key}"),
+                &g,
+                &want[key.as_str()],
+                rtol,
+                atol,
+            );
         }
     }
 }

@@ -58,7 +58,10 @@ fn state_dict_message(
         out += &format!("\n\tMissing key(s) in state_dict: {}.", quoted(missing));
     }
     if !unexpected.is_empty() {
-        out += &format!("\n\tUnexpected key(s) in state_dict: {}.", quoted(unexpected));
+        out += &format!(
+            "\n\tUnexpected key(s) in state_dict: {}.",
+            quoted(unexpected)
+        );
     }
     for (key, got, want) in mismatched {
         out += &format!(

@@ -40,9 +40,27 @@ impl View for &Bytes {
 
 fn to_bytes(t: &Tensor) -> Bytes {
     let (dtype, data) = match t.dtype() {
-        DType::F32 => (Dtype::F32, t.to_vec::<f32>().iter().flat_map(|v| v.to_le_bytes()).collect()),
-        DType::F64 => (Dtype::F64, t.to_vec::<f64>().iter().flat_map(|v| v.to_le_bytes()).collect()),
-        DType::I64 => (Dtype::I64, t.to_vec::<i64>().iter().flat_map(|v| v.to_le_bytes()).collect()),
+        DType::F32 => (
+            Dtype::F32,
+            t.to_vec::<f32>()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::F64 => (
+            Dtype::F64,
+            t.to_vec::<f64>()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::I64 => (
+            Dtype::I64,
+            t.to_vec::<i64>()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
     };
     Bytes {
         dtype,
@@ -124,7 +142,9 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<StateDict> {
             other => {
                 return Err(format_error(
                     path,
-                    format!("tensor `{key}` has dtype {other:?}; torchlet reads F32, F64 and I64, so convert it (e.g. `.float()`) before saving"),
+                    format!(
+                        "tensor `{key}` has dtype {other:?}; torchlet reads F32, F64 and I64, so convert it (e.g. `.float()`) before saving"
+                    ),
                 ));
             }
         };
@@ -146,7 +166,9 @@ fn decode<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
 /// A message for a file safetensors refused: names the first tensor whose data lies past
 /// the end of a truncated file, when the header can still be read.
 fn diagnose(bytes: &[u8], error: &str) -> String {
-    let generic = format!("not a valid safetensors file ({error}); was it truncated or written by another program?");
+    let generic = format!(
+        "not a valid safetensors file ({error}); was it truncated or written by another program?"
+    );
     let Some(n) = bytes.get(..8).map(|b| {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -157,7 +179,9 @@ fn diagnose(bytes: &[u8], error: &str) -> String {
     let Some(header) = bytes.get(8..8usize.saturating_add(n)) else {
         return format!("{generic}: the header of {n} bytes is cut off");
     };
-    let Ok(serde_json::Value::Object(entries)) = serde_json::from_slice::<serde_json::Value>(header) else {
+    let Ok(serde_json::Value::Object(entries)) =
+        serde_json::from_slice::<serde_json::Value>(header)
+    else {
         return format!("{generic}: the header is not valid JSON");
     };
     let available = bytes.len() - 8 - n;
@@ -180,7 +204,11 @@ fn diagnose(bytes: &[u8], error: &str) -> String {
 /// As [`load_file`], and [`Error::Format`] naming the file and every key whose dtype kind
 /// (floating point or integer) or shape differs from the model's, or that is missing or
 /// unexpected (with `strict`).
-pub fn load_into<M: Module + ?Sized>(model: &mut M, path: impl AsRef<Path>, strict: bool) -> Result<IncompatibleKeys> {
+pub fn load_into<M: Module + ?Sized>(
+    model: &mut M,
+    path: impl AsRef<Path>,
+    strict: bool,
+) -> Result<IncompatibleKeys> {
     let path = path.as_ref();
     let file = load_file(path)?;
     let own = model.state_dict();
@@ -253,7 +281,10 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
         let err = load_file(&path).unwrap_err().to_string();
-        assert!(err.contains("truncated.safetensors") && err.contains("truncated: tensor `"), "{err}");
+        assert!(
+            err.contains("truncated.safetensors") && err.contains("truncated: tensor `"),
+            "{err}"
+        );
         std::fs::write(&path, b"garbage").unwrap();
         let err = load_file(&path).unwrap_err().to_string();
         assert!(err.contains("shorter than the 8-byte header"), "{err}");
@@ -267,10 +298,18 @@ mod tests {
         sd.insert("weight", Tensor::zeros(&[2, 3]));
         sd.insert("bias", Tensor::from_vec(vec![1i64, 2], &[2]));
         save_file(&sd, &path).unwrap();
-        let err = load_into(&mut Linear::new(4, 2), &path, true).unwrap_err().to_string();
+        let err = load_into(&mut Linear::new(4, 2), &path, true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("mismatch.safetensors"), "{err}");
-        assert!(err.contains("key `weight`: shape [2, 3] in the file, [2, 4] in the model"), "{err}");
-        assert!(err.contains("key `bias`: the file holds int64 but the model holds float32"), "{err}");
+        assert!(
+            err.contains("key `weight`: shape [2, 3] in the file, [2, 4] in the model"),
+            "{err}"
+        );
+        assert!(
+            err.contains("key `bias`: the file holds int64 but the model holds float32"),
+            "{err}"
+        );
         std::fs::remove_file(&path).unwrap();
     }
 }

@@ -34,7 +34,9 @@ pub fn field_attrs(cx: &Ctxt, attrs: &[syn::Attribute]) -> FieldAttrs {
             } else if meta.path.is_ident("training") {
                 out.training = Some(span_of(&meta.path));
             } else if meta.path.is_ident("rename") {
-                if let Some(lit) = string_value(cx, &meta, "rename", "#[module(rename = \"name\")]")? {
+                if let Some(lit) =
+                    string_value(cx, &meta, "rename", "#[module(rename = \"name\")]")?
+                {
                     out.rename = Some((lit.value(), lit));
                 }
             } else {

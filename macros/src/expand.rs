@@ -116,8 +116,17 @@ fn visit_field(field: &Field<'_>, mutable: bool) -> TokenStream {
             quote!(__f(#name, #v);)
         }
         Kind::Module | Kind::Plain => {
-            let v = variant(Leaf::Module, quote_spanned!(field.ty.span()=> #borrow self.#member));
-            quote!(__f(#name, #v);)
+            // `<Ty as Module>::as_dyn` names the field's own type tokens, so a type that is
+            // not a module is reported once, at the field (both visits give the same error,
+            // which rustc prints once).
+            let ty = field.ty;
+            let method = if mutable {
+                quote!(as_dyn_mut)
+            } else {
+                quote!(as_dyn)
+            };
+            let value = quote_spanned!(ty.span()=> <#ty as ::torchlet::nn::Module>::#method(#borrow self.#member));
+            quote!(__f(#name, #member_ty::Module(#value));)
         }
         Kind::Optional(leaf) => {
             let v = variant(leaf, quote!(__v));
@@ -242,8 +251,12 @@ mod tests {
 
     #[test]
     fn generated_code_uses_absolute_paths_and_bounds_generic_fields() {
-        let out = expand_str("struct W<M> { inner: M, scale: Parameter, #[module(skip)] n: usize }");
-        assert!(out.contains(":: torchlet :: nn :: Module for W < M >"), "{out}");
+        let out =
+            expand_str("struct W<M> { inner: M, scale: Parameter, #[module(skip)] n: usize }");
+        assert!(
+            out.contains(":: torchlet :: nn :: Module for W < M >"),
+            "{out}"
+        );
         assert!(out.contains("M : :: torchlet :: nn :: Module"), "{out}");
         assert!(out.contains("\"scale\""), "{out}");
         assert!(!out.contains("\"n\""), "{out}");

@@ -93,10 +93,7 @@ impl<'a> Field<'a> {
             Some(ident) => ident.to_string().trim_start_matches("r#").to_string(),
             None => index.to_string(),
         };
-        let name = attrs
-            .rename
-            .as_ref()
-            .map_or(base, |(name, _)| name.clone());
+        let name = attrs.rename.as_ref().map_or(base, |(name, _)| name.clone());
         Field {
             member,
             name,
@@ -136,9 +133,36 @@ fn leaf_of(ty: &Type) -> Option<Leaf> {
 /// functions, and the standard containers other than `Vec`, `Box` and arrays.
 fn is_plain(ty: &Type) -> bool {
     const PLAIN: &[&str] = &[
-        "bool", "char", "str", "String", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16",
-        "i32", "i64", "i128", "isize", "f32", "f64", "Tensor", "HashMap", "BTreeMap", "HashSet",
-        "PhantomData", "Cell", "RefCell", "Mutex", "RwLock", "Rc", "Arc", "DType",
+        "bool",
+        "char",
+        "str",
+        "String",
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "u128",
+        "usize",
+        "i8",
+        "i16",
+        "i32",
+        "i64",
+        "i128",
+        "isize",
+        "f32",
+        "f64",
+        "Tensor",
+        "HashMap",
+        "BTreeMap",
+        "HashSet",
+        "PhantomData",
+        "Cell",
+        "RefCell",
+        "Mutex",
+        "RwLock",
+        "Rc",
+        "Arc",
+        "DType",
     ];
     match ty {
         Type::Path(p) if p.qself.is_none() => {
@@ -159,9 +183,7 @@ fn is_plain(ty: &Type) -> bool {
 
 fn last_ident(ty: &Type) -> Option<String> {
     match ty {
-        Type::Path(p) if p.qself.is_none() => {
-            p.path.segments.last().map(|s| s.ident.to_string())
-        }
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last().map(|s| s.ident.to_string()),
         Type::Group(g) => last_ident(&g.elem),
         Type::Paren(p) => last_ident(&p.elem),
         _ => None,

@@ -46,6 +46,10 @@ pub fn expand(input: TokenStream) -> TokenStream {
         Err(e) => return with_error(e, None),
     };
     let items: Vec<Item> = items.0.into_iter().collect();
+    if items.is_empty() {
+        // No chain to build: a placeholder of type `!` keeps the surrounding code quiet.
+        return with_error(syn::Error::new(Span::call_site(), EMPTY), None);
+    }
     let chain = chain(&items);
     match validate(&items) {
         Ok(()) => chain,
@@ -73,19 +77,22 @@ fn with_error(error: syn::Error, value: Option<TokenStream>) -> TokenStream {
     }}
 }
 
+const EMPTY: &str = "sequential! needs at least one layer, as in \
+                     `sequential![Linear::new(784, 128), ReLU]`; for a chain built at run time \
+                     use `Sequential::new()` and `push`";
+
 fn validate(items: &[Item]) -> syn::Result<()> {
     let cx = Ctxt::default();
     if items.is_empty() {
-        cx.error_span(
-            Span::call_site(),
-            "sequential! needs at least one layer, as in `sequential![Linear::new(784, 128), \
-             ReLU]`; for a chain built at run time use `Sequential::new()` and `push`",
-        );
+        cx.error_span(Span::call_site(), EMPTY);
     }
     let mut labels: Vec<&syn::Ident> = Vec::new();
     for label in items.iter().filter_map(|i| i.label.as_ref()) {
         if labels.contains(&label) {
-            cx.error_at(label, format!("two layers are labelled `{label}`; labels name children and must differ"));
+            cx.error_at(
+                label,
+                format!("two layers are labelled `{label}`; labels name children and must differ"),
+            );
         }
         labels.push(label);
     }
@@ -129,7 +136,13 @@ fn check_sizes(cx: &Ctxt, items: &[Item]) {
         if let (Some((have, axis, from)), Some((want, lit))) = (current, sizes.input) {
             let fits = axis == sizes.axis || axis == Axis::Either || sizes.axis == Axis::Either;
             if fits && have != want {
-                let prev = items[from].layer.to_token_stream().to_string();
+                let prev = items[from]
+                    .layer
+                    .to_token_stream()
+                    .to_string()
+                    .replace(" :: ", "::")
+                    .replace(" (", "(")
+                    .replace(" . ", ".");
                 cx.error_at(
                     lit,
                     format!(
@@ -213,13 +226,24 @@ mod tests {
 
     #[test]
     fn literal_sizes_are_checked_through_size_keeping_layers() {
-        assert_eq!(check("Linear::new(784, 128), ReLU, Linear::new(128, 10)"), None);
-        assert_eq!(check("fc1 = Linear::new(784, 128), act = ReLU, fc2 = Linear::new(128, 10)"), None);
         assert_eq!(
-            check("Conv2d::new(1, 4, 3).with_padding(1), BatchNorm2d::new(4), ReLU, MaxPool2d::new(2)"),
+            check("Linear::new(784, 128), ReLU, Linear::new(128, 10)"),
             None
         );
-        assert_eq!(check("Conv2d::new(1, 4, 3), Flatten::new(), Linear::new(36, 10)"), None);
+        assert_eq!(
+            check("fc1 = Linear::new(784, 128), act = ReLU, fc2 = Linear::new(128, 10)"),
+            None
+        );
+        assert_eq!(
+            check(
+                "Conv2d::new(1, 4, 3).with_padding(1), BatchNorm2d::new(4), ReLU, MaxPool2d::new(2)"
+            ),
+            None
+        );
+        assert_eq!(
+            check("Conv2d::new(1, 4, 3), Flatten::new(), Linear::new(36, 10)"),
+            None
+        );
         assert_eq!(check("Linear::new(4, n), ReLU, Linear::new(8, 2)"), None);
         let err = check("Linear::new(784, 128), ReLU, Linear::new(64, 10)").unwrap();
         assert!(err.contains("layer 2 takes 64 but layer 0"), "{err}");
@@ -230,7 +254,11 @@ mod tests {
     #[test]
     fn empty_chains_and_repeated_labels_are_refused() {
         assert!(check("").unwrap().contains("at least one layer"));
-        assert!(check("a = ReLU, a = Tanh").unwrap().contains("labelled `a`"));
+        assert!(
+            check("a = ReLU, a = Tanh")
+                .unwrap()
+                .contains("labelled `a`")
+        );
     }
 
     #[test]

@@ -54,16 +54,25 @@ fn check_field(cx: &Ctxt, field: &Field<'_>) {
             cx.error_span(span, "`#[module(training)]` goes on a `bool` field");
         }
         if attrs.skip.is_some() || attrs.rename.is_some() {
-            cx.error_span(span, "a `#[module(training)]` field is not registered: leave out `skip` and `rename`");
+            cx.error_span(
+                span,
+                "a `#[module(training)]` field is not registered: leave out `skip` and `rename`",
+            );
         }
         return;
     }
     if let Some((name, lit)) = &attrs.rename {
         if name.is_empty() || name.contains('.') {
-            cx.error_at(lit, "a module name cannot be empty or contain `.`: keys are dot-joined");
+            cx.error_at(
+                lit,
+                "a module name cannot be empty or contain `.`: keys are dot-joined",
+            );
         }
         if attrs.skip.is_some() {
-            cx.error_at(lit, "a skipped field has no name to rename; remove `rename` or `skip`");
+            cx.error_at(
+                lit,
+                "a skipped field has no name to rename; remove `rename` or `skip`",
+            );
         }
     }
     match (field.kind, attrs.skip) {
@@ -81,8 +90,29 @@ fn check_field(cx: &Ctxt, field: &Field<'_>) {
     }
 }
 
+/// A type as written, without the spaces `to_string` puts between tokens.
+fn type_text(ty: &syn::Type) -> String {
+    let mut s = ty.to_token_stream().to_string();
+    for (from, to) in [
+        (" < ", "<"),
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" ,", ","),
+        ("& ", "&"),
+        ("[ ", "["),
+        (" ]", "]"),
+        (" ;", ";"),
+    ] {
+        s = s.replace(from, to);
+    }
+    s
+}
+
 fn plain_message(field: &Field<'_>) -> String {
-    let ty = field.ty.to_token_stream().to_string().replace(' ', "");
+    let ty = type_text(field.ty);
     if ty == "Tensor" || ty.ends_with("::Tensor") {
         return format!(
             "field `{}` is a plain `Tensor`, which a module does not register; make it a \
@@ -126,11 +156,26 @@ mod tests {
         let cases = [
             ("struct S { n: usize }", "mark it `#[module(skip)]`"),
             ("struct S { t: Tensor }", "make it a `Parameter`"),
-            ("struct S { #[module(skip)] w: Parameter }", "cannot be skipped"),
-            ("struct S { #[module(skip)] b: Buffer }", "cannot be skipped"),
-            ("struct S { #[module(training)] t: u8 }", "on a `bool` field"),
-            ("struct S { a: Linear, #[module(rename = \"a\")] b: Linear }", "two fields"),
-            ("struct S { #[module(rename = \"a.b\")] b: Linear }", "contain `.`"),
+            (
+                "struct S { #[module(skip)] w: Parameter }",
+                "cannot be skipped",
+            ),
+            (
+                "struct S { #[module(skip)] b: Buffer }",
+                "cannot be skipped",
+            ),
+            (
+                "struct S { #[module(training)] t: u8 }",
+                "on a `bool` field",
+            ),
+            (
+                "struct S { a: Linear, #[module(rename = \"a\")] b: Linear }",
+                "two fields",
+            ),
+            (
+                "struct S { #[module(rename = \"a.b\")] b: Linear }",
+                "contain `.`",
+            ),
         ];
         for (src, want) in cases {
             let got = errors(src).unwrap_or_default();

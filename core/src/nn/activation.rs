@@ -189,7 +189,10 @@ mod tests {
     #[test]
     fn reprs_match_pytorch() {
         assert_eq!(ReLU.to_string(), "ReLU()");
-        assert_eq!(LeakyReLU::default().to_string(), "LeakyReLU(negative_slope=0.01)");
+        assert_eq!(
+            LeakyReLU::default().to_string(),
+            "LeakyReLU(negative_slope=0.01)"
+        );
         assert_eq!(GELU::new().to_string(), "GELU(approximate='none')");
         assert_eq!(Softmax::new(1).to_string(), "Softmax(dim=1)");
     }

@@ -34,7 +34,10 @@ impl Stats<'_> {
                 "{}({}): expected a {}-D input with {} channels in dimension 1, got {shape:?}",
                 self.name,
                 self.num_features,
-                dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" or "),
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
                 self.num_features
             );
         }
@@ -232,7 +235,16 @@ mod tests {
     fn registry_order_and_repr_match_pytorch() {
         let bn = BatchNorm2d::new(4);
         let keys: Vec<_> = bn.state_dict().keys().cloned().collect();
-        assert_eq!(keys, ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]);
+        assert_eq!(
+            keys,
+            [
+                "weight",
+                "bias",
+                "running_mean",
+                "running_var",
+                "num_batches_tracked"
+            ]
+        );
         assert_eq!(
             bn.to_string(),
             "BatchNorm2d(4, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)"
@@ -244,12 +256,24 @@ mod tests {
         let mut bn = BatchNorm1d::new(1);
         let x = Tensor::from_vec(vec![1.0f32, 3.0], &[2, 1]);
         let y = bn.forward(&x);
-        assert_eq!(y.to_vec::<f32>().iter().map(|v| v.round()).collect::<Vec<_>>(), [-1.0, 1.0]);
+        assert_eq!(
+            y.to_vec::<f32>()
+                .iter()
+                .map(|v| v.round())
+                .collect::<Vec<_>>(),
+            [-1.0, 1.0]
+        );
         // mean 2, unbiased variance 2: 0.9·0 + 0.1·2 and 0.9·1 + 0.1·2.
         let rm = bn.running_mean.as_ref().unwrap().to_vec::<f32>()[0];
         let rv = bn.running_var.as_ref().unwrap().to_vec::<f32>()[0];
-        assert!((rm - 0.2).abs() < 1e-6 && (rv - 1.1).abs() < 1e-6, "{rm} {rv}");
-        assert_eq!(bn.num_batches_tracked.as_ref().unwrap().to_vec::<i64>(), [1]);
+        assert!(
+            (rm - 0.2).abs() < 1e-6 && (rv - 1.1).abs() < 1e-6,
+            "{rm} {rv}"
+        );
+        assert_eq!(
+            bn.num_batches_tracked.as_ref().unwrap().to_vec::<i64>(),
+            [1]
+        );
         bn.eval();
         let y = bn.forward(&x).to_vec::<f32>();
         assert!((y[0] - (1.0 - 0.2) / (1.1f32 + 1e-5).sqrt()).abs() < 1e-6);

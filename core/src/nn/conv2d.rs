@@ -147,13 +147,19 @@ mod tests {
     #[test]
     fn repr_shows_padding_and_missing_bias_only_when_set() {
         let c = Conv2d::new(2, 3, (3, 2)).with_stride(2).with_bias(false);
-        assert_eq!(c.to_string(), "Conv2d(2, 3, kernel_size=(3, 2), stride=(2, 2), bias=False)");
+        assert_eq!(
+            c.to_string(),
+            "Conv2d(2, 3, kernel_size=(3, 2), stride=(2, 2), bias=False)"
+        );
         assert_eq!(c.parameters().len(), 1);
     }
 
     #[test]
     fn bias_is_added_per_channel() {
-        let c = Conv2d::from_parts(Tensor::zeros(&[2, 1, 1, 1]), Some(Tensor::from_vec(vec![1.0f32, 2.0], &[2])));
+        let c = Conv2d::from_parts(
+            Tensor::zeros(&[2, 1, 1, 1]),
+            Some(Tensor::from_vec(vec![1.0f32, 2.0], &[2])),
+        );
         let y = c.forward(&Tensor::zeros(&[1, 1, 1, 2]));
         assert_eq!(y.to_vec::<f32>(), [1.0, 1.0, 2.0, 2.0]);
     }

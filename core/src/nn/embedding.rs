@@ -34,7 +34,10 @@ impl Embedding {
     #[track_caller]
     pub fn from_pretrained(weight: Tensor) -> Embedding {
         if weight.dim() != 2 {
-            panic!("Embedding: weight must be [num_embeddings, embedding_dim], got {:?}", weight.shape());
+            panic!(
+                "Embedding: weight must be [num_embeddings, embedding_dim], got {:?}",
+                weight.shape()
+            );
         }
         Embedding {
             weight: Parameter::new(weight),
@@ -69,7 +72,10 @@ mod tests {
         let y = e.forward(&Tensor::from_vec(vec![1i64, 1, 0], &[3]));
         assert_eq!(y.to_vec::<f32>(), [2.0, 3.0, 2.0, 3.0, 0.0, 1.0]);
         y.sum().backward();
-        assert_eq!(e.weight.grad().unwrap().to_vec::<f32>(), [1.0, 1.0, 2.0, 2.0]);
+        assert_eq!(
+            e.weight.grad().unwrap().to_vec::<f32>(),
+            [1.0, 1.0, 2.0, 2.0]
+        );
         assert_eq!(e.to_string(), "Embedding(2, 2)");
     }
 }

@@ -75,7 +75,10 @@ mod tests {
     fn flattens_all_but_the_batch_dimension() {
         let y = Flatten::new().forward(&Tensor::zeros(&[2, 3, 2, 2]));
         assert_eq!(y.shape(), [2, 12]);
-        assert_eq!(Flatten::new().to_string(), "Flatten(start_dim=1, end_dim=-1)");
+        assert_eq!(
+            Flatten::new().to_string(),
+            "Flatten(start_dim=1, end_dim=-1)"
+        );
         assert_eq!(Identity.to_string(), "Identity()");
     }
 }

@@ -13,7 +13,9 @@ use crate::tensor::Tensor;
 #[track_caller]
 pub fn calculate_fan_in_and_fan_out(shape: &[usize]) -> (usize, usize) {
     if shape.len() < 2 {
-        panic!("calculate_fan_in_and_fan_out: fan in and fan out cannot be computed for a tensor with fewer than 2 dimensions, got {shape:?}");
+        panic!(
+            "calculate_fan_in_and_fan_out: fan in and fan out cannot be computed for a tensor with fewer than 2 dimensions, got {shape:?}"
+        );
     }
     let receptive: usize = shape[2..].iter().product();
     (shape[1] * receptive, shape[0] * receptive)

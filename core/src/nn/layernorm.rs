@@ -54,7 +54,11 @@ impl LayerNorm {
     }
 
     fn describe(&self) -> String {
-        let dims: Vec<String> = self.normalized_shape.iter().map(|d| d.to_string()).collect();
+        let dims: Vec<String> = self
+            .normalized_shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         let shape = match dims.len() {
             1 => format!("({},)", dims[0]),
             _ => format!("({})", dims.join(", ")),
@@ -108,8 +112,14 @@ mod tests {
         let ln = LayerNorm::new(&[2]);
         let y = ln.forward(&Tensor::from_vec(vec![1.0f32, 3.0, 10.0, 20.0], &[2, 2]));
         for v in y.to_vec::<f32>().chunks(2) {
-            assert!((v[0] + 1.0).abs() < 1e-3 && (v[1] - 1.0).abs() < 1e-3, "{v:?}");
+            assert!(
+                (v[0] + 1.0).abs() < 1e-3 && (v[1] - 1.0).abs() < 1e-3,
+                "{v:?}"
+            );
         }
-        assert_eq!(ln.to_string(), "LayerNorm((2,), eps=1e-05, elementwise_affine=True)");
+        assert_eq!(
+            ln.to_string(),
+            "LayerNorm((2,), eps=1e-05, elementwise_affine=True)"
+        );
     }
 }

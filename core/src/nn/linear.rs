@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(y.to_vec::<f32>(), [11.0]);
         y.sum().backward();
         assert_eq!(l.weight.grad().unwrap().to_vec::<f32>(), [1.0, 2.0]);
-        assert_eq!(l.bias.as_ref().unwrap().grad().unwrap().to_vec::<f32>(), [1.0]);
+        assert_eq!(
+            l.bias.as_ref().unwrap().grad().unwrap().to_vec::<f32>(),
+            [1.0]
+        );
     }
 
     #[test]
@@ -137,11 +140,16 @@ mod tests {
         let l = Linear::with_bias(3, 2, false);
         let names: Vec<_> = l.named_parameters().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["weight"]);
-        assert_eq!(l.to_string(), "Linear(in_features=3, out_features=2, bias=False)");
+        assert_eq!(
+            l.to_string(),
+            "Linear(in_features=3, out_features=2, bias=False)"
+        );
     }
 
     #[test]
-    #[should_panic(expected = "Linear(in_features=64, out_features=10, bias=True): got input [32, 128]")]
+    #[should_panic(
+        expected = "Linear(in_features=64, out_features=10, bias=True): got input [32, 128]"
+    )]
     fn wrong_input_names_the_layer_and_shape() {
         Linear::new(64, 10).forward(&Tensor::zeros(&[32, 128]));
     }

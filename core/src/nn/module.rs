@@ -90,7 +90,10 @@ pub trait Module {
     /// The trainable parameters, in [`named_parameters`](Module::named_parameters) order
     /// (handles: an optimizer updating them updates the model).
     fn parameters(&self) -> Vec<Parameter> {
-        self.named_parameters().into_iter().map(|(_, p)| p).collect()
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
     }
 
     /// The parameters with their dotted names (`features.0.weight`), as PyTorch names them.
@@ -266,7 +269,11 @@ pub trait Module {
     /// [`Error::StateDict`] listing every missing key, unexpected key and shape mismatch at
     /// once; a shape mismatch is an error even when not strict, and so is a state dict of
     /// which no key matches. Nothing is copied when an error is returned.
-    fn load_state_dict(&mut self, state_dict: &StateDict, strict: bool) -> Result<IncompatibleKeys> {
+    fn load_state_dict(
+        &mut self,
+        state_dict: &StateDict,
+        strict: bool,
+    ) -> Result<IncompatibleKeys> {
         let own = self.state_dict();
         let mut missing = Vec::new();
         let mut mismatched = Vec::new();
@@ -286,7 +293,10 @@ pub trait Module {
             .cloned()
             .collect();
         let nothing_matched = pairs.is_empty() && mismatched.is_empty() && !own.is_empty();
-        if !mismatched.is_empty() || nothing_matched || (strict && !(missing.is_empty() && unexpected.is_empty())) {
+        if !mismatched.is_empty()
+            || nothing_matched
+            || (strict && !(missing.is_empty() && unexpected.is_empty()))
+        {
             return Err(Error::StateDict {
                 module: self.class_name().to_string(),
                 matched: pairs.len(),

@@ -49,7 +49,10 @@ impl<L: Layers> Sequential<L> {
         let mut count = 0;
         layers.visit_layers(&mut |_, _| count += 1);
         if count != names.len() {
-            panic!("Sequential::from_layers: {count} layers but {} names", names.len());
+            panic!(
+                "Sequential::from_layers: {count} layers but {} names",
+                names.len()
+            );
         }
         Sequential {
             layers,
@@ -83,7 +86,11 @@ impl Sequential {
     /// # Panics
     /// If `name` is empty, contains `.`, or is already taken.
     #[track_caller]
-    pub fn push_named(&mut self, name: impl Into<String>, layer: impl Layer + 'static) -> &mut Sequential {
+    pub fn push_named(
+        &mut self,
+        name: impl Into<String>,
+        layer: impl Layer + 'static,
+    ) -> &mut Sequential {
         let name = name.into();
         if name.is_empty() || name.contains('.') || self.names.contains(&name) {
             panic!("Sequential::push_named: `{name}` is empty, contains `.` or is already taken");

@@ -60,7 +60,13 @@ impl Geometry {
 
     /// Input row (or column) for output position `o` and kernel offset `k`, if not padding.
     #[inline]
-    pub(crate) fn source(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
+    pub(crate) fn source(
+        o: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        size: usize,
+    ) -> Option<usize> {
         (o * stride + k).checked_sub(pad).filter(|&i| i < size)
     }
 
@@ -78,10 +84,15 @@ impl Geometry {
 #[track_caller]
 fn conv2d_shape_error(x: &[usize], w: &[usize], stride: [usize; 2], padding: [usize; 2]) -> ! {
     if x.len() != 4 || w.len() != 4 {
-        panic!("conv2d: input {x:?} and weight {w:?} must both be 4-D ([N, C, H, W] and [out, in, kh, kw])");
+        panic!(
+            "conv2d: input {x:?} and weight {w:?} must both be 4-D ([N, C, H, W] and [out, in, kh, kw])"
+        );
     }
     if x[1] != w[1] {
-        panic!("conv2d: input {x:?} has {} channels but weight {w:?} expects {}", x[1], w[1]);
+        panic!(
+            "conv2d: input {x:?} has {} channels but weight {w:?} expects {}",
+            x[1], w[1]
+        );
     }
     panic!(
         "conv2d: kernel {:?} with stride {stride:?} and padding {padding:?} does not fit input {x:?}",
@@ -156,16 +167,29 @@ fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
     }
 }
 
-fn forward<T: Float>(x: &ArcArray<T, IxDyn>, w: &ArcArray<T, IxDyn>, g: &Geometry) -> ArcArray<T, IxDyn> {
+fn forward<T: Float>(
+    x: &ArcArray<T, IxDyn>,
+    w: &ArcArray<T, IxDyn>,
+    g: &Geometry,
+) -> ArcArray<T, IxDyn> {
     let (x, w) = (contiguous(x), contiguous(w));
     let o = w.len() / g.ckk();
     let (ckk, l) = (g.ckk(), g.l());
     let mut out = vec![T::zero(); g.n * o * l];
     let mut cols = vec![T::zero(); ckk * l];
     let w2 = view2(&w, o, ckk);
-    for (xn, outn) in x.chunks_exact(g.c * g.h * g.w).zip(out.chunks_exact_mut(o * l)) {
+    for (xn, outn) in x
+        .chunks_exact(g.c * g.h * g.w)
+        .zip(out.chunks_exact_mut(o * l))
+    {
         im2col(xn, g, &mut cols);
-        general_mat_mul(T::one(), &w2, &view2(&cols, ckk, l), T::zero(), &mut view2_mut(outn, o, l));
+        general_mat_mul(
+            T::one(),
+            &w2,
+            &view2(&cols, ckk, l),
+            T::zero(),
+            &mut view2_mut(outn, o, l),
+        );
     }
     from_vec(&[g.n, o, g.oh, g.ow], out)
 }
@@ -195,7 +219,13 @@ fn backward<T: Float>(
             general_mat_mul(T::one(), &gn, &cols_t, T::one(), &mut view2_mut(gw, o, ckk));
         }
         if let Some(gx) = gx.as_mut() {
-            general_mat_mul(T::one(), &w2.t(), &gn, T::zero(), &mut view2_mut(&mut cols, ckk, l));
+            general_mat_mul(
+                T::one(),
+                &w2.t(),
+                &gn,
+                T::zero(),
+                &mut view2_mut(&mut cols, ckk, l),
+            );
             col2im(&cols, g, &mut gx[n * sample..(n + 1) * sample]);
         }
     }
@@ -277,11 +307,16 @@ mod tests {
         let x = Tensor::from_vec((0..16).map(|v| v as f32).collect(), &[1, 1, 4, 4]);
         let w = Tensor::ones(&[1, 1, 2, 2]);
         // Top-left window: 0 + 1 + 4 + 5 = 10.
-        assert_eq!(x.conv2d(&w, [2, 2], [0, 0]).to_vec::<f32>(), [10.0, 18.0, 42.0, 50.0]);
+        assert_eq!(
+            x.conv2d(&w, [2, 2], [0, 0]).to_vec::<f32>(),
+            [10.0, 18.0, 42.0, 50.0]
+        );
     }
 
     #[test]
-    #[should_panic(expected = "conv2d: input [1, 3, 4, 4] has 3 channels but weight [2, 2, 3, 3] expects 2")]
+    #[should_panic(
+        expected = "conv2d: input [1, 3, 4, 4] has 3 channels but weight [2, 2, 3, 3] expects 2"
+    )]
     fn conv2d_names_the_channel_mismatch() {
         Tensor::zeros(&[1, 3, 4, 4]).conv2d(&Tensor::zeros(&[2, 2, 3, 3]), [1, 1], [0, 0]);
     }

@@ -12,18 +12,32 @@ use std::sync::Arc;
 #[cold]
 #[inline(never)]
 #[track_caller]
-fn pool_shape_error(op: &str, x: &[usize], kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> ! {
+fn pool_shape_error(
+    op: &str,
+    x: &[usize],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> ! {
     if x.len() != 4 {
         panic!("{op}: input must be [N, C, H, W], got {x:?}");
     }
     if padding[0] * 2 > kernel[0] || padding[1] * 2 > kernel[1] {
         panic!("{op}: padding {padding:?} should be at most half of kernel_size {kernel:?}");
     }
-    panic!("{op}: kernel_size {kernel:?} with stride {stride:?} and padding {padding:?} does not fit input {x:?}")
+    panic!(
+        "{op}: kernel_size {kernel:?} with stride {stride:?} and padding {padding:?} does not fit input {x:?}"
+    )
 }
 
 #[track_caller]
-fn geometry(op: &str, x: &[usize], kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Geometry {
+fn geometry(
+    op: &str,
+    x: &[usize],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Geometry {
     let fits = padding[0] * 2 <= kernel[0] && padding[1] * 2 <= kernel[1];
     match Geometry::new(x, kernel, stride, padding).filter(|_| fits) {
         Some(g) => g,
@@ -73,7 +87,11 @@ fn max_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> (ArcArray<T, I
     (from_vec(&[g.n, g.c, g.oh, g.ow], out), argmax)
 }
 
-fn scatter<T: Float>(gy: &ArcArray<T, IxDyn>, argmax: &[usize], g: &Geometry) -> ArcArray<T, IxDyn> {
+fn scatter<T: Float>(
+    gy: &ArcArray<T, IxDyn>,
+    argmax: &[usize],
+    g: &Geometry,
+) -> ArcArray<T, IxDyn> {
     let mut gx = vec![T::zero(); g.n * g.c * g.h * g.w];
     for (gv, &i) in gy.iter().zip(argmax) {
         gx[i] += *gv;
@@ -116,7 +134,12 @@ impl Tensor {
     /// # Panics
     /// If the input is not 4-D or an integer tensor, or the window does not fit.
     #[track_caller]
-    pub fn max_pool2d(&self, kernel_size: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Tensor {
+    pub fn max_pool2d(
+        &self,
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Tensor {
         let g = geometry("max_pool2d", &self.shape(), kernel_size, stride, padding);
         let (out, argmax) = match self.storage() {
             Storage::F32(x) => {
@@ -146,7 +169,12 @@ impl Tensor {
     /// # Panics
     /// If the input is not 4-D or an integer tensor, or the window does not fit.
     #[track_caller]
-    pub fn avg_pool2d(&self, kernel_size: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Tensor {
+    pub fn avg_pool2d(
+        &self,
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Tensor {
         let g = geometry("avg_pool2d", &self.shape(), kernel_size, stride, padding);
         let out = crate::dispatch_float!(self.storage(), x => avg_forward(&x, &g),
             int => panic!("avg_pool2d: expected a floating-point input, got int64"));
@@ -168,20 +196,33 @@ mod tests {
     #[test]
     fn pooling_backward_matches_finite_differences() {
         crate::random::manual_seed(5);
-        for (k, s, p) in [([2, 2], [2, 2], [0, 0]), ([3, 2], [1, 2], [1, 1]), ([3, 3], [2, 2], [1, 0])] {
+        for (k, s, p) in [
+            ([2, 2], [2, 2], [0, 0]),
+            ([3, 2], [1, 2], [1, 1]),
+            ([3, 3], [2, 2], [1, 0]),
+        ] {
             // Distinct values keep every window's maximum away from a tie.
             let x = Tensor::randn(&[2, 2, 5, 6]).double().requires_grad_(true);
             gradcheck(|v| v[0].max_pool2d(k, s, p), std::slice::from_ref(&x))
                 .unwrap_or_else(|e| panic!("max {k:?} {s:?} {p:?}: {e}"));
-            gradcheck(|v| &v[0].avg_pool2d(k, s, p) * &v[0].avg_pool2d(k, s, p), &[x])
-                .unwrap_or_else(|e| panic!("avg {k:?} {s:?} {p:?}: {e}"));
+            gradcheck(
+                |v| &v[0].avg_pool2d(k, s, p) * &v[0].avg_pool2d(k, s, p),
+                &[x],
+            )
+            .unwrap_or_else(|e| panic!("avg {k:?} {s:?} {p:?}: {e}"));
         }
     }
 
     #[test]
     fn max_pool_picks_the_window_maximum() {
         let x = Tensor::from_vec((0..16).map(|v| v as f32).collect(), &[1, 1, 4, 4]);
-        assert_eq!(x.max_pool2d([2, 2], [2, 2], [0, 0]).to_vec::<f32>(), [5.0, 7.0, 13.0, 15.0]);
-        assert_eq!(x.avg_pool2d([2, 2], [2, 2], [0, 0]).to_vec::<f32>(), [2.5, 4.5, 10.5, 12.5]);
+        assert_eq!(
+            x.max_pool2d([2, 2], [2, 2], [0, 0]).to_vec::<f32>(),
+            [5.0, 7.0, 13.0, 15.0]
+        );
+        assert_eq!(
+            x.avg_pool2d([2, 2], [2, 2], [0, 0]).to_vec::<f32>(),
+            [2.5, 4.5, 10.5, 12.5]
+        );
     }
 }
