@@ -136,9 +136,9 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<StateDict> {
         let shape = view.shape().to_vec();
         let data = view.data();
         let tensor = match view.dtype() {
-            Dtype::F32 => Tensor::from_vec(decode(&data, f32::from_le_bytes), &shape),
-            Dtype::F64 => Tensor::from_vec(decode(&data, f64::from_le_bytes), &shape),
-            Dtype::I64 => Tensor::from_vec(decode(&data, i64::from_le_bytes), &shape),
+            Dtype::F32 => Tensor::from_vec(decode(data, f32::from_le_bytes), &shape),
+            Dtype::F64 => Tensor::from_vec(decode(data, f64::from_le_bytes), &shape),
+            Dtype::I64 => Tensor::from_vec(decode(data, i64::from_le_bytes), &shape),
             other => {
                 return Err(format_error(
                     path,
