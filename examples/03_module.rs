@@ -1,8 +1,12 @@
-//! The article's two-layer model written with `#[derive(Module)]`: its named parameters,
-//! its printed tree, and one forward and backward pass on random input.
+//! Stage 3 of "What is torch.nn really?": the four loose weight tensors become the article's
+//! two-layer `OurModule`, written with `#[derive(Module)]`, which registers `l1` and `l2` (its
+//! named parameters and printed tree are shown first). The update loops over
+//! `model.parameters()` and `model.zero_grad()` clears the gradients.
 //!
-//! Run with `cargo run --example 03_module`.
+//! Run with `cargo run --release --example 03_module`; the next stage is `04_sequential`.
 
+use torchlet::data::{DataLoader, Mnist, RandomSampler, TensorDataset};
+use torchlet::nn::functional::cross_entropy;
 use torchlet::prelude::*;
 
 /// `l2(relu(l1(x)))`, PyTorch's `OurModule` with `self.l1` and `self.l2`.
@@ -29,8 +33,41 @@ impl Forward<&Tensor> for OurModule {
     }
 }
 
-fn main() {
+type TestLoader = DataLoader<TensorDataset<(Tensor, Tensor)>>;
+
+/// The fraction of rows whose largest logit is at the label.
+fn accuracy(out: &Tensor, yb: &Tensor) -> f64 {
+    out.argmax(1, false).eq(yb).float().mean().item()
+}
+
+/// Mean loss and accuracy over the batches of `dl`, weighting each batch by its size.
+fn evaluate(model: &OurModule, dl: &TestLoader) -> (f64, f64) {
+    let (mut loss, mut acc, mut n) = (0.0, 0.0, 0.0);
+    for (xb, yb) in dl {
+        let out = model.forward(&xb);
+        let bs = xb.shape()[0] as f64;
+        loss += cross_entropy(&out, &yb).item() * bs;
+        acc += accuracy(&out, &yb) * bs;
+        n += bs;
+    }
+    (loss / n, acc / n)
+}
+
+fn main() -> torchlet::Result<()> {
     manual_seed(0);
+    let (bs, lr, epochs) = (64, 0.1, 5);
+    let train = Mnist::vendored(true)?.flatten(true);
+    let test = Mnist::vendored(false)?.flatten(true);
+    let train_ds = TensorDataset::new((train.images(), train.labels()))?;
+    let train_dl = DataLoader::builder(train_ds)
+        .batch_size(bs)
+        .sampler(RandomSampler::new(train.len())) // or .shuffle(true)
+        .seed(0)
+        .build()?;
+    let test_dl = DataLoader::builder(TensorDataset::new((test.images(), test.labels()))?)
+        .batch_size(500)
+        .build()?;
+
     let model = OurModule::new();
     for (name, p) in model.named_parameters() {
         println!("{name}: {:?}", p.shape());
@@ -38,13 +75,22 @@ fn main() {
     println!("{model}");
     println!("parameters: {}", model.num_parameters());
 
-    let xb = Tensor::randn(&[64, 784]);
-    let loss = model.forward(&xb).pow(2.0).mean();
-    loss.backward();
-    println!("loss {:.4}", loss.item());
-    for (name, p) in model.named_parameters() {
-        let grad = p.grad().map_or(0.0, |g| g.abs().sum().item());
-        println!("{name}: |grad| sum {grad:.4}");
+    for epoch in 0..epochs {
+        for (xb, yb) in &train_dl {
+            let loss = cross_entropy(&model.forward(&xb), &yb);
+
+            loss.backward();
+            no_grad(|| {
+                for p in model.parameters() {
+                    if let Some(grad) = p.grad() {
+                        p.sub_(&(&grad * lr));
+                    }
+                }
+                model.zero_grad();
+            });
+        }
+        let (loss, acc) = no_grad(|| evaluate(&model, &test_dl));
+        println!("epoch {epoch}: test loss {loss:.4}, test accuracy {acc:.4}");
     }
-    model.zero_grad();
+    Ok(())
 }
