@@ -17,7 +17,7 @@
 
 pub use torchlet_core::{DType, Element, Error, Result, Tensor, manual_seed};
 pub use torchlet_core::{
-    autograd, data, dtype, error, nn, ops, optim, random, serialize, shape, tensor,
+    autograd, checkpoint, data, dtype, error, nn, ops, optim, random, serialize, shape, tensor,
 };
 pub use torchlet_macros::sequential;
 

@@ -5,6 +5,7 @@
 extern crate self as torchlet;
 
 pub mod autograd;
+pub mod checkpoint;
 pub mod data;
 pub mod dtype;
 pub mod error;
