@@ -17,6 +17,7 @@ use crate::tensor::Tensor;
 /// `[N, in_channels, H, W] → [N, out_channels, (H + 2·ph − kh) / sh + 1, (W + 2·pw − kw) / sw + 1]`.
 ///
 /// ```
+/// # extern crate torchlet_core as torchlet;
 /// use torchlet::nn::{Conv2d, Forward};
 /// use torchlet::Tensor;
 /// let conv = Conv2d::new(1, 4, 3).with_padding(1);

@@ -16,6 +16,7 @@ use crate::tensor::Tensor;
 /// `[…, in_features] → […, out_features]`.
 ///
 /// ```
+/// # extern crate torchlet_core as torchlet;
 /// use torchlet::nn::{Forward, Linear};
 /// use torchlet::Tensor;
 /// let fc = Linear::new(784, 128);

@@ -34,6 +34,7 @@ pub enum MemberMut<'a> {
 /// required methods by hand.
 ///
 /// ```
+/// # extern crate torchlet_core as torchlet;
 /// use torchlet::nn::{Forward, Linear, Module};
 /// use torchlet::Tensor;
 ///

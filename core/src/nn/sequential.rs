@@ -12,6 +12,7 @@ use crate::tensor::Tensor;
 /// A chain of layers, run in order (PyTorch's `nn.Sequential`).
 ///
 /// ```
+/// # extern crate torchlet_core as torchlet;
 /// use torchlet::nn::{Forward, Linear, Module, ReLU, Sequential, sequential};
 /// use torchlet::Tensor;
 ///
