@@ -16,12 +16,21 @@
 //! Users depend on this crate only; it re-exports `torchlet-core` at the same paths.
 
 pub use torchlet_core::{DType, Element, Error, Result, Tensor, manual_seed};
-pub use torchlet_core::{autograd, data, dtype, error, nn, ops, optim, random, shape, tensor};
+pub use torchlet_core::{
+    autograd, data, dtype, error, nn, ops, optim, random, serialize, shape, tensor,
+};
+pub use torchlet_macros::sequential;
 
 /// The names a training script needs: `use torchlet::prelude::*;`.
 pub mod prelude {
     pub use torchlet_core::autograd::{NoGradGuard, no_grad};
+    pub use torchlet_core::nn::{
+        AvgPool2d, BatchNorm1d, BatchNorm2d, Buffer, Conv2d, Dropout, Embedding, Flatten, Forward,
+        GELU, Identity, Layer, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Module,
+        Parameter, ReLU, Sequential, Sigmoid, Softmax, StateDict, Tanh,
+    };
     pub use torchlet_core::{DType, Tensor, manual_seed};
+    pub use torchlet_macros::sequential;
 }
 
 /// The README's code blocks run as doc tests, so the tour stays true.

@@ -2,6 +2,8 @@
 //!
 //! Users depend on the facade crate `torchlet`, which re-exports everything here.
 
+extern crate self as torchlet;
+
 pub mod autograd;
 pub mod data;
 pub mod dtype;
@@ -10,6 +12,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod random;
+pub mod serialize;
 pub mod shape;
 pub mod tensor;
 

@@ -3,11 +3,13 @@
 
 pub(crate) mod binary;
 mod compare;
+pub(crate) mod conv;
 mod gather;
 pub(crate) mod gemm;
 pub(crate) mod kernel;
 mod linear;
 mod matmul;
+mod pool;
 mod reduce;
 mod softmax;
 mod unary;

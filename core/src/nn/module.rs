@@ -1,0 +1,455 @@
+//! The [`Module`] trait: the registry of parameters, buffers and submodules that
+//! `#[derive(Module)]` generates, and everything PyTorch's `nn.Module` offers on top of it.
+//!
+//! NOTE [ Registry order ]
+//! A module reports its members in declaration order through [`Module::visit`]. Like
+//! PyTorch, the walks list a module's own parameters, then its own buffers, then its
+//! children (each recursively): `named_parameters()` and `state_dict()` of BatchNorm give
+//! `weight, bias, running_mean, running_var, num_batches_tracked`, and a module's own
+//! parameters come before its children's whatever the field order.
+
+use crate::autograd::no_grad;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::nn::parameter::{Buffer, Parameter};
+use crate::nn::state_dict::{IncompatibleKeys, StateDict};
+use std::fmt;
+
+/// One member of a module, as [`Module::visit`] reports it.
+pub enum Member<'a> {
+    Parameter(&'a Parameter),
+    Buffer(&'a Buffer),
+    Module(&'a dyn Module),
+}
+
+/// One member of a module, as [`Module::visit_mut`] reports it.
+pub enum MemberMut<'a> {
+    Parameter(&'a mut Parameter),
+    Buffer(&'a mut Buffer),
+    Module(&'a mut dyn Module),
+}
+
+/// A neural-network module: a registry of parameters, buffers and submodules with
+/// PyTorch's `nn.Module` methods. Write `#[derive(Module)]` rather than implementing the
+/// required methods by hand.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::nn::{Forward, Linear, Module};
+/// use torchlet::Tensor;
+///
+/// #[derive(Module)]
+/// struct OurModule {
+///     l1: Linear,
+///     l2: Linear,
+/// }
+///
+/// let model = OurModule { l1: Linear::new(784, 128), l2: Linear::new(128, 10) };
+/// let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["l1.weight", "l1.bias", "l2.weight", "l2.bias"]);
+/// assert_eq!(model.num_parameters(), 784 * 128 + 128 + 128 * 10 + 10);
+/// let y = model.l2.forward(&model.l1.forward(&Tensor::zeros(&[2, 784])).relu());
+/// assert_eq!(y.shape(), [2, 10]);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a torchlet module",
+    label = "not a module",
+    note = "derive `Module` for `{Self}`, or mark the field `#[module(skip)]`"
+)]
+pub trait Module {
+    /// The class name PyTorch prints (`Linear`, `Sequential`).
+    fn class_name(&self) -> &'static str;
+
+    /// Calls `f` with each parameter, buffer and submodule and its name, in declaration
+    /// order (see NOTE [ Registry order ]).
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, Member<'a>));
+
+    /// [`visit`](Module::visit) with mutable access.
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, MemberMut<'a>));
+
+    /// This module as a trait object.
+    fn as_dyn(&self) -> &dyn Module;
+
+    /// This module as a mutable trait object.
+    fn as_dyn_mut(&mut self) -> &mut dyn Module;
+
+    /// The text between the parentheses of the printed form (PyTorch's `extra_repr`).
+    fn extra_repr(&self) -> String {
+        String::new()
+    }
+
+    /// This module's own train/eval flag, for modules that keep one.
+    fn training_flag(&self) -> Option<bool> {
+        None
+    }
+
+    /// Sets this module's own flag (not its children's; see [`train`](Module::train)).
+    fn set_training_flag(&mut self, _training: bool) {}
+
+    // ---- walks ---------------------------------------------------------------------------
+
+    /// The trainable parameters, in [`named_parameters`](Module::named_parameters) order
+    /// (handles: an optimizer updating them updates the model).
+    fn parameters(&self) -> Vec<Parameter> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// The parameters with their dotted names (`features.0.weight`), as PyTorch names them.
+    fn named_parameters(&self) -> Vec<(String, Parameter)> {
+        let mut out = Vec::new();
+        walk(self.as_dyn(), "", &mut |prefix, m| {
+            m.visit(&mut |name, member| {
+                if let Member::Parameter(p) = member {
+                    out.push((join(prefix, name), p.clone()));
+                }
+            });
+        });
+        out
+    }
+
+    /// The buffers (running statistics, counters).
+    fn buffers(&self) -> Vec<Buffer> {
+        self.named_buffers().into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// The buffers with their dotted names.
+    fn named_buffers(&self) -> Vec<(String, Buffer)> {
+        let mut out = Vec::new();
+        walk(self.as_dyn(), "", &mut |prefix, m| {
+            m.visit(&mut |name, member| {
+                if let Member::Buffer(b) = member {
+                    out.push((join(prefix, name), b.clone()));
+                }
+            });
+        });
+        out
+    }
+
+    /// The direct submodules.
+    fn children(&self) -> Vec<&dyn Module> {
+        self.named_children().into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// The direct submodules with their names.
+    fn named_children(&self) -> Vec<(String, &dyn Module)> {
+        let mut out = Vec::new();
+        self.visit(&mut |name, member| {
+            if let Member::Module(m) = member {
+                out.push((name.to_string(), m));
+            }
+        });
+        out
+    }
+
+    /// This module (named `""`) and every submodule below it, depth first.
+    fn named_modules(&self) -> Vec<(String, &dyn Module)> {
+        let mut out = vec![(String::new(), self.as_dyn())];
+        for (name, child) in self.named_children() {
+            for (sub, m) in child.named_modules() {
+                out.push((join(&name, &sub), m));
+            }
+        }
+        out
+    }
+
+    /// This module and every submodule below it.
+    fn modules(&self) -> Vec<&dyn Module> {
+        self.named_modules().into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// The number of parameter elements (buffers are not counted, as in PyTorch).
+    fn num_parameters(&self) -> usize {
+        self.parameters().iter().map(|p| p.numel()).sum()
+    }
+
+    // ---- modes and gradients -------------------------------------------------------------
+
+    /// Puts this module and every submodule in training mode (dropout drops, batch norm
+    /// uses and updates batch statistics).
+    fn train(&mut self) {
+        self.apply(&mut |m| m.set_training_flag(true));
+    }
+
+    /// Puts this module and every submodule in evaluation mode.
+    fn eval(&mut self) {
+        self.apply(&mut |m| m.set_training_flag(false));
+    }
+
+    /// Whether the module is in training mode: its own flag, else that of the first
+    /// submodule that keeps one.
+    ///
+    /// Unlike PyTorch, modules whose forward does not depend on the mode (ReLU, Identity,
+    /// …) keep no flag; a tree made only of those always reports `true`.
+    fn is_training(&self) -> bool {
+        self.modules()
+            .iter()
+            .find_map(|m| m.training_flag())
+            .unwrap_or(true)
+    }
+
+    /// Drops the gradient of every parameter (PyTorch's `zero_grad(set_to_none=True)`).
+    fn zero_grad(&self) {
+        for p in self.parameters() {
+            p.zero_grad();
+        }
+    }
+
+    /// Sets `requires_grad` on every parameter: `requires_grad_(false)` freezes the module.
+    fn requires_grad_(&self, requires_grad: bool) {
+        for p in self.parameters() {
+            p.set_requires_grad(requires_grad);
+        }
+    }
+
+    /// Calls `f` on every submodule (children first) and then on this module, as
+    /// PyTorch's `apply` does.
+    fn apply(&mut self, f: &mut dyn FnMut(&mut dyn Module)) {
+        self.visit_mut(&mut |_, member| {
+            if let MemberMut::Module(m) = member {
+                m.apply(f);
+            }
+        });
+        f(self.as_dyn_mut());
+    }
+
+    /// Converts every floating-point parameter and buffer to `dtype` (PyTorch's
+    /// `.double()` / `.float()`); i64 buffers such as `num_batches_tracked` stay as they are.
+    ///
+    /// # Panics
+    /// If `dtype` is not a floating-point type.
+    #[track_caller]
+    fn to_dtype(&mut self, dtype: DType) {
+        if !dtype.is_float() {
+            panic!("to_dtype: modules hold floating-point parameters; got {dtype}");
+        }
+        self.apply(&mut |m| {
+            m.visit_mut(&mut |_, member| match member {
+                MemberMut::Parameter(p) if p.dtype() != dtype => {
+                    let requires_grad = p.requires_grad();
+                    *p = Parameter::new(p.to_dtype(dtype));
+                    p.set_requires_grad(requires_grad);
+                }
+                MemberMut::Buffer(b) if b.dtype().is_float() && b.dtype() != dtype => {
+                    *b = Buffer::new(b.to_dtype(dtype));
+                }
+                _ => {}
+            })
+        });
+    }
+
+    // ---- state dict ----------------------------------------------------------------------
+
+    /// The parameters and buffers under their dotted names, in PyTorch's order (handles:
+    /// the tensors are shared with the module, not copied).
+    fn state_dict(&self) -> StateDict {
+        let mut out = StateDict::new();
+        walk(self.as_dyn(), "", &mut |prefix, m| {
+            m.visit(&mut |name, member| {
+                if let Member::Parameter(p) = member {
+                    out.insert(join(prefix, name), p.tensor().clone());
+                }
+            });
+            m.visit(&mut |name, member| {
+                if let Member::Buffer(b) = member {
+                    out.insert(join(prefix, name), b.tensor().clone());
+                }
+            });
+        });
+        out
+    }
+
+    /// Copies the values of `state_dict` into this module's parameters and buffers.
+    ///
+    /// With `strict`, every key must match; without, missing and unexpected keys are
+    /// returned instead of refused. Values are converted to each tensor's dtype.
+    ///
+    /// # Errors
+    /// [`Error::StateDict`] listing every missing key, unexpected key and shape mismatch at
+    /// once; a shape mismatch is an error even when not strict, and so is a state dict of
+    /// which no key matches. Nothing is copied when an error is returned.
+    fn load_state_dict(
+        &mut self,
+        state_dict: &StateDict,
+        strict: bool,
+    ) -> Result<IncompatibleKeys> {
+        let own = self.state_dict();
+        let mut missing = Vec::new();
+        let mut mismatched = Vec::new();
+        let mut pairs = Vec::new();
+        for (key, target) in own.iter() {
+            match state_dict.get(key) {
+                None => missing.push(key.clone()),
+                Some(src) if src.shape() != target.shape() => {
+                    mismatched.push((key.clone(), src.shape(), target.shape()))
+                }
+                Some(src) => pairs.push((target.clone(), src.clone())),
+            }
+        }
+        let unexpected: Vec<String> = state_dict
+            .keys()
+            .filter(|k| own.get(k).is_none())
+            .cloned()
+            .collect();
+        let nothing_matched = pairs.is_empty() && mismatched.is_empty() && !own.is_empty();
+        if !mismatched.is_empty()
+            || nothing_matched
+            || (strict && !(missing.is_empty() && unexpected.is_empty()))
+        {
+            return Err(Error::StateDict {
+                module: self.class_name().to_string(),
+                matched: pairs.len(),
+                missing,
+                unexpected,
+                mismatched,
+            });
+        }
+        no_grad(|| {
+            for (target, src) in &pairs {
+                target.copy_(src);
+            }
+        });
+        Ok(IncompatibleKeys {
+            missing_keys: missing,
+            unexpected_keys: unexpected,
+        })
+    }
+}
+
+/// Calls `f(prefix, module)` for `m` and then every submodule, depth first.
+fn walk<'a>(m: &'a dyn Module, prefix: &str, f: &mut dyn FnMut(&str, &'a dyn Module)) {
+    f(prefix, m);
+    m.visit(&mut |name, member| {
+        if let Member::Module(child) = member {
+            walk(child, &join(prefix, name), f);
+        }
+    });
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    match (prefix.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}.{name}"),
+    }
+}
+
+/// Writes `m` as PyTorch's `repr` does: `Name(extra)` for a leaf, and one indented
+/// `(name): child` line per submodule otherwise. `#[derive(Module)]`'s `Display` calls it.
+pub fn fmt_module(m: &dyn Module, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_str(&repr(m))
+}
+
+/// The printed tree of a module behind a trait object.
+impl fmt::Display for dyn Module + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_module(self, f)
+    }
+}
+
+fn repr(m: &dyn Module) -> String {
+    let extra = m.extra_repr();
+    let extra_lines: Vec<&str> = if extra.is_empty() {
+        Vec::new()
+    } else {
+        extra.split('\n').collect()
+    };
+    let children: Vec<(String, String)> = m
+        .named_children()
+        .into_iter()
+        .map(|(name, c)| (name, repr(c)))
+        .collect();
+    let child_lines = if m.class_name() == "ModuleList" {
+        grouped(children)
+    } else {
+        children
+            .into_iter()
+            .map(|(name, r)| format!("({name}): {}", indent(&r)))
+            .collect()
+    };
+    let mut out = format!("{}(", m.class_name());
+    if extra_lines.len() == 1 && child_lines.is_empty() {
+        out.push_str(extra_lines[0]);
+    } else if !(extra_lines.is_empty() && child_lines.is_empty()) {
+        let lines: Vec<String> = extra_lines
+            .iter()
+            .map(|s| s.to_string())
+            .chain(child_lines)
+            .collect();
+        out.push_str("\n  ");
+        out.push_str(&lines.join("\n  "));
+        out.push('\n');
+    }
+    out.push(')');
+    out
+}
+
+/// PyTorch's `ModuleList` repr: runs of identical children print once as `(0-2): 3 x …`.
+fn grouped(children: Vec<(String, String)>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut i = 0;
+    while i < children.len() {
+        let mut j = i + 1;
+        while j < children.len() && children[j].1 == children[i].1 {
+            j += 1;
+        }
+        let body = indent(&children[i].1);
+        if j - i == 1 {
+            lines.push(format!("({}): {body}", children[i].0));
+        } else {
+            let (first, last) = (&children[i].0, &children[j - 1].0);
+            lines.push(format!("({first}-{last}): {} x {body}", j - i));
+        }
+        i = j;
+    }
+    lines
+}
+
+/// Indents every line but the first by two spaces (PyTorch's `_addindent`).
+fn indent(s: &str) -> String {
+    s.replace('\n', "\n  ")
+}
+
+/// Python's `repr` of a float (`1e-05`, `0.1`, `1.0`), for `extra_repr` texts.
+pub(crate) fn py_float(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v:?}");
+    }
+    let exp = v.abs().log10().floor() as i32;
+    if !(-4..16).contains(&exp) {
+        let s = format!("{v:e}");
+        let (mantissa, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let e: i32 = e.parse().unwrap_or(0);
+        let sign = if e < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", e.abs());
+    }
+    format!("{v:?}")
+}
+
+/// Python's `True` / `False`.
+pub(crate) fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_as_python_does() {
+        assert_eq!(py_float(1e-5), "1e-05");
+        assert_eq!(py_float(0.1), "0.1");
+        assert_eq!(py_float(1.0), "1.0");
+        assert_eq!(py_float(0.01), "0.01");
+        assert_eq!(py_float(2.5e-7), "2.5e-07");
+        assert_eq!(py_float(0.0001), "0.0001");
+    }
+
+    #[test]
+    fn keys_are_dot_joined() {
+        assert_eq!(join("", "weight"), "weight");
+        assert_eq!(join("features.0", "weight"), "features.0.weight");
+    }
+}

@@ -1,0 +1,31 @@
+//! [`Size2`]: a height-and-width argument written as one number or a pair, as PyTorch's
+//! `kernel_size=3` or `kernel_size=(3, 2)`.
+
+/// A 2-D size: `3`, `(3, 2)` or `[3, 2]`.
+pub trait Size2 {
+    /// `[height, width]`.
+    fn pair(self) -> [usize; 2];
+}
+
+impl Size2 for usize {
+    fn pair(self) -> [usize; 2] {
+        [self, self]
+    }
+}
+
+impl Size2 for (usize, usize) {
+    fn pair(self) -> [usize; 2] {
+        [self.0, self.1]
+    }
+}
+
+impl Size2 for [usize; 2] {
+    fn pair(self) -> [usize; 2] {
+        self
+    }
+}
+
+/// A pair as Python prints a tuple: `(3, 3)`.
+pub(crate) fn py_pair(p: [usize; 2]) -> String {
+    format!("({}, {})", p[0], p[1])
+}

@@ -1,0 +1,8 @@
+use torchlet::nn::Module;
+
+#[derive(Module)]
+enum Model {
+    A,
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use torchlet::nn::{Linear, Module};
+
+struct Config;
+
+#[derive(Module)]
+struct Model {
+    fc: Linear,
+    config: Config,
+}
+
+fn main() {}

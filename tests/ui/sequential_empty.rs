@@ -1,0 +1,5 @@
+use torchlet::nn::sequential;
+
+fn main() {
+    let _model = sequential![];
+}

@@ -1,0 +1,9 @@
+use torchlet::nn::{Linear, Module};
+
+#[derive(Module)]
+struct Model {
+    #[module(frozen)]
+    fc: Linear,
+}
+
+fn main() {}
