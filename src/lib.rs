@@ -24,11 +24,15 @@ pub use torchlet_macros::sequential;
 /// The names a training script needs: `use torchlet::prelude::*;`.
 pub mod prelude {
     pub use torchlet_core::autograd::{NoGradGuard, no_grad};
+    pub use torchlet_core::data::{DataLoader, Dataset, TensorDataset};
+    pub use torchlet_core::nn::functional::{cross_entropy, mse_loss};
     pub use torchlet_core::nn::{
         AvgPool2d, BatchNorm1d, BatchNorm2d, Buffer, Conv2d, Dropout, Embedding, Flatten, Forward,
         GELU, Identity, Layer, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Module,
         Parameter, ReLU, Sequential, Sigmoid, Softmax, StateDict, Tanh,
     };
+    pub use torchlet_core::nn::{CrossEntropyLoss, MseLoss};
+    pub use torchlet_core::optim::{Adam, AdamW, LrScheduler, Optimizer, Sgd};
     pub use torchlet_core::{DType, Tensor, manual_seed};
     pub use torchlet_macros::sequential;
 }

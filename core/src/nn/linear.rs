@@ -107,11 +107,7 @@ impl<'a> Forward<&'a Tensor> for Linear {
         if shape.last() != Some(&self.in_features()) {
             linear_input_error(self, &shape);
         }
-        let y = x.matmul(&self.weight.t());
-        match &self.bias {
-            Some(b) => &y + &**b,
-            None => y,
-        }
+        x.linear(&self.weight, self.bias.as_deref())
     }
 }
 

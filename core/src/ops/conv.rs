@@ -8,7 +8,6 @@ use crate::autograd::graph::{Saved, record};
 use crate::dtype::{Float, Storage};
 use crate::ops::kernel::from_vec;
 use crate::tensor::Tensor;
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArcArray, ArrayView2, ArrayViewMut2, IxDyn};
 use std::borrow::Cow;
 
@@ -183,13 +182,7 @@ fn forward<T: Float>(
         .zip(out.chunks_exact_mut(o * l))
     {
         im2col(xn, g, &mut cols);
-        general_mat_mul(
-            T::one(),
-            &w2,
-            &view2(&cols, ckk, l),
-            T::zero(),
-            &mut view2_mut(outn, o, l),
-        );
+        T::gemm(&w2, &view2(&cols, ckk, l), &mut view2_mut(outn, o, l));
     }
     from_vec(&[g.n, o, g.oh, g.ow], out)
 }
@@ -208,6 +201,7 @@ fn backward<T: Float>(
     let (ckk, l) = (g.ckk(), g.l());
     let w2 = view2(&w, o, ckk);
     let mut cols = vec![T::zero(); ckk * l];
+    let mut gw_n = vec![T::zero(); if needs[1] { o * ckk } else { 0 }];
     let mut gw = needs[1].then(|| vec![T::zero(); o * ckk]);
     let mut gx = needs[0].then(|| vec![T::zero(); x.len()]);
     let sample = g.c * g.h * g.w;
@@ -216,16 +210,11 @@ fn backward<T: Float>(
         if let Some(gw) = gw.as_mut() {
             im2col(&x[n * sample..(n + 1) * sample], g, &mut cols);
             let cols_t = view2(&cols, ckk, l).reversed_axes();
-            general_mat_mul(T::one(), &gn, &cols_t, T::one(), &mut view2_mut(gw, o, ckk));
+            T::gemm(&gn, &cols_t, &mut view2_mut(&mut gw_n, o, ckk));
+            gw.iter_mut().zip(&gw_n).for_each(|(acc, &v)| *acc += v);
         }
         if let Some(gx) = gx.as_mut() {
-            general_mat_mul(
-                T::one(),
-                &w2.t(),
-                &gn,
-                T::zero(),
-                &mut view2_mut(&mut cols, ckk, l),
-            );
+            T::gemm(&w2.t(), &gn, &mut view2_mut(&mut cols, ckk, l));
             col2im(&cols, g, &mut gx[n * sample..(n + 1) * sample]);
         }
     }
