@@ -16,7 +16,7 @@ fn accuracy(out: &Tensor, yb: &Tensor) -> f64 {
 }
 
 /// Mean loss and accuracy over the batches of `dl`, weighting each batch by its size.
-fn evaluate(model: impl Fn(&Tensor) -> Tensor, dl: &TestLoader) -> (f64, f64) {
+fn evaluate(model: &impl Fn(&Tensor) -> Tensor, dl: &TestLoader) -> (f64, f64) {
     let (mut loss, mut acc, mut n) = (0.0, 0.0, 0.0);
     for (xb, yb) in dl {
         let out = model(&xb);

@@ -108,17 +108,13 @@ impl TrainingCheckpoint {
     /// [`Error::Io`] naming the file when it cannot be written.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let mut out = StateDict::new();
-        let parts: [(&str, Box<dyn Iterator<Item = (&String, &Tensor)>>); 4] = [
-            ("model", Box::new(self.model.iter())),
-            (
-                "optimizer",
-                Box::new(self.optimizer.iter().map(|(k, t)| (k, t))),
-            ),
-            (
-                "scheduler",
-                Box::new(self.scheduler.iter().map(|(k, t)| (k, t))),
-            ),
-            ("meta", Box::new(self.meta.iter().map(|(k, t)| (k, t)))),
+        for (key, tensor) in self.model.iter() {
+            out.insert(format!("model.{key}"), tensor.clone());
+        }
+        let parts = [
+            ("optimizer", &self.optimizer),
+            ("scheduler", &self.scheduler),
+            ("meta", &self.meta),
         ];
         for (prefix, entries) in parts {
             for (key, tensor) in entries {
