@@ -518,7 +518,10 @@ mod tests {
                 let fresh = sgemm_new(&a.view(), &b.view()).expect("AVX2 checked above");
                 for ((i, j), &v) in fresh.indexed_iter() {
                     let w = want[(i, j)];
-                    assert!((v - w).abs() <= 1e-4 * (1.0 + w.abs()), "new {m}x{k}x{n} at ({i},{j})");
+                    assert!(
+                        (v - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "new {m}x{k}x{n} at ({i},{j})"
+                    );
                 }
                 for ((i, j), &v) in c.indexed_iter() {
                     let w = want[(i, j)];
