@@ -1,7 +1,7 @@
 //! The W1–W3 training benchmarks of DESIGN.md through torchlet's public API, written the
 //! way a user writes the loop (DataLoader, a `sequential!` model, `Sgd`).
 //!
-//!     cargo run --release --example bench -- w1            # w1 | w2 | w3
+//!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | gemm
 //!     cargo run --release --example bench -- w2 --threads 1
 //!
 //! Prints one JSON line in the format of `../shared/bench/torch_peer.py`, so the two can be
@@ -37,14 +37,14 @@ fn run() -> Res<()> {
                 torchlet::set_num_threads(n)?;
                 i += 1;
             }
-            w @ ("w1" | "w2" | "w3") => workload = Some(w.to_string()),
+            w @ ("w1" | "w2" | "w3" | "gemm") => workload = Some(w.to_string()),
             "-h" | "--help" => {
-                println!("usage: bench <w1|w2|w3> [--threads N]");
+                println!("usage: bench <w1|w2|w3|gemm> [--threads N]");
                 return Ok(());
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: bench <w1|w2|w3> [--threads N]"
+                    "unknown argument {other:?}; usage: bench <w1|w2|w3|gemm> [--threads N]"
                 )
                 .into());
             }
@@ -55,7 +55,8 @@ fn run() -> Res<()> {
         Some("w1") => mnist_workload("w1", 128, None, 0.1, 64, 5),
         Some("w2") => mnist_workload("w2", 1024, Some(1024), 0.05, 512, 3),
         Some("w3") => w3(),
-        _ => Err("name a workload: bench <w1|w2|w3> [--threads N]".into()),
+        Some("gemm") => gemm(1024, 10),
+        _ => Err("name a workload: bench <w1|w2|w3|gemm> [--threads N]".into()),
     }
 }
 
@@ -197,6 +198,33 @@ fn w3() -> Res<()> {
         None,
         secs,
         last,
+    );
+    Ok(())
+}
+
+/// A 1024³ f32 matmul through the Tensor API, as torch_peer.py's `gemm`: best and median
+/// of `reps` timed products after one warm-up.
+fn gemm(n: usize, reps: usize) -> Res<()> {
+    manual_seed(1);
+    let a = Tensor::rand(&[n, n]);
+    let b = Tensor::rand(&[n, n]);
+    std::hint::black_box(a.matmul(&b));
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(a.matmul(&b));
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let flop = 2.0 * (n * n * n) as f64;
+    println!(
+        "{{\"peer\":\"torchlet\",\"workload\":\"gemm{n}\",\"samples_per_s\":null,\"steps_per_s\":{:.2},\"test_acc\":null,\"threads\":{},\"gflops\":{:.2},\"gflops_median\":{:.2},\"peak_rss_mb\":{:.1}}}",
+        1.0 / times[0],
+        torchlet::get_num_threads(),
+        flop / times[0] / 1e9,
+        flop / times[reps / 2] / 1e9,
+        peak_rss_mb()
     );
     Ok(())
 }
