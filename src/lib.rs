@@ -15,9 +15,12 @@
 //!
 //! Users depend on this crate only; it re-exports `torchlet-core` at the same paths.
 
-pub use torchlet_core::{DType, Element, Error, Result, Tensor, manual_seed};
 pub use torchlet_core::{
-    autograd, checkpoint, data, dtype, error, nn, ops, optim, random, serialize, shape, tensor,
+    DType, Element, Error, Result, Tensor, get_num_threads, manual_seed, set_num_threads,
+};
+pub use torchlet_core::{
+    autograd, checkpoint, data, dtype, error, nn, ops, optim, parallel, random, serialize, shape,
+    tensor,
 };
 pub use torchlet_macros::sequential;
 

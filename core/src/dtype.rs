@@ -8,7 +8,7 @@
 //! `match` per op (never per element): each op body is written once, generically over
 //! [`Float`], and [`dispatch_float!`] instantiates it for f32 and f64.
 
-use ndarray::{ArcArray, ArrayView2, ArrayViewMut2, IxDyn};
+use ndarray::{ArcArray, Array2, ArrayView2, ArrayViewMut2, IxDyn};
 use std::fmt;
 
 /// The element type of a tensor.
@@ -117,6 +117,12 @@ pub trait Float:
     fn gemm(a: &ArrayView2<'_, Self>, b: &ArrayView2<'_, Self>, c: &mut ArrayViewMut2<'_, Self>) {
         ndarray::linalg::general_mat_mul(Self::one(), a, b, Self::zero(), c);
     }
+    /// `a @ b` as a new row-major matrix.
+    fn gemm_new(a: &ArrayView2<'_, Self>, b: &ArrayView2<'_, Self>) -> Array2<Self> {
+        let mut c = Array2::zeros((a.nrows(), b.ncols()));
+        Self::gemm(a, b, &mut c.view_mut());
+        c
+    }
 }
 
 impl Float for f32 {
@@ -128,6 +134,13 @@ impl Float for f32 {
         if !crate::ops::gemm::sgemm(a, b, c) {
             ndarray::linalg::general_mat_mul(1.0, a, b, 0.0, c);
         }
+    }
+    fn gemm_new(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Array2<f32> {
+        crate::ops::gemm::sgemm_new(a, b).unwrap_or_else(|| {
+            let mut c = Array2::zeros((a.nrows(), b.ncols()));
+            ndarray::linalg::general_mat_mul(1.0, a, b, 0.0, &mut c);
+            c
+        })
     }
 }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod parallel;
 pub mod random;
 pub mod serialize;
 pub mod shape;
@@ -21,5 +22,6 @@ mod display;
 
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
+pub use parallel::{get_num_threads, set_num_threads};
 pub use random::manual_seed;
 pub use tensor::Tensor;

@@ -17,7 +17,7 @@
 //!
 //! Other targets, and f64, use matrixmultiply through `general_mat_mul`.
 
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use std::cell::RefCell;
 
 const MR: usize = 6;
@@ -85,6 +85,52 @@ impl MatMut {
     }
 }
 
+/// `a @ b` in f32 into a new row-major matrix, written once (never zeroed first); `None`
+/// when this CPU lacks the kernel's instructions.
+pub(crate) fn sgemm_new(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Option<Array2<f32>> {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    debug_assert_eq!(b.dim().0, k);
+    if k == 0 || m * n == 0 {
+        return Some(Array2::zeros((m, n)));
+    }
+    if m * n * k > DIRECT_MACS && !has_avx2_fma() {
+        return None;
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    let c = MatMut {
+        ptr: out.as_mut_ptr(),
+        rs: n as isize,
+        cs: 1,
+    };
+    // SAFETY: the kernels write every element of C through the raw pointer before reading
+    // any (they only read C back when accumulating over a later block of k), so all m·n
+    // elements are initialised when the length is set.
+    unsafe {
+        run(m, n, k, mat_ref(a), mat_ref(b), c);
+        out.set_len(m * n);
+    }
+    Array2::from_shape_vec((m, n), out).ok()
+}
+
+fn mat_ref(a: &ArrayView2<'_, f32>) -> MatRef {
+    MatRef {
+        ptr: a.as_ptr(),
+        rs: a.strides()[0],
+        cs: a.strides()[1],
+    }
+}
+
+/// Picks the direct or the blocked (possibly two-thread) product; `k > 0`.
+unsafe fn run(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut) {
+    let macs = m * n * k;
+    if macs <= DIRECT_MACS {
+        unsafe { direct(m, n, k, a, b, c) };
+    } else {
+        unsafe { split(m, n, k, a, b, c, macs >= PARALLEL_MACS) };
+    }
+}
+
 /// `c = a @ b` in f32. Returns `false` (leaving `c` untouched) when this CPU lacks the
 /// kernel's instructions, so the caller can fall back to matrixmultiply.
 pub(crate) fn sgemm(
@@ -99,36 +145,21 @@ pub(crate) fn sgemm(
     if m == 0 || n == 0 {
         return true;
     }
-    let ar = MatRef {
-        ptr: a.as_ptr(),
-        rs: a.strides()[0],
-        cs: a.strides()[1],
-    };
-    let br = MatRef {
-        ptr: b.as_ptr(),
-        rs: b.strides()[0],
-        cs: b.strides()[1],
-    };
+    if k == 0 {
+        c.fill(0.0);
+        return true;
+    }
+    if m * n * k > DIRECT_MACS && !has_avx2_fma() {
+        return false;
+    }
     let cm = MatMut {
         ptr: c.as_mut_ptr(),
         rs: c.strides()[0],
         cs: c.strides()[1],
     };
-    if k == 0 {
-        c.fill(0.0);
-        return true;
-    }
-    let macs = m * n * k;
-    if macs <= DIRECT_MACS {
-        // SAFETY: the shapes and strides describe the views' own elements.
-        unsafe { direct(m, n, k, ar, br, cm) };
-        return true;
-    }
-    if !has_avx2_fma() {
-        return false;
-    }
-    // SAFETY: as above; the split halves write disjoint rows or columns of C.
-    unsafe { split(m, n, k, ar, br, cm, macs >= PARALLEL_MACS) };
+    // SAFETY: the shapes and strides describe the views' own elements; the split halves
+    // write disjoint rows or columns of C.
+    unsafe { run(m, n, k, mat_ref(a), mat_ref(b), cm) };
     true
 }
 
@@ -262,7 +293,9 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut)
 /// `len` floats of `buf` starting at a 64-byte boundary, so that packed strips never
 /// straddle cache lines.
 fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    buf.resize(len + 16, 0.0);
+    if buf.len() < len + 16 {
+        buf.resize(len + 16, 0.0);
+    }
     let skip = buf.as_ptr().align_offset(64).min(16);
     &mut buf[skip..skip + len]
 }
@@ -482,6 +515,14 @@ mod tests {
                     continue;
                 }
                 let want = reference(&a, &b);
+                let fresh = sgemm_new(&a.view(), &b.view()).expect("AVX2 checked above");
+                for ((i, j), &v) in fresh.indexed_iter() {
+                    let w = want[(i, j)];
+                    assert!(
+                        (v - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "new {m}x{k}x{n} at ({i},{j})"
+                    );
+                }
                 for ((i, j), &v) in c.indexed_iter() {
                     let w = want[(i, j)];
                     assert!(

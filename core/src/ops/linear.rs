@@ -11,9 +11,7 @@ use ndarray::{Array2, ArrayView2, Axis, Ix2, IxDyn};
 
 /// `a @ b` for 2-D views.
 pub(crate) fn mm<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
-    let mut c = Array2::<T>::zeros((a.nrows(), b.ncols()));
-    T::gemm(&a, &b, &mut c.view_mut());
-    c
+    T::gemm_new(&a, &b)
 }
 
 fn view2<T>(a: &ndarray::ArcArray<T, IxDyn>, rows: usize, cols: usize) -> ArrayView2<'_, T> {
@@ -130,16 +128,18 @@ fn forward<T: Float>(
     outf: usize,
     out_shape: &[usize],
 ) -> ndarray::ArcArray<T, IxDyn> {
-    let x2 = if x.is_standard_layout() {
-        view2(x, rows, inf).to_owned()
+    let w2 = view2(w, outf, inf);
+    // A 2-D input is multiplied in whatever layout it has; others are flattened to rows.
+    let mut out = if x.ndim() == 2 || x.is_standard_layout() {
+        mm(view2(x, rows, inf), w2.t())
     } else {
-        x.as_standard_layout()
+        let x2 = x
+            .as_standard_layout()
             .into_owned()
             .into_shape_with_order((rows, inf))
-            .unwrap_or_else(|e| unreachable!("linear input: {e}"))
+            .unwrap_or_else(|e| unreachable!("linear input: {e}"));
+        mm(x2.view(), w2.t())
     };
-    let w2 = view2(w, outf, inf);
-    let mut out = mm(x2.view(), w2.t());
     if let Some(b) = b {
         let b = crate::ops::same_dtype(b, x);
         if let Some(bias) = b.as_slice() {

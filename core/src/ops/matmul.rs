@@ -107,9 +107,7 @@ fn batched_matmul<T: Float>(
         return None;
     }
     if ra == 2 && rb == 2 {
-        let mut c = ndarray::Array2::<T>::zeros((m, n));
-        T::gemm(&as2(a), &as2(b), &mut c.view_mut());
-        return Some(c.into_dyn().into_shared());
+        return Some(T::gemm_new(&as2(a), &as2(b)).into_dyn().into_shared());
     }
     let batch = crate::shape::broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
     let mut full_a = batch.clone();

@@ -1,0 +1,285 @@
+//! The W1–W3 training benchmarks of DESIGN.md through torchlet's public API, written the
+//! way a user writes the loop (DataLoader, a `sequential!` model, `Sgd`).
+//!
+//!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | gemm
+//!     cargo run --release --example bench -- w2 --threads 1
+//!
+//! Prints one JSON line in the format of `../shared/bench/torch_peer.py`, so the two can be
+//! compared side by side (`python3 benches/compare.py` runs both alternately).
+
+use std::time::Instant;
+use torchlet::data::Mnist;
+use torchlet::optim::SgdConfig;
+use torchlet::prelude::*;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut workload = None;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--threads" => {
+                let v = args
+                    .get(i + 1)
+                    .ok_or("--threads needs a value, e.g. --threads 2")?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("--threads: {v:?} is not a thread count"))?;
+                torchlet::set_num_threads(n)?;
+                i += 1;
+            }
+            w @ ("w1" | "w2" | "w3" | "gemm") => workload = Some(w.to_string()),
+            "-h" | "--help" => {
+                println!("usage: bench <w1|w2|w3|gemm> [--threads N]");
+                return Ok(());
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: bench <w1|w2|w3|gemm> [--threads N]"
+                )
+                .into());
+            }
+        }
+        i += 1;
+    }
+    match workload.as_deref() {
+        Some("w1") => mnist_workload("w1", 128, None, 0.1, 64, 5),
+        Some("w2") => mnist_workload("w2", 1024, Some(1024), 0.05, 512, 3),
+        Some("w3") => w3(),
+        Some("gemm") => gemm(1024, 10),
+        _ => Err("name a workload: bench <w1|w2|w3|gemm> [--threads N]".into()),
+    }
+}
+
+/// W1 (784-128-10, lr 0.1, batch 64, 5 epochs) and W2 (784-1024-1024-10, lr 0.05,
+/// batch 512, 3 epochs): the training epochs are timed, shuffling and batching included.
+fn mnist_workload(
+    name: &str,
+    h1: usize,
+    h2: Option<usize>,
+    lr: f64,
+    batch: usize,
+    epochs: usize,
+) -> Res<()> {
+    let train = Mnist::vendored(true)?.flatten(true).to_tensor_dataset()?;
+    let test = Mnist::vendored(false)?.flatten(true);
+    manual_seed(0);
+    let loader = DataLoader::builder(train)
+        .batch_size(batch)
+        .shuffle(true)
+        .seed(0)
+        .build()?;
+    match h2 {
+        None => {
+            let model = sequential![Linear::new(784, h1), ReLU, Linear::new(h1, 10)];
+            train_and_report(name, model, &loader, &test, lr, epochs)
+        }
+        Some(h2) => {
+            let model = sequential![
+                Linear::new(784, h1),
+                ReLU,
+                Linear::new(h1, h2),
+                ReLU,
+                Linear::new(h2, 10)
+            ];
+            train_and_report(name, model, &loader, &test, lr, epochs)
+        }
+    }
+}
+
+fn train_and_report<M>(
+    name: &str,
+    mut model: M,
+    loader: &DataLoader<TensorDataset<(Tensor, Tensor)>>,
+    test: &Mnist,
+    lr: f64,
+    epochs: usize,
+) -> Res<()>
+where
+    M: Module + for<'a> Forward<&'a Tensor, Output = Tensor>,
+{
+    let mut opt = Sgd::new(
+        model.named_parameters(),
+        SgdConfig {
+            lr,
+            ..Default::default()
+        },
+    )?;
+    model.train();
+    let (mut steps, mut seen, mut last) = (0usize, 0usize, f64::NAN);
+    let start = Instant::now();
+    for _ in 0..epochs {
+        for (xb, yb) in loader {
+            let loss = cross_entropy(&model.forward(&xb), &yb);
+            opt.zero_grad();
+            loss.backward();
+            opt.step();
+            steps += 1;
+            seen += xb.shape()[0];
+            last = loss.item();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    model.eval();
+    let acc = no_grad(|| {
+        model
+            .forward(&test.images())
+            .argmax(1, false)
+            .eq(&test.labels())
+            .mean()
+            .item()
+    });
+    emit(
+        name,
+        seen as f64 / secs,
+        steps as f64 / secs,
+        Some(acc),
+        secs,
+        last,
+    );
+    Ok(())
+}
+
+/// W3: 16-16-16-1, MSE, lr 0.01, batch 8, 20 000 steps over 128 fixed batches.
+fn w3() -> Res<()> {
+    const STEPS: usize = 20_000;
+    const BATCH: usize = 8;
+    const N: usize = 1024;
+    let (x, y) = w3_data(N, 42);
+    manual_seed(0);
+    let batches: Vec<(Tensor, Tensor)> = (0..N / BATCH)
+        .map(|i| {
+            (
+                x.narrow(0, i * BATCH, BATCH).contiguous_copy(),
+                y.narrow(0, i * BATCH, BATCH).contiguous_copy(),
+            )
+        })
+        .collect();
+    let model = sequential![
+        Linear::new(16, 16),
+        ReLU,
+        Linear::new(16, 16),
+        ReLU,
+        Linear::new(16, 1)
+    ];
+    let mut opt = Sgd::new(
+        model.named_parameters(),
+        SgdConfig {
+            lr: 0.01,
+            ..Default::default()
+        },
+    )?;
+    let mut last = f64::NAN;
+    let start = Instant::now();
+    for s in 0..STEPS {
+        let (xb, yb) = &batches[s % batches.len()];
+        let loss = mse_loss(&model.forward(xb), yb);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        if s + 1 == STEPS {
+            last = loss.item();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    emit(
+        "w3",
+        (STEPS * BATCH) as f64 / secs,
+        STEPS as f64 / secs,
+        None,
+        secs,
+        last,
+    );
+    Ok(())
+}
+
+/// A 1024³ f32 matmul through the Tensor API, as torch_peer.py's `gemm`: best and median
+/// of `reps` timed products after one warm-up.
+fn gemm(n: usize, reps: usize) -> Res<()> {
+    manual_seed(1);
+    let a = Tensor::rand(&[n, n]);
+    let b = Tensor::rand(&[n, n]);
+    std::hint::black_box(a.matmul(&b));
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(a.matmul(&b));
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let flop = 2.0 * (n * n * n) as f64;
+    println!(
+        "{{\"peer\":\"torchlet\",\"workload\":\"gemm{n}\",\"samples_per_s\":null,\"steps_per_s\":{:.2},\"test_acc\":null,\"threads\":{},\"gflops\":{:.2},\"gflops_median\":{:.2},\"peak_rss_mb\":{:.1}}}",
+        1.0 / times[0],
+        torchlet::get_num_threads(),
+        flop / times[0] / 1e9,
+        flop / times[reps / 2] / 1e9,
+        peak_rss_mb()
+    );
+    Ok(())
+}
+
+/// The W3 data of torch_peer.py: SplitMix64, 12-uniform normals, y = 0.5·Σx[0..4] + 0.1·noise.
+fn w3_data(n: usize, seed: u64) -> (Tensor, Tensor) {
+    let mut state = seed;
+    let mut next_f32 = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let mut normal = || (0..12).fold(0f32, |acc, _| acc + next_f32()) - 6.0;
+    let mut xs = Vec::with_capacity(n * 16);
+    let mut ys = Vec::with_capacity(n);
+    for _ in 0..n {
+        let row: Vec<f32> = (0..16).map(|_| normal()).collect();
+        let sum4: f32 = row[..4].iter().sum();
+        ys.push(0.5 * sum4 + 0.1 * normal());
+        xs.extend(row);
+    }
+    (
+        Tensor::from_vec(xs, &[n, 16]),
+        Tensor::from_vec(ys, &[n, 1]),
+    )
+}
+
+/// Peak resident memory in MB (VmHWM), or 0 where /proc is missing.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn emit(
+    workload: &str,
+    samples_per_s: f64,
+    steps_per_s: f64,
+    test_acc: Option<f64>,
+    secs: f64,
+    final_loss: f64,
+) {
+    let acc = test_acc.map_or("null".to_string(), |a| format!("{a:.4}"));
+    println!(
+        "{{\"peer\":\"torchlet\",\"workload\":\"{workload}\",\"samples_per_s\":{samples_per_s:.1},\"steps_per_s\":{steps_per_s:.1},\"test_acc\":{acc},\"threads\":{},\"peak_rss_mb\":{:.1},\"train_secs\":{secs:.4},\"final_loss\":{final_loss:.5}}}",
+        torchlet::get_num_threads(),
+        peak_rss_mb()
+    );
+}
