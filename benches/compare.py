@@ -47,7 +47,7 @@ def main():
         med = {p: statistics.median(r[key] for r in res[p]) for p in res}
         spread = {p: (min(r[key] for r in res[p]), max(r[key] for r in res[p])) for p in res}
         rss = {p: statistics.median(r.get("peak_rss_mb") or 0 for r in res[p]) for p in res}
-        acc = {p: statistics.median(r["test_acc"]) if res[p][0].get("test_acc") is not None else None for p in res}
+        acc = {p: statistics.median(r["test_acc"] for r in res[p]) if res[p][0].get("test_acc") is not None else None for p in res}
         rows.append((w, key, med, spread, rss, acc))
     print(f"| workload | figure | torchlet median (min..max) | PyTorch median (min..max) | ratio | peak RSS MB (torchlet / PyTorch) | test acc (torchlet / PyTorch) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -281,8 +281,16 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut)
                     let accumulate = pc > 0;
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
-                        unsafe { pack_a(mc, kc, a.offset(ic, pc), pa) };
-                        unsafe { macro_kernel(mc, nc, kc, pa, pb, c.offset(ic, jc), accumulate) };
+                        let block = a.offset(ic, pc);
+                        // Row-major A is read in place; anything else is packed first.
+                        let source = if block.cs == 1 {
+                            ASource::InPlace(block)
+                        } else {
+                            unsafe { pack_a(mc, kc, block, pa) };
+                            ASource::Packed(pa)
+                        };
+                        let cc = c.offset(ic, jc);
+                        unsafe { macro_kernel(mc, nc, kc, source, pb, cc, accumulate) };
                     }
                 }
             }
@@ -374,6 +382,15 @@ unsafe fn pack_a(mc: usize, kc: usize, a: MatRef, out: &mut [f32]) {
                     }
                 }
             }
+        } else if a.rs == 1 && rows == MR {
+            // A transposed operand (the `gᵀ @ x` of a weight gradient): each step of k is
+            // six neighbouring values.
+            for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
+                let src = unsafe {
+                    std::slice::from_raw_parts(a.ptr.offset(p as isize * a.cs + i0 as isize), MR)
+                };
+                dst.copy_from_slice(src);
+            }
         } else {
             for p in 0..kc {
                 for r in 0..MR {
@@ -388,22 +405,39 @@ unsafe fn pack_a(mc: usize, kc: usize, a: MatRef, out: &mut [f32]) {
     }
 }
 
-/// All micro-tiles of one packed `mc × nc` block of C.
+/// Where the micro-kernel reads A from: a packed block, or a row-major block in place.
+#[derive(Clone, Copy)]
+enum ASource<'a> {
+    Packed(&'a [f32]),
+    /// Rows with unit column stride: no packing needed for full strips of `MR` rows.
+    InPlace(MatRef),
+}
+
+/// All micro-tiles of one `mc × nc` block of C.
 unsafe fn macro_kernel(
     mc: usize,
     nc: usize,
     kc: usize,
-    pa: &[f32],
+    a: ASource<'_>,
     pb: &[f32],
     c: MatMut,
     accumulate: bool,
 ) {
+    let mut edge = [0f32; MR * KC];
     for (t, j0) in (0..nc).step_by(NR).enumerate() {
         let cols = NR.min(nc - j0);
         let bp = pb[t * NR * kc..].as_ptr();
         for (s, i0) in (0..mc).step_by(MR).enumerate() {
             let rows = MR.min(mc - i0);
-            let ap = pa[s * MR * kc..].as_ptr();
+            let ap = match a {
+                ASource::Packed(pa) => (pa[s * MR * kc..].as_ptr(), 1, MR as isize),
+                ASource::InPlace(a) if rows == MR => (a.offset(i0, 0).ptr, a.rs, 1),
+                ASource::InPlace(a) => {
+                    // A partial strip of rows: pack it here, zero-padded.
+                    unsafe { pack_a(rows, kc, a.offset(i0, 0), &mut edge) };
+                    (edge.as_ptr(), 1, MR as isize)
+                }
+            };
             let ct = c.offset(i0, j0);
             #[cfg(target_arch = "x86_64")]
             unsafe {
@@ -430,17 +464,19 @@ unsafe fn macro_kernel(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// `C[0..6, 0..16] (+)= Apanel · Bpanel` over `kc` steps; C rows are `rsc` apart and
-    /// contiguous within a row.
+    /// `C[0..6, 0..16] (+)= A · Bpanel` over `kc` steps. `a` is (start, row stride, step
+    /// stride): `(ptr, 1, 6)` for a packed strip, `(ptr, lda, 1)` for six rows of a row-major
+    /// A read in place. C rows are `rsc` apart and contiguous within a row.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_6x16(
         kc: usize,
-        mut a: *const f32,
+        a: (*const f32, isize, isize),
         mut b: *const f32,
         c: *mut f32,
         rsc: isize,
         accumulate: bool,
     ) {
+        let (mut a, ars, acs) = a;
         unsafe {
             // Start fetching C's tile now; it is only touched after the k loop.
             for r in 0..6 {
@@ -453,11 +489,11 @@ mod avx2 {
                 let b0 = _mm256_loadu_ps(b);
                 let b1 = _mm256_loadu_ps(b.add(8));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let ar = _mm256_broadcast_ss(&*a.add(r));
+                    let ar = _mm256_broadcast_ss(&*a.offset(r as isize * ars));
                     row[0] = _mm256_fmadd_ps(ar, b0, row[0]);
                     row[1] = _mm256_fmadd_ps(ar, b1, row[1]);
                 }
-                a = a.add(6);
+                a = a.offset(acs);
                 b = b.add(16);
             }
             for (r, row) in acc.iter().enumerate() {
@@ -504,6 +540,8 @@ mod tests {
             (97, 50, 257),
             (200, 130, 70),
             (64, 784, 128),
+            (150, 300, 100),
+            (37, 520, 300),
         ];
         for &(m, k, n) in &sizes {
             for (fa, fb) in [(false, false), (true, false), (false, true), (true, true)] {
