@@ -544,6 +544,9 @@ mod tests {
             (64, 784, 128),
             (150, 300, 100),
             (37, 520, 300),
+            // From PARALLEL_MACS on: split by rows, then by columns with a partial strip.
+            (200, 300, 150),
+            (130, 400, 170),
         ];
         for &(m, k, n) in &sizes {
             for (fa, fb) in [(false, false), (true, false), (false, true), (true, true)] {
