@@ -1,15 +1,15 @@
 //! Parity of the losses with PyTorch (tests/reference/losses.json): values and input
 //! gradients, in f64 and f32, through the functions and the loss modules.
 
-mod train_common;
+mod common;
 
+use common::{F32_TOL, F64_TOL, assert_close, cases, tensor};
 use serde_json::Value;
 use torchlet::nn::functional as F;
 use torchlet::nn::{
     BceWithLogitsLoss, CrossEntropyLoss, L1Loss, MseLoss, NllLoss, Reduction, SmoothL1Loss,
 };
 use torchlet::{DType, Tensor};
-use train_common::{F32_TOL, F64_TOL, assert_close, cases, tensor};
 
 fn reduction(case: &Value) -> Reduction {
     match case["args"]["reduction"].as_str() {

@@ -1,15 +1,15 @@
 //! Optimizer trajectories against PyTorch (tests/reference/optim.json), resuming from a
 //! state dict, param groups, and configuration errors.
 
-mod train_common;
+mod common;
 
+use common::{F64_TOL, arg, assert_close, cases, flag, tensor};
 use serde_json::Value;
 use torchlet::optim::{
     Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, ParamGroup, RmsProp,
     RmsPropConfig, Sgd, SgdConfig, clip_grad_norm_,
 };
 use torchlet::{DType, Tensor};
-use train_common::{F64_TOL, arg, assert_close, cases, flag, tensor};
 
 /// The optimizer a reference case describes, over `params`.
 fn build(case: &Value, params: &[(&str, &Tensor)]) -> Box<dyn Optimizer> {

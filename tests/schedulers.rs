@@ -1,8 +1,9 @@
 //! Learning-rate schedules against PyTorch (tests/reference/schedulers.json): the learning
 //! rate in effect during each epoch, with `opt.step(); sched.step();` between epochs.
 
-mod train_common;
+mod common;
 
+use common::{arg, assert_close, cases, flag, tensor};
 use serde_json::Value;
 use torchlet::optim::{
     AnnealStrategy, CosineAnnealingLr, ExponentialLr, LinearLr, LrScheduler, MultiStepLr,
@@ -10,7 +11,6 @@ use torchlet::optim::{
     ReduceLrOnPlateauConfig, Sgd, SgdConfig, StepLr, ThresholdMode,
 };
 use torchlet::{DType, Tensor};
-use train_common::{arg, assert_close, cases, flag, tensor};
 
 fn count(case: &Value, name: &str) -> usize {
     case["args"][name]

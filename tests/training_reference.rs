@@ -2,14 +2,14 @@
 //! classifier trained with cross-entropy and SGD, step by step. The model is built from raw
 //! parameters (`x.matmul(&w.t()) + b`), named as `nn.Sequential` names them.
 
-mod train_common;
+mod common;
 
+use common::{assert_close, cases, tensor};
 use serde_json::Value;
 use torchlet::nn::Parameter;
 use torchlet::nn::functional::cross_entropy;
 use torchlet::optim::{Optimizer, Sgd, SgdConfig};
 use torchlet::{DType, Tensor};
-use train_common::{assert_close, cases, tensor};
 
 const NAMES: [&str; 4] = ["0.weight", "0.bias", "2.weight", "2.bias"];
 

@@ -38,6 +38,22 @@ pub fn tensor(v: &Value, dtype: DType) -> Tensor {
     Tensor::from_vec(values, &shape).to_dtype(dtype)
 }
 
+/// A float argument of a case.
+#[track_caller]
+pub fn arg(case: &Value, name: &str) -> f64 {
+    case["args"][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{}: args.{name} is not a number", case["name"]))
+}
+
+/// A boolean argument of a case.
+#[track_caller]
+pub fn flag(case: &Value, name: &str) -> bool {
+    case["args"][name]
+        .as_bool()
+        .unwrap_or_else(|| panic!("{}: args.{name} is not a boolean", case["name"]))
+}
+
 /// Checks `actual` against the reference tensor `expected`: same shape, and every element
 /// within `atol + rtol * |expected|`.
 #[track_caller]
