@@ -146,13 +146,7 @@ pub trait Module {
 
     /// This module (named `""`) and every submodule below it, depth first.
     fn named_modules(&self) -> Vec<(String, &dyn Module)> {
-        let mut out = vec![(String::new(), self.as_dyn())];
-        for (name, child) in self.named_children() {
-            for (sub, m) in child.named_modules() {
-                out.push((join(&name, &sub), m));
-            }
-        }
-        out
+        named_modules_of(self.as_dyn())
     }
 
     /// This module and every submodule below it.
@@ -245,20 +239,7 @@ pub trait Module {
     /// The parameters and buffers under their dotted names, in PyTorch's order (handles:
     /// the tensors are shared with the module, not copied).
     fn state_dict(&self) -> StateDict {
-        let mut out = StateDict::new();
-        walk(self.as_dyn(), "", &mut |prefix, m| {
-            m.visit(&mut |name, member| {
-                if let Member::Parameter(p) = member {
-                    out.insert(join(prefix, name), p.tensor().clone());
-                }
-            });
-            m.visit(&mut |name, member| {
-                if let Member::Buffer(b) = member {
-                    out.insert(join(prefix, name), b.tensor().clone());
-                }
-            });
-        });
-        out
+        state_dict_of(self.as_dyn())
     }
 
     /// Copies the values of `state_dict` into this module's parameters and buffers.
@@ -275,47 +256,86 @@ pub trait Module {
         state_dict: &StateDict,
         strict: bool,
     ) -> Result<IncompatibleKeys> {
-        let own = self.state_dict();
-        let mut missing = Vec::new();
-        let mut mismatched = Vec::new();
-        let mut pairs = Vec::new();
-        for (key, target) in own.iter() {
-            match state_dict.get(key) {
-                None => missing.push(key.clone()),
-                Some(src) if src.shape() != target.shape() => {
-                    mismatched.push((key.clone(), src.shape(), target.shape()))
-                }
-                Some(src) => pairs.push((target.clone(), src.clone())),
-            }
-        }
-        let unexpected: Vec<String> = state_dict
-            .keys()
-            .filter(|k| own.get(k).is_none())
-            .cloned()
-            .collect();
-        let nothing_matched = pairs.is_empty() && mismatched.is_empty() && !own.is_empty();
-        if !mismatched.is_empty()
-            || nothing_matched
-            || (strict && !(missing.is_empty() && unexpected.is_empty()))
-        {
-            return Err(Error::StateDict {
-                module: self.class_name().to_string(),
-                matched: pairs.len(),
-                missing,
-                unexpected,
-                mismatched,
-            });
-        }
-        no_grad(|| {
-            for (target, src) in &pairs {
-                target.copy_(src);
+        load_state_dict_into(self.as_dyn(), state_dict, strict)
+    }
+}
+
+/// See [`Module::state_dict`]; the bodies of the provided methods live in functions over
+/// `&dyn Module` so that they are compiled once, not once per module type.
+fn state_dict_of(m: &dyn Module) -> StateDict {
+    let mut out = StateDict::new();
+    walk(m, "", &mut |prefix, m| {
+        m.visit(&mut |name, member| {
+            if let Member::Parameter(p) = member {
+                out.insert(join(prefix, name), p.tensor().clone());
             }
         });
-        Ok(IncompatibleKeys {
-            missing_keys: missing,
-            unexpected_keys: unexpected,
-        })
+        m.visit(&mut |name, member| {
+            if let Member::Buffer(b) = member {
+                out.insert(join(prefix, name), b.tensor().clone());
+            }
+        });
+    });
+    out
+}
+
+/// See [`Module::load_state_dict`].
+fn load_state_dict_into(
+    module: &dyn Module,
+    state_dict: &StateDict,
+    strict: bool,
+) -> Result<IncompatibleKeys> {
+    let own = state_dict_of(module);
+    let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
+    let mut pairs = Vec::new();
+    for (key, target) in own.iter() {
+        match state_dict.get(key) {
+            None => missing.push(key.clone()),
+            Some(src) if src.shape() != target.shape() => {
+                mismatched.push((key.clone(), src.shape(), target.shape()))
+            }
+            Some(src) => pairs.push((target.clone(), src.clone())),
+        }
     }
+    let unexpected: Vec<String> = state_dict
+        .keys()
+        .filter(|k| own.get(k).is_none())
+        .cloned()
+        .collect();
+    let nothing_matched = pairs.is_empty() && mismatched.is_empty() && !own.is_empty();
+    if !mismatched.is_empty()
+        || nothing_matched
+        || (strict && !(missing.is_empty() && unexpected.is_empty()))
+    {
+        return Err(Error::StateDict {
+            module: module.class_name().to_string(),
+            matched: pairs.len(),
+            missing,
+            unexpected,
+            mismatched,
+        });
+    }
+    no_grad(|| {
+        for (target, src) in &pairs {
+            target.copy_(src);
+        }
+    });
+    Ok(IncompatibleKeys {
+        missing_keys: missing,
+        unexpected_keys: unexpected,
+    })
+}
+
+/// See [`Module::named_modules`]; one copy for every module type.
+fn named_modules_of(module: &dyn Module) -> Vec<(String, &dyn Module)> {
+    let mut out = vec![(String::new(), module)];
+    for (name, child) in module.named_children() {
+        for (sub, m) in child.named_modules() {
+            out.push((join(&name, &sub), m));
+        }
+    }
+    out
 }
 
 /// Calls `f(prefix, module)` for `m` and then every submodule, depth first.
