@@ -218,3 +218,16 @@ fn linear_equals_matmul_with_transposed_weight_plus_bias() {
     assert!((&gw - &w.grad().unwrap()).abs().max().item() < 1e-5);
     assert!((&gb - &b.grad().unwrap()).abs().max().item() < 1e-5);
 }
+
+#[test]
+fn linear_adds_a_strided_bias() {
+    // Every other element of [1, 9, 2, 9, 3, 9]: a bias view with stride 2.
+    let table = Tensor::from_vec(vec![1.0f32, 9.0, 2.0, 9.0, 3.0, 9.0], &[3, 2]);
+    let bias = table.select(1, 0);
+    let x = Tensor::zeros(&[2, 4]);
+    let w = Tensor::zeros(&[3, 4]);
+    assert_eq!(
+        x.linear(&w, Some(&bias)).to_vec::<f32>(),
+        [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]
+    );
+}

@@ -142,10 +142,11 @@ fn forward<T: Float>(
     };
     if let Some(b) = b {
         let b = crate::ops::same_dtype(b, x);
-        if let Some(bias) = b.as_slice() {
-            for row in out.rows_mut() {
-                row.into_iter().zip(bias).for_each(|(o, &v)| *o += v);
-            }
+        // A strided bias (a view) is made contiguous; it is never skipped.
+        let b = b.as_standard_layout();
+        let bias = b.as_slice().unwrap_or_default();
+        for row in out.rows_mut() {
+            row.into_iter().zip(bias).for_each(|(o, &v)| *o += v);
         }
     }
     out.into_shape_with_order(IxDyn(out_shape))
