@@ -117,12 +117,32 @@ pub trait Float:
     fn gemm(a: &ArrayView2<'_, Self>, b: &ArrayView2<'_, Self>, c: &mut ArrayViewMut2<'_, Self>) {
         ndarray::linalg::general_mat_mul(Self::one(), a, b, Self::zero(), c);
     }
-    /// `a @ b` as a new row-major matrix.
-    fn gemm_new(a: &ArrayView2<'_, Self>, b: &ArrayView2<'_, Self>) -> Array2<Self> {
-        let mut c = Array2::zeros((a.nrows(), b.ncols()));
-        Self::gemm(a, b, &mut c.view_mut());
-        c
+    /// `a @ b` as a new row-major matrix, plus `bias` (of length `b.ncols()`) on every row.
+    fn gemm_new(
+        a: &ArrayView2<'_, Self>,
+        b: &ArrayView2<'_, Self>,
+        bias: Option<&[Self]>,
+    ) -> Array2<Self> {
+        general_with_bias(a, b, bias)
     }
+}
+
+/// `a @ b + bias` through matrixmultiply: C starts as the bias rows, then accumulates.
+fn general_with_bias<T: Float>(
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    bias: Option<&[T]>,
+) -> Array2<T> {
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    match bias {
+        Some(bias) => {
+            let row = ndarray::aview1(bias);
+            c.rows_mut().into_iter().for_each(|mut r| r.assign(&row));
+            ndarray::linalg::general_mat_mul(T::one(), a, b, T::one(), &mut c);
+        }
+        None => ndarray::linalg::general_mat_mul(T::one(), a, b, T::zero(), &mut c),
+    }
+    c
 }
 
 impl Float for f32 {
@@ -135,12 +155,12 @@ impl Float for f32 {
             ndarray::linalg::general_mat_mul(1.0, a, b, 0.0, c);
         }
     }
-    fn gemm_new(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Array2<f32> {
-        crate::ops::gemm::sgemm_new(a, b).unwrap_or_else(|| {
-            let mut c = Array2::zeros((a.nrows(), b.ncols()));
-            ndarray::linalg::general_mat_mul(1.0, a, b, 0.0, &mut c);
-            c
-        })
+    fn gemm_new(
+        a: &ArrayView2<'_, f32>,
+        b: &ArrayView2<'_, f32>,
+        bias: Option<&[f32]>,
+    ) -> Array2<f32> {
+        crate::ops::gemm::sgemm_new(a, b, bias).unwrap_or_else(|| general_with_bias(a, b, bias))
     }
 }
 

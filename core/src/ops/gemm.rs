@@ -24,6 +24,7 @@ const MR: usize = 6;
 const NR: usize = 16;
 const KC: usize = 256;
 const MC: usize = 96;
+
 const NC: usize = 2048;
 
 /// Below this many multiply-adds, a direct loop beats packing.
@@ -49,12 +50,43 @@ struct MatMut {
     cs: isize,
 }
 
+/// A row vector added to every row of C (a Linear layer's bias), `len == n`; null for none.
+#[derive(Clone, Copy)]
+struct Bias(*const f32);
+
+impl Bias {
+    const NONE: Bias = Bias(std::ptr::null());
+
+    fn offset(self, j: usize) -> Bias {
+        if self.0.is_null() {
+            self
+        } else {
+            Bias(self.0.wrapping_add(j))
+        }
+    }
+
+    /// The value added to column `j`.
+    ///
+    /// # Safety
+    /// `j` must lie inside the row.
+    #[inline(always)]
+    unsafe fn at(self, j: usize) -> f32 {
+        if self.0.is_null() {
+            0.0
+        } else {
+            unsafe { *self.0.add(j) }
+        }
+    }
+}
+
 // SAFETY: the pointers come from ndarray views that outlive the parallel section, and the
 // two halves of a split write disjoint parts of C.
 unsafe impl Send for MatRef {}
 unsafe impl Sync for MatRef {}
 unsafe impl Send for MatMut {}
 unsafe impl Sync for MatMut {}
+unsafe impl Send for Bias {}
+unsafe impl Sync for Bias {}
 
 impl MatRef {
     /// The element at (i, j).
@@ -87,14 +119,26 @@ impl MatMut {
     }
 }
 
-/// `a @ b` in f32 into a new row-major matrix, written once (never zeroed first); `None`
-/// when this CPU lacks the kernel's instructions.
-pub(crate) fn sgemm_new(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Option<Array2<f32>> {
+/// `a @ b (+ bias)` in f32 into a new row-major matrix, written once (never zeroed first);
+/// `bias`, of length `n`, is added to every row as the kernel stores C. `None` when this
+/// CPU lacks the kernel's instructions.
+pub(crate) fn sgemm_new(
+    a: &ArrayView2<'_, f32>,
+    b: &ArrayView2<'_, f32>,
+    bias: Option<&[f32]>,
+) -> Option<Array2<f32>> {
     let (m, k) = a.dim();
     let n = b.dim().1;
     debug_assert_eq!(b.dim().0, k);
+    debug_assert!(bias.is_none_or(|b| b.len() == n));
     if k == 0 || m * n == 0 {
-        return Some(Array2::zeros((m, n)));
+        let mut out = Array2::zeros((m, n));
+        if let Some(bias) = bias {
+            out.rows_mut()
+                .into_iter()
+                .for_each(|mut r| r.assign(&ndarray::aview1(bias)));
+        }
+        return Some(out);
     }
     if m * n * k > DIRECT_MACS && !has_avx2_fma() {
         return None;
@@ -109,7 +153,8 @@ pub(crate) fn sgemm_new(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> Opt
     // any (they only read C back when accumulating over a later block of k), so all m·n
     // elements are initialised when the length is set.
     unsafe {
-        run(m, n, k, mat_ref(a), mat_ref(b), c);
+        let bias = bias.map_or(Bias::NONE, |b| Bias(b.as_ptr()));
+        run(m, n, k, mat_ref(a), mat_ref(b), c, bias);
         out.set_len(m * n);
     }
     Array2::from_shape_vec((m, n), out).ok()
@@ -124,12 +169,12 @@ fn mat_ref(a: &ArrayView2<'_, f32>) -> MatRef {
 }
 
 /// Picks the direct or the blocked (possibly two-thread) product; `k > 0`.
-unsafe fn run(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut) {
+unsafe fn run(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, bias: Bias) {
     let macs = m * n * k;
     if macs <= DIRECT_MACS {
-        unsafe { direct(m, n, k, a, b, c) };
+        unsafe { direct(m, n, k, a, b, c, bias) };
     } else {
-        unsafe { split(m, n, k, a, b, c, macs >= PARALLEL_MACS) };
+        unsafe { split(m, n, k, a, b, c, bias, macs >= PARALLEL_MACS) };
     }
 }
 
@@ -161,7 +206,7 @@ pub(crate) fn sgemm(
     };
     // SAFETY: the shapes and strides describe the views' own elements; the split halves
     // write disjoint rows or columns of C.
-    unsafe { run(m, n, k, mat_ref(a), mat_ref(b), cm) };
+    unsafe { run(m, n, k, mat_ref(a), mat_ref(b), cm, Bias::NONE) };
     true
 }
 
@@ -177,24 +222,35 @@ fn has_avx2_fma() -> bool {
 }
 
 /// Runs the blocked product, in two halves on two threads when `parallel`.
-unsafe fn split(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, parallel: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn split(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+    bias: Bias,
+    parallel: bool,
+) {
     if !parallel || rayon::current_num_threads() < 2 {
-        unsafe { blocked(m, n, k, a, b, c) };
+        unsafe { blocked(m, n, k, a, b, c, bias) };
         return;
     }
     if n >= m {
         let n0 = (n / 2).div_ceil(NR) * NR;
         let n0 = n0.min(n);
+        let (b1, c1, bias1) = (b.offset(0, n0), c.offset(0, n0), bias.offset(n0));
         rayon::join(
-            || unsafe { blocked(m, n0, k, a, b, c) },
-            || unsafe { blocked(m, n - n0, k, a, b.offset(0, n0), c.offset(0, n0)) },
+            || unsafe { blocked(m, n0, k, a, b, c, bias) },
+            || unsafe { blocked(m, n - n0, k, a, b1, c1, bias1) },
         );
     } else {
         let m0 = (m / 2).div_ceil(MR) * MR;
         let m0 = m0.min(m);
         rayon::join(
-            || unsafe { blocked(m0, n, k, a, b, c) },
-            || unsafe { blocked(m - m0, n, k, a.offset(m0, 0), b, c.offset(m0, 0)) },
+            || unsafe { blocked(m0, n, k, a, b, c, bias) },
+            || unsafe { blocked(m - m0, n, k, a.offset(m0, 0), b, c.offset(m0, 0), bias) },
         );
     }
 }
@@ -202,14 +258,14 @@ unsafe fn split(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, p
 /// `c = a @ b` for small products, without packing: as row updates `c[i] += a[i,p] · b[p]`
 /// when B's rows are contiguous, as dot products when A's rows and B's columns are (the
 /// `x @ wᵀ` of a Linear layer), element by element otherwise.
-unsafe fn direct(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut) {
+unsafe fn direct(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, bias: Bias) {
     if b.rs == 1 && a.cs == 1 && b.cs != 1 {
         for i in 0..m {
             let arow = unsafe { std::slice::from_raw_parts(a.ptr.offset(i as isize * a.rs), k) };
             for j in 0..n {
                 let bcol =
                     unsafe { std::slice::from_raw_parts(b.ptr.offset(j as isize * b.cs), k) };
-                let v = dot(arow, bcol);
+                let v = dot(arow, bcol) + unsafe { bias.at(j) };
                 unsafe { *c.ptr.offset(i as isize * c.rs + j as isize * c.cs) = v };
             }
         }
@@ -238,6 +294,7 @@ unsafe fn direct(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut) 
             }
         }
         for (j, &v) in acc.iter().enumerate() {
+            let v = v + unsafe { bias.at(j) };
             unsafe { *c.ptr.offset(i as isize * c.rs + j as isize * c.cs) = v };
         }
     }
@@ -263,7 +320,7 @@ thread_local! {
 }
 
 /// The Goto/BLIS loop nest over packed blocks (see NOTE [ GEMM ]).
-unsafe fn blocked(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut) {
+unsafe fn blocked(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, bias: Bias) {
     if m == 0 || n == 0 {
         return;
     }
@@ -280,7 +337,12 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut)
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
                     unsafe { pack_b(kc, nc, b.offset(pc, jc), pb) };
-                    let accumulate = pc > 0;
+                    // The first block of k stores C (plus the bias); later ones add to it.
+                    let store = if pc == 0 {
+                        Store::Write(bias.offset(jc))
+                    } else {
+                        Store::Accumulate
+                    };
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
                         let block = a.offset(ic, pc);
@@ -292,7 +354,7 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut)
                             ASource::Packed(pa)
                         };
                         let cc = c.offset(ic, jc);
-                        unsafe { macro_kernel(mc, nc, kc, source, pb, cc, accumulate) };
+                        unsafe { macro_kernel(mc, nc, kc, source, pb, cc, store) };
                     }
                 }
             }
@@ -415,6 +477,24 @@ enum ASource<'a> {
     InPlace(MatRef),
 }
 
+/// How the micro-kernel puts its tile into C.
+#[derive(Clone, Copy)]
+enum Store {
+    /// `C = tile + bias` (the first block of k).
+    Write(Bias),
+    /// `C += tile` (later blocks of k).
+    Accumulate,
+}
+
+impl Store {
+    fn offset(self, j: usize) -> Store {
+        match self {
+            Store::Write(bias) => Store::Write(bias.offset(j)),
+            Store::Accumulate => self,
+        }
+    }
+}
+
 /// All micro-tiles of one `mc × nc` block of C.
 unsafe fn macro_kernel(
     mc: usize,
@@ -423,7 +503,7 @@ unsafe fn macro_kernel(
     a: ASource<'_>,
     pb: &[f32],
     c: MatMut,
-    accumulate: bool,
+    store: Store,
 ) {
     let mut edge = [0f32; MR * KC];
     for (t, j0) in (0..nc).step_by(NR).enumerate() {
@@ -441,29 +521,35 @@ unsafe fn macro_kernel(
                 }
             };
             let ct = c.offset(i0, j0);
+            let st = store.offset(j0);
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 if rows == MR && cols == NR && ct.cs == 1 {
-                    avx2::kernel_6x16(kc, ap, bp, ct.ptr, ct.rs, accumulate);
+                    avx2::kernel_6x16(kc, ap, bp, ct.ptr, ct.rs, st);
                 } else {
                     let mut tile = [0f32; MR * NR];
-                    avx2::kernel_6x16(kc, ap, bp, tile.as_mut_ptr(), NR as isize, false);
+                    let plain = Store::Write(Bias::NONE);
+                    avx2::kernel_6x16(kc, ap, bp, tile.as_mut_ptr(), NR as isize, plain);
                     for r in 0..rows {
                         for (jj, &v) in tile[r * NR..r * NR + cols].iter().enumerate() {
                             let dst = ct.ptr.offset(r as isize * ct.rs + jj as isize * ct.cs);
-                            *dst = if accumulate { *dst + v } else { v };
+                            *dst = match st {
+                                Store::Write(bias) => v + bias.at(jj),
+                                Store::Accumulate => *dst + v,
+                            };
                         }
                     }
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (rows, cols, ap, bp, ct, accumulate);
+            let _ = (rows, cols, ap, bp, ct, st);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::Store;
     use std::arch::x86_64::*;
 
     /// `C[0..6, 0..16] (+)= A · Bpanel` over `kc` steps. `a` is (start, row stride, step
@@ -476,7 +562,7 @@ mod avx2 {
         mut b: *const f32,
         c: *mut f32,
         rsc: isize,
-        accumulate: bool,
+        store: Store,
     ) {
         let (mut a, ars, acs) = a;
         unsafe {
@@ -498,12 +584,18 @@ mod avx2 {
                 a = a.offset(acs);
                 b = b.add(16);
             }
+            // What is added to the tile: C itself, the bias row, or nothing.
+            let (add, add_rs) = match store {
+                Store::Accumulate => (c.cast_const(), rsc),
+                Store::Write(bias) => (bias.0, 0),
+            };
             for (r, row) in acc.iter().enumerate() {
                 let dst = c.offset(r as isize * rsc);
                 let (mut v0, mut v1) = (row[0], row[1]);
-                if accumulate {
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(dst));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(dst.add(8)));
+                if !add.is_null() {
+                    let src = add.offset(r as isize * add_rs);
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(src));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(src.add(8)));
                 }
                 _mm256_storeu_ps(dst, v0);
                 _mm256_storeu_ps(dst.add(8), v1);
@@ -558,13 +650,18 @@ mod tests {
                     continue;
                 }
                 let want = reference(&a, &b);
-                let fresh = sgemm_new(&a.view(), &b.view()).expect("AVX2 checked above");
-                for ((i, j), &v) in fresh.indexed_iter() {
-                    let w = want[(i, j)];
-                    assert!(
-                        (v - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                        "new {m}x{k}x{n} at ({i},{j})"
-                    );
+                // A fresh output, without and with a bias row added as C is stored.
+                let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 3.0).collect();
+                for with_bias in [false, true] {
+                    let bias = with_bias.then_some(&bias[..]);
+                    let fresh = sgemm_new(&a.view(), &b.view(), bias).expect("AVX2 checked above");
+                    for ((i, j), &v) in fresh.indexed_iter() {
+                        let w = want[(i, j)] + bias.map_or(0.0, |b| b[j]);
+                        assert!(
+                            (v - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "new {m}x{k}x{n} (bias {with_bias}) at ({i},{j}): {v} vs {w}"
+                        );
+                    }
                 }
                 for ((i, j), &v) in c.indexed_iter() {
                     let w = want[(i, j)];

@@ -5,7 +5,7 @@ use crate::dtype::Float;
 use ndarray::{ArcArray, ArrayD, Zip};
 use ndarray::{Axis, IxDyn};
 
-type Arr<T> = ArcArray<T, IxDyn>;
+pub(crate) type Arr<T> = ArcArray<T, IxDyn>;
 
 /// `f(a, b)` element-wise over the broadcast shape `out`.
 pub(crate) fn zip2<T: Float>(

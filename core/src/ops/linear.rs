@@ -11,7 +11,7 @@ use ndarray::{Array2, ArrayView2, Axis, Ix2, IxDyn};
 
 /// `a @ b` for 2-D views.
 pub(crate) fn mm<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
-    T::gemm_new(&a, &b)
+    T::gemm_new(&a, &b, None)
 }
 
 fn view2<T>(a: &ndarray::ArcArray<T, IxDyn>, rows: usize, cols: usize) -> ArrayView2<'_, T> {
@@ -129,26 +129,22 @@ fn forward<T: Float>(
     out_shape: &[usize],
 ) -> ndarray::ArcArray<T, IxDyn> {
     let w2 = view2(w, outf, inf);
+    // The bias is added as the GEMM stores its output; a strided bias (a view) is made
+    // contiguous first, never skipped.
+    let b = b.map(|b| crate::ops::same_dtype(b, x));
+    let b = b.as_ref().map(|b| b.as_standard_layout());
+    let bias = b.as_ref().map(|b| b.as_slice().unwrap_or_default());
     // A 2-D input is multiplied in whatever layout it has; others are flattened to rows.
-    let mut out = if x.ndim() == 2 || x.is_standard_layout() {
-        mm(view2(x, rows, inf), w2.t())
+    let out = if x.ndim() == 2 || x.is_standard_layout() {
+        T::gemm_new(&view2(x, rows, inf), &w2.t(), bias)
     } else {
         let x2 = x
             .as_standard_layout()
             .into_owned()
             .into_shape_with_order((rows, inf))
             .unwrap_or_else(|e| unreachable!("linear input: {e}"));
-        mm(x2.view(), w2.t())
+        T::gemm_new(&x2.view(), &w2.t(), bias)
     };
-    if let Some(b) = b {
-        let b = crate::ops::same_dtype(b, x);
-        // A strided bias (a view) is made contiguous; it is never skipped.
-        let b = b.as_standard_layout();
-        let bias = b.as_slice().unwrap_or_default();
-        for row in out.rows_mut() {
-            row.into_iter().zip(bias).for_each(|(o, &v)| *o += v);
-        }
-    }
     out.into_shape_with_order(IxDyn(out_shape))
         .unwrap_or_else(|e| unreachable!("linear output: {e}"))
         .into_shared()

@@ -107,7 +107,7 @@ fn batched_matmul<T: Float>(
         return None;
     }
     if ra == 2 && rb == 2 {
-        return Some(T::gemm_new(&as2(a), &as2(b)).into_dyn().into_shared());
+        return Some(T::gemm_new(&as2(a), &as2(b), None).into_dyn().into_shared());
     }
     let batch = crate::shape::broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
     let mut full_a = batch.clone();

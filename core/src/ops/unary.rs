@@ -45,6 +45,7 @@ impl Unary {
         }
     }
 
+    #[inline(always)]
     fn f<T: Float>(self, x: T) -> T {
         let zero = T::zero();
         let one = T::one();
@@ -98,6 +99,7 @@ impl Unary {
         }
     }
 
+    #[inline(always)]
     fn df<T: Float>(self, x: T, y: T) -> T {
         let zero = T::zero();
         let one = T::one();
@@ -182,9 +184,45 @@ fn int_error(op: &str, t: &Tensor) -> ! {
     )
 }
 
+// The kernels below name the variant inside each closure, for the cheap functions, so that
+// the `match` in `f`/`df` folds away and the loop vectorises: a variant captured as a value
+// is data to the loop, and matching it per element made ReLU cost 3.5 ns an element. The
+// transcendental ones, whose cost is the function itself, share one loop.
+
+fn forward_kernel<T: Float>(a: &kernel::Arr<T>, op: Unary) -> kernel::Arr<T> {
+    match op {
+        Unary::Relu => kernel::map(a, |v| Unary::Relu.f(v)),
+        Unary::Neg => kernel::map(a, |v| Unary::Neg.f(v)),
+        Unary::Abs => kernel::map(a, |v| Unary::Abs.f(v)),
+        Unary::LeakyRelu(s) => kernel::map(a, move |v| Unary::LeakyRelu(s).f(v)),
+        Unary::Clamp(lo, hi) => kernel::map(a, move |v| Unary::Clamp(lo, hi).f(v)),
+        op => kernel::map(a, move |v| op.f(v)),
+    }
+}
+
+fn backward_kernel<T: Float>(
+    g: &kernel::Arr<T>,
+    x: &kernel::Arr<T>,
+    y: &kernel::Arr<T>,
+    op: Unary,
+) -> kernel::Arr<T> {
+    match op {
+        Unary::Relu => kernel::zip3(g, x, y, |g, x, y| g * Unary::Relu.df(x, y)),
+        Unary::Neg => kernel::zip3(g, x, y, |g, x, y| g * Unary::Neg.df(x, y)),
+        Unary::Abs => kernel::zip3(g, x, y, |g, x, y| g * Unary::Abs.df(x, y)),
+        Unary::LeakyRelu(s) => {
+            kernel::zip3(g, x, y, move |g, x, y| g * Unary::LeakyRelu(s).df(x, y))
+        }
+        Unary::Clamp(lo, hi) => {
+            kernel::zip3(g, x, y, move |g, x, y| g * Unary::Clamp(lo, hi).df(x, y))
+        }
+        op => kernel::zip3(g, x, y, move |g, x, y| g * op.df(x, y)),
+    }
+}
+
 #[track_caller]
 fn unary(op: Unary, x: &Tensor) -> Tensor {
-    let out = crate::dispatch_float!(x.storage(), a => kernel::map(&a, |v| op.f(v)),
+    let out = crate::dispatch_float!(x.storage(), a => forward_kernel(&a, op),
         int => int_error(op.name(), x));
     let out_tensor_storage = out.clone();
     record(op.name(), out, &[x], || {
@@ -199,7 +237,7 @@ fn unary(op: Unary, x: &Tensor) -> Tensor {
             let grad = crate::dispatch_float!(gs, g => {
                 let x = crate::ops::same_dtype(&xs, &g);
                 let y = crate::ops::same_dtype(&ys, &g);
-                kernel::zip3(&g, &x, &y, |g, x, y| g * op.df(x, y))
+                backward_kernel(&g, &x, &y, op)
             }, int => unreachable!("gradients are floating point"));
             vec![Some(Tensor::from_storage(grad))]
         }

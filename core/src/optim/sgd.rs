@@ -74,17 +74,17 @@ impl Rule for SgdConfig {
         let wd = T::lit(self.weight_decay);
         let momentum = T::lit(self.momentum);
         let keep = T::lit(1.0 - self.dampening);
-        let grad = |i: usize, p: T| {
-            let d = if self.maximize { -g[i] } else { g[i] };
-            if self.weight_decay != 0.0 {
-                d + wd * p
-            } else {
-                d
-            }
-        };
+        let sign = if self.maximize { -T::one() } else { T::one() };
+        let decay = self.weight_decay != 0.0;
+        let grad = |g: T, p: T| if decay { sign * g + wd * p } else { sign * g };
         if self.momentum == 0.0 {
-            for (i, p) in p.iter_mut().enumerate() {
-                *p += -lr * grad(i, *p);
+            // Plain SGD, the common case, as a loop without branches so that it vectorises.
+            if self.weight_decay == 0.0 && !self.maximize {
+                p.iter_mut().zip(g).for_each(|(p, &g)| *p += -lr * g);
+            } else {
+                p.iter_mut()
+                    .zip(g)
+                    .for_each(|(p, &g)| *p += -lr * grad(g, *p));
             }
             return;
         }
@@ -93,8 +93,8 @@ impl Rule for SgdConfig {
         if first {
             buf.resize(p.len(), T::zero());
         }
-        for (i, (p, b)) in p.iter_mut().zip(buf.iter_mut()).enumerate() {
-            let d = grad(i, *p);
+        for ((p, b), &g) in p.iter_mut().zip(buf.iter_mut()).zip(g) {
+            let d = grad(g, *p);
             *b = if first { d } else { momentum * *b + keep * d };
             let d = if self.nesterov { d + momentum * *b } else { *b };
             *p += -lr * d;
