@@ -555,36 +555,84 @@ mod avx2 {
     /// `C[0..6, 0..16] (+)= A · Bpanel` over `kc` steps. `a` is (start, row stride, step
     /// stride): `(ptr, 1, 6)` for a packed strip, `(ptr, lda, 1)` for six rows of a row-major
     /// A read in place. C rows are `rsc` apart and contiguous within a row.
+    ///
+    /// The k loop is unrolled by four, and A's layout is fixed at compile time in `tile`, so
+    /// that every load is a constant offset from a pointer (measured 11% faster, single
+    /// thread, on W2's products than one loop over run-time strides).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_6x16(
         kc: usize,
         a: (*const f32, isize, isize),
+        b: *const f32,
+        c: *mut f32,
+        rsc: isize,
+        store: Store,
+    ) {
+        unsafe {
+            if a.2 == 6 && a.1 == 1 {
+                tile::<true>(kc, a.0, 0, b, c, rsc, store)
+            } else {
+                debug_assert_eq!(a.2, 1);
+                tile::<false>(kc, a.0, a.1, b, c, rsc, store)
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile<const PACKED: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: isize,
         mut b: *const f32,
         c: *mut f32,
         rsc: isize,
         store: Store,
     ) {
-        let (mut a, ars, acs) = a;
         unsafe {
-            // Start fetching C's tile now; it is only touched after the k loop.
             for r in 0..6 {
                 let row = c.offset(r as isize * rsc) as *const i8;
                 _mm_prefetch::<_MM_HINT_T0>(row);
                 _mm_prefetch::<_MM_HINT_T0>(row.add(60));
             }
-            let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-            for _ in 0..kc {
-                let b0 = _mm256_loadu_ps(b);
-                let b1 = _mm256_loadu_ps(b.add(8));
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let ar = _mm256_broadcast_ss(&*a.offset(r as isize * ars));
-                    row[0] = _mm256_fmadd_ps(ar, b0, row[0]);
-                    row[1] = _mm256_fmadd_ps(ar, b1, row[1]);
+            let rows: [*const f32; 6] = std::array::from_fn(|r| {
+                if PACKED {
+                    a.add(r)
+                } else {
+                    a.offset(r as isize * lda)
                 }
-                a = a.offset(acs);
+            });
+            let mut p = 0usize;
+            let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+            macro_rules! step {
+                ($u:expr) => {{
+                    let b0 = _mm256_loadu_ps(b.add(16 * $u));
+                    let b1 = _mm256_loadu_ps(b.add(16 * $u + 8));
+                    for r in 0..6 {
+                        let at = if PACKED {
+                            rows[r].add(6 * (p + $u))
+                        } else {
+                            rows[r].add(p + $u)
+                        };
+                        let ar = _mm256_broadcast_ss(&*at);
+                        acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+                    }
+                }};
+            }
+            for _ in 0..kc / 4 {
+                step!(0);
+                step!(1);
+                step!(2);
+                step!(3);
+                p += 4;
+                b = b.add(64);
+            }
+            for _ in 0..kc % 4 {
+                step!(0);
+                p += 1;
                 b = b.add(16);
             }
-            // What is added to the tile: C itself, the bias row, or nothing.
             let (add, add_rs) = match store {
                 Store::Accumulate => (c.cast_const(), rsc),
                 Store::Write(bias) => (bias.0, 0),
