@@ -24,15 +24,6 @@ impl BinOp {
             BinOp::Div => "div",
         }
     }
-
-    fn apply<T: Float>(self, x: T, y: T) -> T {
-        match self {
-            BinOp::Add => x + y,
-            BinOp::Sub => x - y,
-            BinOp::Mul => x * y,
-            BinOp::Div => x / y,
-        }
-    }
 }
 
 #[cold]
@@ -62,8 +53,24 @@ fn binary_storage(op: BinOp, a: &Storage, b: &Storage) -> Storage {
     let Some(out) = broadcast_shapes(a.shape(), b.shape()) else {
         broadcast_error(op.name(), a.shape(), b.shape())
     };
-    crate::dispatch_float2!(a, b, (x, y) => kernel::zip2(x, y, &out, |p, q| op.apply(p, q)),
+    crate::dispatch_float2!(a, b, (x, y) => zip_op(op, x, y, &out),
         else => dtype_error(op.name(), a, b))
+}
+
+/// `kernel::zip2` with the operation fixed per loop, so that it vectorises (matching `op`
+/// per element costs a jump table per element).
+fn zip_op<T: Float>(
+    op: BinOp,
+    x: &kernel::Arr<T>,
+    y: &kernel::Arr<T>,
+    out: &[usize],
+) -> kernel::Arr<T> {
+    match op {
+        BinOp::Add => kernel::zip2(x, y, out, |p, q| p + q),
+        BinOp::Sub => kernel::zip2(x, y, out, |p, q| p - q),
+        BinOp::Mul => kernel::zip2(x, y, out, |p, q| p * q),
+        BinOp::Div => kernel::zip2(x, y, out, |p, q| p / q),
+    }
 }
 
 #[track_caller]
@@ -107,10 +114,8 @@ fn binary(op: BinOp, a: &Tensor, b: &Tensor) -> Tensor {
 /// `x (op) s` for a scalar `s`.
 #[track_caller]
 fn scalar_op(op: BinOp, x: &Tensor, s: f64) -> Tensor {
-    let out = crate::dispatch_float!(x.storage(), a => {
-        let s = Float::lit(s);
-        kernel::map(&a, |v| op.apply(v, s))
-    }, int => scalar_int_error(op.name(), x));
+    let out = crate::dispatch_float!(x.storage(), a => scalar_kernel(op, &a, s),
+        int => scalar_int_error(op.name(), x));
     record(op.name(), out, &[x], || {
         move |g: &Tensor, _: &[bool]| {
             vec![Some(match op {
@@ -120,6 +125,17 @@ fn scalar_op(op: BinOp, x: &Tensor, s: f64) -> Tensor {
             })]
         }
     })
+}
+
+/// `a (op) s` element-wise, the operation fixed per loop (see `zip_op`).
+fn scalar_kernel<T: Float>(op: BinOp, a: &kernel::Arr<T>, s: f64) -> kernel::Arr<T> {
+    let s = T::lit(s);
+    match op {
+        BinOp::Add => kernel::map(a, |v| v + s),
+        BinOp::Sub => kernel::map(a, |v| v - s),
+        BinOp::Mul => kernel::map(a, |v| v * s),
+        BinOp::Div => kernel::map(a, |v| v / s),
+    }
 }
 
 #[cold]

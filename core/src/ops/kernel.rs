@@ -2,6 +2,7 @@
 //! training produces (same shape, a scalar, a row vector against a matrix).
 
 use crate::dtype::Float;
+use crate::parallel::collect_vec;
 use ndarray::{ArcArray, ArrayD, Zip};
 use ndarray::{Axis, IxDyn};
 
@@ -12,12 +13,18 @@ pub(crate) fn zip2<T: Float>(
     a: &Arr<T>,
     b: &Arr<T>,
     out: &[usize],
-    f: impl Fn(T, T) -> T,
+    f: impl Fn(T, T) -> T + Sync,
 ) -> Arr<T> {
     let (sa, sb) = (a.shape(), b.shape());
     if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
         if sa == sb {
-            return from_vec(out, x.iter().zip(y).map(|(&x, &y)| f(x, y)).collect());
+            let v = collect_vec(x.len(), |off, o| {
+                let xy = x[off..].iter().zip(&y[off..]);
+                o.iter_mut().zip(xy).for_each(|(o, (&x, &y))| {
+                    o.write(f(x, y));
+                });
+            });
+            return from_vec(out, v);
         }
         if y.len() == 1 && sa == out {
             let y = y[0];
@@ -42,6 +49,12 @@ pub(crate) fn zip2<T: Float>(
             return from_vec(out, v);
         }
     }
+    zip2_strided(a, b, out, &f)
+}
+
+/// The general case of [`zip2`], compiled once per dtype: `f` is called through a pointer.
+fn zip2_strided<T: Float>(a: &Arr<T>, b: &Arr<T>, out: &[usize], f: &dyn Fn(T, T) -> T) -> Arr<T> {
+    let (sa, sb) = (a.shape(), b.shape());
     let dim = IxDyn(out);
     let (Some(av), Some(bv)) = (a.broadcast(dim.clone()), b.broadcast(dim)) else {
         unreachable!("zip2: shapes {sa:?} and {sb:?} were checked to broadcast to {out:?}")
@@ -76,15 +89,15 @@ pub(crate) fn zip3<T: Float>(
     a: &Arr<T>,
     b: &Arr<T>,
     c: &Arr<T>,
-    f: impl Fn(T, T, T) -> T,
+    f: impl Fn(T, T, T) -> T + Sync,
 ) -> Arr<T> {
     if let (Some(x), Some(y), Some(z)) = (a.as_slice(), b.as_slice(), c.as_slice()) {
-        let v = x
-            .iter()
-            .zip(y)
-            .zip(z)
-            .map(|((&x, &y), &z)| f(x, y, z))
-            .collect();
+        let v = collect_vec(x.len(), |off, out| {
+            let xyz = x[off..].iter().zip(&y[off..]).zip(&z[off..]);
+            out.iter_mut().zip(xyz).for_each(|(o, ((&x, &y), &z))| {
+                o.write(f(x, y, z));
+            });
+        });
         return from_vec(a.shape(), v);
     }
     Zip::from(a)
@@ -95,9 +108,16 @@ pub(crate) fn zip3<T: Float>(
 }
 
 /// `f(a)` element-wise.
-pub(crate) fn map<T: Float>(a: &Arr<T>, f: impl Fn(T) -> T) -> Arr<T> {
+pub(crate) fn map<T: Float>(a: &Arr<T>, f: impl Fn(T) -> T + Sync) -> Arr<T> {
     match a.as_slice() {
-        Some(x) => from_vec(a.shape(), x.iter().map(|&x| f(x)).collect()),
+        Some(x) => {
+            let v = collect_vec(x.len(), |off, out| {
+                out.iter_mut().zip(&x[off..]).for_each(|(o, &x)| {
+                    o.write(f(x));
+                });
+            });
+            from_vec(a.shape(), v)
+        }
         None => a.map(|&x| f(x)).into_shared(),
     }
 }
