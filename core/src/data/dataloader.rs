@@ -276,7 +276,7 @@ impl<D: Dataset + 'static, C: Collate<D::Item>> DataLoaderBuilder<D, C> {
             num_workers: self.num_workers,
             prefetch_factor: self.prefetch_factor.unwrap_or(2),
             timeout: self.timeout,
-            seed: self.seed.unwrap_or_else(rand::random),
+            seed: self.seed.unwrap_or_else(crate::random::entropy_seed),
             epoch: AtomicU64::new(0),
         })
     }

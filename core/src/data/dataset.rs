@@ -3,8 +3,8 @@
 
 use crate::data::collate::Stack;
 use crate::error::{Error, Result};
+use crate::random::Generator;
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -371,7 +371,7 @@ pub fn random_split<D: Dataset>(
     let dataset = Arc::new(dataset);
     let counts = lengths.into().counts(dataset.len())?;
     let mut order: Vec<usize> = (0..dataset.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    order.shuffle(&mut Generator::seed_from_u64(seed));
     let mut start = 0;
     let mut parts = Vec::with_capacity(counts.len());
     for count in counts {

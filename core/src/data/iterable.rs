@@ -174,7 +174,7 @@ impl<S: IterableDataset, C: Collate<S::Item>> StreamLoaderBuilder<S, C> {
             drop_last: self.drop_last,
             shuffle_buffer: self.shuffle_buffer,
             prefetch: self.prefetch,
-            seed: self.seed.unwrap_or_else(rand::random),
+            seed: self.seed.unwrap_or_else(crate::random::entropy_seed),
             epoch: AtomicU64::new(0),
         })
     }

@@ -11,7 +11,7 @@
 //! advances differently when an epoch is abandoned).
 
 use crate::error::{Error, Result};
-use rand::rngs::StdRng;
+use crate::random::Generator;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 /// PyTorch's `Sampler[int]` and `Sampler[List[int]]`. Implement it to write your own.
 ///
 /// ```
-/// use rand::rngs::StdRng;
+/// use torchlet_core::random::Generator;
 /// use torchlet_core::data::{epoch_generator, Sampler};
 ///
 /// /// Every even index, then every odd one.
@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 /// impl Sampler for EvensFirst {
 ///     type Item = usize;
 ///     fn len(&self) -> usize { self.0 }
-///     fn sample(&self, _generator: &mut StdRng) -> Vec<usize> {
+///     fn sample(&self, _generator: &mut Generator) -> Vec<usize> {
 ///         (0..self.0).step_by(2).chain((1..self.0).step_by(2)).collect()
 ///     }
 /// }
@@ -47,7 +47,7 @@ pub trait Sampler: Send + Sync {
 
     /// The items of one epoch. Random samplers draw only from `generator`
     /// (see NOTE [ Seeded samplers ]).
-    fn sample(&self, generator: &mut StdRng) -> Vec<Self::Item>;
+    fn sample(&self, generator: &mut Generator) -> Vec<Self::Item>;
 }
 
 impl<S: Sampler + ?Sized> Sampler for Box<S> {
@@ -57,18 +57,18 @@ impl<S: Sampler + ?Sized> Sampler for Box<S> {
         (**self).len()
     }
 
-    fn sample(&self, generator: &mut StdRng) -> Vec<Self::Item> {
+    fn sample(&self, generator: &mut Generator) -> Vec<Self::Item> {
         (**self).sample(generator)
     }
 }
 
 /// The generator for epoch `epoch` of a run seeded with `seed`. See NOTE [ Seeded samplers ].
-pub fn epoch_generator(seed: u64, epoch: u64) -> StdRng {
+pub fn epoch_generator(seed: u64, epoch: u64) -> Generator {
     // splitmix64 of the pair, so that nearby (seed, epoch) pairs give unrelated streams.
     let mut z = seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    StdRng::seed_from_u64(z ^ (z >> 31))
+    Generator::seed_from_u64(z ^ (z >> 31))
 }
 
 /// `0, 1, …, len-1`, every epoch (PyTorch's `SequentialSampler`).
@@ -91,7 +91,7 @@ impl Sampler for SequentialSampler {
         self.len
     }
 
-    fn sample(&self, _generator: &mut StdRng) -> Vec<usize> {
+    fn sample(&self, _generator: &mut Generator) -> Vec<usize> {
         (0..self.len).collect()
     }
 }
@@ -143,7 +143,7 @@ impl Sampler for RandomSampler {
         }
     }
 
-    fn sample(&self, generator: &mut StdRng) -> Vec<usize> {
+    fn sample(&self, generator: &mut Generator) -> Vec<usize> {
         let n = self.len();
         if self.replacement {
             return (0..n)
@@ -182,7 +182,7 @@ impl Sampler for SubsetRandomSampler {
         self.indices.len()
     }
 
-    fn sample(&self, generator: &mut StdRng) -> Vec<usize> {
+    fn sample(&self, generator: &mut Generator) -> Vec<usize> {
         let mut out = self.indices.clone();
         out.shuffle(generator);
         out
@@ -254,7 +254,7 @@ impl Sampler for WeightedRandomSampler {
         self.num_samples
     }
 
-    fn sample(&self, generator: &mut StdRng) -> Vec<usize> {
+    fn sample(&self, generator: &mut Generator) -> Vec<usize> {
         if self.replacement {
             let total = self.cumulative.last().copied().unwrap_or(0.0);
             let last = self.weights.len().saturating_sub(1);
@@ -352,7 +352,7 @@ impl Sampler for BatchSampler {
         }
     }
 
-    fn sample(&self, generator: &mut StdRng) -> Vec<Vec<usize>> {
+    fn sample(&self, generator: &mut Generator) -> Vec<Vec<usize>> {
         let indices = self.sampler.sample(generator);
         let mut batches: Vec<Vec<usize>> = indices
             .chunks(self.batch_size)
@@ -369,7 +369,7 @@ impl Sampler for BatchSampler {
 mod tests {
     use super::*;
 
-    fn gen_(epoch: u64) -> StdRng {
+    fn gen_(epoch: u64) -> Generator {
         epoch_generator(7, epoch)
     }
 
