@@ -13,10 +13,11 @@
 mod args;
 #[path = "mnist/plot.rs"]
 mod plot;
+#[path = "mnist/progress.rs"]
+mod progress;
 
 use args::{Args, Command, ModelKind, OptimizerKind, SchedulerKind};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use progress::Progress;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -202,9 +203,9 @@ fn run(args: &Args) -> Result<(), Error> {
         train_dl.set_epoch(epoch as u64);
         let lr = opt.lr();
         model.train();
-        let bar = progress_bar(train_dl.len(), epoch, args.epochs);
+        let mut bar = Progress::new(epoch, args.epochs, train_dl.len());
         let (mut loss_sum, mut seen) = (0.0, 0usize);
-        for (i, (xb, yb)) in train_dl.iter().enumerate() {
+        for (xb, yb) in train_dl.iter() {
             let loss = cross_entropy(&model.forward(&xb), &yb);
             loss.backward();
             opt.step();
@@ -212,14 +213,9 @@ fn run(args: &Args) -> Result<(), Error> {
             let n = yb.numel();
             loss_sum += loss.item() * n as f64;
             seen += n;
-            bar.inc(1);
-            if i % 10 == 0 {
-                let rate = seen as f64 / start.elapsed().as_secs_f64();
-                let msg = format!("loss {:.4}, {rate:.0} samples/s", loss_sum / seen as f64);
-                bar.set_message(msg);
-            }
+            bar.batch(n, loss_sum / seen as f64);
         }
-        bar.finish_and_clear();
+        bar.finish();
         if let Some(s) = sched.as_mut() {
             s.step();
         }
@@ -281,20 +277,6 @@ fn evaluate(model: &dyn Layer, dl: &DataLoader<Mnist>) -> (f64, f64) {
         }
         (loss / n, correct / n)
     })
-}
-
-/// The bar of one epoch, drawn on stdout when it is a terminal (hidden otherwise, so that
-/// logs stay clean).
-fn progress_bar(batches: usize, epoch: usize, epochs: usize) -> ProgressBar {
-    if !std::io::stdout().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout());
-    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style.progress_chars("=> "));
-    bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
-    bar
 }
 
 fn model_code(kind: ModelKind) -> i64 {

@@ -1,6 +1,12 @@
 //! Line charts as PNG images, drawn by hand: a canvas of RGB pixels, lines, axes with
-//! ticks, and labels in a 5×7 bitmap font, encoded with the `png` crate.
+//! ticks, and labels in a 5×7 bitmap font, encoded as PNG by hand (the compression is
+//! flate2's).
 
+use flate2::Compression;
+use flate2::Crc;
+use flate2::read::ZlibDecoder;
+use flate2::write::ZlibEncoder;
+use std::io::{Read, Write};
 use std::path::Path;
 
 type Rgb = [u8; 3];
@@ -99,19 +105,102 @@ impl Canvas {
     }
 
     fn save_png(&self, path: &Path) -> Result<(), String> {
-        let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut encoder = png::Encoder::new(
-            std::io::BufWriter::new(file),
-            self.width as u32,
-            self.height as u32,
-        );
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder
-            .write_header()
-            .and_then(|mut w| w.write_image_data(&self.pixels))
-            .map_err(|e| format!("{}: cannot write the PNG: {e}", path.display()))
+        let fail = |e: std::io::Error| format!("{}: cannot write the PNG: {e}", path.display());
+        let png = encode_png(self.width, self.height, &self.pixels).map_err(fail)?;
+        check_png(&png, self.width, self.height, &self.pixels)
+            .map_err(|e| format!("{}: the PNG encoder is wrong: {e}", path.display()))?;
+        std::fs::write(path, png).map_err(fail)
     }
+}
+
+const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
+
+/// The PNG file of a `width` × `height` image of 8-bit RGB pixels, row by row: the
+/// signature, the header (IHDR), one IDAT chunk holding the zlib stream of the rows, each
+/// after its filter byte 0 (none), and the end (IEND).
+fn encode_png(width: usize, height: usize, rgb: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = PNG_SIGNATURE.to_vec();
+    let mut header = Vec::with_capacity(13);
+    header.extend((width as u32).to_be_bytes());
+    header.extend((height as u32).to_be_bytes());
+    // Bit depth 8, colour type 2 (RGB), compression 0 (deflate), filter method 0,
+    // no interlace.
+    header.extend([8, 2, 0, 0, 0]);
+    write_chunk(&mut out, b"IHDR", &header);
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+    for row in rgb.chunks_exact(3 * width) {
+        z.write_all(&[0])?;
+        z.write_all(row)?;
+    }
+    write_chunk(&mut out, b"IDAT", &z.finish()?);
+    write_chunk(&mut out, b"IEND", &[]);
+    Ok(out)
+}
+
+/// A chunk: the length of `data` (big-endian), the type, the data, and the CRC-32 of type
+/// and data.
+fn write_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend((data.len() as u32).to_be_bytes());
+    out.extend(kind);
+    out.extend(data);
+    let mut crc = Crc::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend(crc.sum().to_be_bytes());
+}
+
+/// Reads `png` back as a decoder would, a check of `encode_png` at the cost of a
+/// millisecond: the signature, each chunk's CRC, the header, and the decompressed rows
+/// against `rgb`.
+fn check_png(png: &[u8], width: usize, height: usize, rgb: &[u8]) -> Result<(), String> {
+    let mut rest = png.strip_prefix(PNG_SIGNATURE).ok_or("no PNG signature")?;
+    let (mut kinds, mut header, mut idat) = (Vec::new(), Vec::new(), Vec::new());
+    while !rest.is_empty() {
+        let len = rest
+            .first_chunk::<4>()
+            .map(|b| u32::from_be_bytes(*b) as usize)
+            .filter(|len| rest.len() >= len + 12)
+            .ok_or("a truncated chunk")?;
+        let (kind, data) = (&rest[4..8], &rest[8..8 + len]);
+        let mut crc = Crc::new();
+        crc.update(&rest[4..8 + len]);
+        if crc.sum().to_be_bytes() != rest[8 + len..12 + len] {
+            return Err(format!(
+                "the CRC of {} is wrong",
+                String::from_utf8_lossy(kind)
+            ));
+        }
+        match kind {
+            b"IHDR" => header = data.to_vec(),
+            b"IDAT" => idat.extend(data),
+            _ => {}
+        }
+        kinds.push(kind.to_vec());
+        rest = &rest[12 + len..];
+    }
+    if kinds != [&b"IHDR"[..], b"IDAT", b"IEND"] {
+        return Err("the chunks are not IHDR, IDAT, IEND".into());
+    }
+    let mut expected = (width as u32).to_be_bytes().to_vec();
+    expected.extend((height as u32).to_be_bytes());
+    expected.extend([8, 2, 0, 0, 0]);
+    if header != expected {
+        return Err(format!("the header is {header:?}, not {expected:?}"));
+    }
+    let mut rows = Vec::new();
+    ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut rows)
+        .map_err(|e| format!("the image data does not decompress: {e}"))?;
+    let row = 1 + 3 * width;
+    let same = rows.len() == height * row
+        && rows
+            .chunks_exact(row)
+            .zip(rgb.chunks_exact(3 * width))
+            .all(|(r, pixels)| r[0] == 0 && r[1..] == *pixels);
+    if !same {
+        return Err("the decompressed rows are not the image".into());
+    }
+    Ok(())
 }
 
 fn text_width(text: &str) -> i64 {
