@@ -2,71 +2,72 @@
 //! written by `safetensors.torch.save_file(model.state_dict(), path)` loads into the same
 //! model written with torchlet, and the other way round.
 //!
+//! The format is read and written here (NOTE [ safetensors layout ] in `format.rs`, the
+//! header's JSON in `json.rs`) rather than with the safetensors crate: the layout is small,
+//! and the crate brought serde, serde_json and tempfile into every build of torchlet.
+//!
 //! NOTE [ Checkpoint writes ]
 //! A checkpoint is written to a temporary file in the same directory, flushed to disk and
 //! renamed over the destination: a crash or a full disk leaves the previous checkpoint
 //! whole rather than a truncated one.
 
+mod format;
+mod json;
+
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::nn::{IncompatibleKeys, Module, StateDict};
 use crate::tensor::Tensor;
-use safetensors::{Dtype, SafeTensors, View};
+use format::Entry;
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// One tensor's bytes, as safetensors writes them (little-endian, row-major).
-struct Bytes {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for &Bytes {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-fn to_bytes(t: &Tensor) -> Bytes {
-    let (dtype, data) = match t.dtype() {
-        DType::F32 => (
-            Dtype::F32,
-            t.to_vec::<f32>()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::F64 => (
-            Dtype::F64,
-            t.to_vec::<f64>()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
-        DType::I64 => (
-            Dtype::I64,
-            t.to_vec::<i64>()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        ),
+/// One tensor's little-endian, row-major bytes.
+fn to_entry(name: &str, t: &Tensor) -> Entry<'static> {
+    let data: Vec<u8> = match t.dtype() {
+        DType::F32 => t
+            .to_vec::<f32>()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::F64 => t
+            .to_vec::<f64>()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::I64 => t
+            .to_vec::<i64>()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
     };
-    Bytes {
-        dtype,
+    Entry {
+        name: name.to_string(),
+        dtype: t.dtype(),
         shape: t.shape(),
-        data,
+        data: Cow::Owned(data),
     }
+}
+
+/// The tensor of an entry that [`format::deserialize`] checked: its bytes fill its shape.
+fn to_tensor(entry: &Entry) -> Tensor {
+    let shape = &entry.shape;
+    match entry.dtype {
+        DType::F32 => Tensor::from_vec(decode(&entry.data, f32::from_le_bytes), shape),
+        DType::F64 => Tensor::from_vec(decode(&entry.data, f64::from_le_bytes), shape),
+        DType::I64 => Tensor::from_vec(decode(&entry.data, i64::from_le_bytes), shape),
+    }
+}
+
+fn decode<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+    data.chunks_exact(N)
+        .map(|c| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(c);
+            from(b)
+        })
+        .collect()
 }
 
 fn format_error(path: &Path, message: impl Into<String>) -> Error {
@@ -76,20 +77,15 @@ fn format_error(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-/// Writes `state_dict` to `path` as a safetensors file (f32, f64 and i64 tensors).
+/// Writes `state_dict` to `path` as a safetensors file (f32, f64 and i64 tensors), byte for
+/// byte the file `safetensors.torch.save_file` writes for the same tensors.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file when it cannot be written; the previous file at `path`, if
 /// any, is then left as it was (NOTE [ Checkpoint writes ]).
 pub fn save_file(state_dict: &StateDict, path: impl AsRef<Path>) -> Result<()> {
-    let path = path.as_ref();
-    let tensors: Vec<(String, Bytes)> = state_dict
-        .iter()
-        .map(|(k, t)| (k.clone(), to_bytes(t)))
-        .collect();
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, b)| (k.as_str(), b)), None)
-        .map_err(|e| format_error(path, format!("cannot serialize the state dict: {e}")))?;
-    write_atomically(path, &bytes)
+    let entries = state_dict.iter().map(|(k, t)| to_entry(k, t)).collect();
+    write_atomically(path.as_ref(), &format::serialize(entries))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -115,7 +111,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Reads a safetensors file into a state dict (keys in file order).
+/// Reads a safetensors file into a state dict (keys in file order: the order of their data).
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the file (and the
@@ -127,74 +123,13 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<StateDict> {
         path: path.to_path_buf(),
         source,
     })?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| format_error(path, diagnose(&bytes, &e.to_string())))?;
-    let mut views = file.tensors();
-    views.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+    let entries = format::deserialize(&bytes).map_err(|message| format_error(path, message))?;
     let mut out = StateDict::new();
-    for (key, view) in views {
-        let shape = view.shape().to_vec();
-        let data = view.data();
-        let tensor = match view.dtype() {
-            Dtype::F32 => Tensor::from_vec(decode(data, f32::from_le_bytes), &shape),
-            Dtype::F64 => Tensor::from_vec(decode(data, f64::from_le_bytes), &shape),
-            Dtype::I64 => Tensor::from_vec(decode(data, i64::from_le_bytes), &shape),
-            other => {
-                return Err(format_error(
-                    path,
-                    format!(
-                        "tensor `{key}` has dtype {other:?}; torchlet reads F32, F64 and I64, so convert it (e.g. `.float()`) before saving"
-                    ),
-                ));
-            }
-        };
-        out.insert(key, tensor);
+    for entry in entries {
+        let tensor = to_tensor(&entry);
+        out.insert(entry.name, tensor);
     }
     Ok(out)
-}
-
-fn decode<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
-    data.chunks_exact(N)
-        .map(|c| {
-            let mut b = [0u8; N];
-            b.copy_from_slice(c);
-            from(b)
-        })
-        .collect()
-}
-
-/// A message for a file safetensors refused: names the first tensor whose data lies past
-/// the end of a truncated file, when the header can still be read.
-fn diagnose(bytes: &[u8], error: &str) -> String {
-    let generic = format!(
-        "not a valid safetensors file ({error}); was it truncated or written by another program?"
-    );
-    let Some(n) = bytes.get(..8).map(|b| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        u64::from_le_bytes(a) as usize
-    }) else {
-        return format!("{generic}: it is shorter than the 8-byte header length");
-    };
-    let Some(header) = bytes.get(8..8usize.saturating_add(n)) else {
-        return format!("{generic}: the header of {n} bytes is cut off");
-    };
-    let Ok(serde_json::Value::Object(entries)) =
-        serde_json::from_slice::<serde_json::Value>(header)
-    else {
-        return format!("{generic}: the header is not valid JSON");
-    };
-    let available = bytes.len() - 8 - n;
-    let past_end = entries.iter().find_map(|(key, info)| {
-        let end = info.get("data_offsets")?.get(1)?.as_u64()? as usize;
-        (end > available).then(|| (key.clone(), end))
-    });
-    match past_end {
-        Some((key, end)) => format!(
-            "truncated: tensor `{key}` ends at byte {end} of the data but only {available} bytes are present"
-        ),
-        None => generic,
-    }
 }
 
 /// Loads the safetensors file at `path` into `model` (see
@@ -270,6 +205,72 @@ mod tests {
             let b = back.get(k).unwrap();
             assert_eq!((b.dtype(), b.shape()), (t.dtype(), t.shape()), "{k}");
             assert_eq!(b.to_vec::<f64>(), t.to_vec::<f64>(), "{k}");
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn keys_come_back_in_the_order_of_their_data() {
+        // The writer orders I64 before F64 before F32, then by name (as safetensors does).
+        let mut sd = StateDict::new();
+        sd.insert("w", Tensor::zeros(&[2]));
+        sd.insert("d", Tensor::zeros(&[1]).double());
+        sd.insert("n", Tensor::from_vec(vec![1i64], &[]));
+        sd.insert("a", Tensor::zeros(&[0, 4]));
+        let path = temp_path("order.safetensors");
+        save_file(&sd, &path).unwrap();
+        let back = load_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(back.keys().collect::<Vec<_>>(), ["n", "d", "a", "w"]);
+        assert_eq!(back.get("a").unwrap().shape(), [0, 4]);
+    }
+
+    #[test]
+    fn an_empty_state_dict_round_trips() {
+        let path = temp_path("empty.safetensors");
+        save_file(&StateDict::new(), &path).unwrap();
+        assert!(load_file(&path).unwrap().is_empty());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn corrupt_files_are_format_errors_naming_the_file() {
+        let with_header = |header: &str, data_len: usize| {
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.resize(bytes.len() + data_len, 0);
+            bytes
+        };
+        let tensor = |info: &str| with_header(&format!(r#"{{"w":{info}}}"#), 8);
+        let cases = [
+            (
+                with_header("{}", 0)[..9].to_vec(),
+                "the header of 2 bytes is cut off",
+            ),
+            (with_header("{\"w\":}", 0), "the header is not valid JSON"),
+            (
+                tensor(r#"{"dtype":"F32","shape":[2],"data_offsets":[8,16]}"#),
+                "truncated: tensor `w` ends at byte 16 of the data but only 8 bytes are present",
+            ),
+            (
+                tensor(r#"{"dtype":"F32","shape":[65536,65536,65536,65536],"data_offsets":[0,8]}"#),
+                "tensor `w` has shape [65536, 65536, 65536, 65536], more elements than memory can address",
+            ),
+            (
+                tensor(r#"{"dtype":"F16","shape":[4],"data_offsets":[0,8]}"#),
+                "tensor `w` has dtype F16; torchlet reads F32, F64 and I64",
+            ),
+        ];
+        let path = temp_path("corrupt.safetensors");
+        for (bytes, want) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let err = load_file(&path).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, Error::Format { .. }), "{msg}");
+            assert!(
+                msg.contains("corrupt.safetensors") && msg.contains(want),
+                "expected {want:?}, got {msg:?}"
+            );
         }
         std::fs::remove_file(&path).unwrap();
     }
