@@ -7,29 +7,23 @@
 use std::path::PathBuf;
 
 /// What went wrong outside of tensor math: a file, a checkpoint, a setting, a data set.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system error while reading or writing `path`.
-    #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     /// A file whose contents are not what its format promises.
-    #[error("{}: {message}", path.display())]
     Format { path: PathBuf, message: String },
     /// A setting (DataLoader option, optimizer hyper-parameter, ...) that cannot be used.
-    #[error("{0}")]
     Config(String),
     /// A data set item that could not be produced.
-    #[error("{0}")]
     Data(String),
     /// A state dict that does not fit a module: every missing key, unexpected key and
     /// shape mismatch (`(key, shape in the state dict, shape in the module)`) at once;
     /// `matched` counts the keys that fit.
-    #[error("{}", state_dict_message(module, *matched, missing, unexpected, mismatched))]
     StateDict {
         module: String,
         matched: usize,
@@ -37,6 +31,36 @@ pub enum Error {
         unexpected: Vec<String>,
         mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
     },
+}
+
+// Written out rather than derived with `thiserror`, whose macro crate (and the second
+// major version of `syn` it builds) cost more build time than these few lines.
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
+            Error::Config(message) | Error::Data(message) => f.write_str(message),
+            Error::StateDict {
+                module,
+                matched,
+                missing,
+                unexpected,
+                mismatched,
+            } => f.write_str(&state_dict_message(
+                module, *matched, missing, unexpected, mismatched,
+            )),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// PyTorch's wording: `Error(s) in loading state_dict for Linear:` and one line per kind.
@@ -78,3 +102,25 @@ fn state_dict_message(
 
 /// `Result` with torchlet's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn io_errors_name_the_path_and_keep_their_source() {
+        let err = Error::Io {
+            path: PathBuf::from("data/train.idx"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        assert_eq!(err.to_string(), "data/train.idx: no such file");
+        assert_eq!(
+            err.source().map(|s| s.to_string()).as_deref(),
+            Some("no such file")
+        );
+        let config = Error::Config("batch_size must be at least 1, got 0".into());
+        assert_eq!(config.to_string(), "batch_size must be at least 1, got 0");
+        assert!(config.source().is_none());
+    }
+}
