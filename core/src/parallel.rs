@@ -45,6 +45,35 @@ fn collect_vec_dyn<T: Send>(
     v
 }
 
+/// An element-wise update over (parameter, state buffer, gradient) slices.
+pub(crate) type UpdateFn<'a, T> = dyn Fn(&mut [T], &mut [T], &[T]) + Sync + 'a;
+
+/// Runs `f(p, state, g)` over three parallel slices (a parameter, an optimizer state buffer
+/// of the same length or empty, and a gradient), on their two halves on two threads when
+/// they are large (see [`PARALLEL_ELEMS`]): an optimizer's update is element-wise.
+pub(crate) fn update_in_halves<T: Send + Sync>(
+    p: &mut [T],
+    state: &mut [T],
+    g: &[T],
+    f: &UpdateFn<'_, T>,
+) {
+    let len = p.len();
+    let fits = g.len() == len && (state.is_empty() || state.len() == len);
+    if !fits || len < PARALLEL_ELEMS || rayon::current_num_threads() < 2 {
+        f(p, state, g);
+        return;
+    }
+    let mid = len / 2;
+    let (p0, p1) = p.split_at_mut(mid);
+    let (g0, g1) = g.split_at(mid);
+    let (s0, s1) = if state.is_empty() {
+        (&mut [][..], &mut [][..])
+    } else {
+        state.split_at_mut(mid)
+    };
+    rayon::join(|| f(p0, s0, g0), || f(p1, s1, g1));
+}
+
 /// The number of threads large kernels may use.
 pub fn get_num_threads() -> usize {
     rayon::current_num_threads()
@@ -72,5 +101,38 @@ pub fn set_num_threads(n: usize) -> Result<()> {
              set_num_threads before the first tensor op, or set RAYON_NUM_THREADS={n}",
             get_num_threads()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halves_cover_every_element_once() {
+        let n = PARALLEL_ELEMS + 3;
+        let g: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let mut p = vec![1.0f32; n];
+        let mut state = vec![0.0f32; n];
+        update_in_halves(&mut p, &mut state, &g, &|p, s, g| {
+            for ((p, s), &g) in p.iter_mut().zip(s.iter_mut()).zip(g) {
+                *s += 1.0;
+                *p += g;
+            }
+        });
+        assert!(state.iter().all(|&s| s == 1.0));
+        assert!(p.iter().zip(&g).all(|(&p, &g)| p == 1.0 + g));
+        // Without a state buffer.
+        update_in_halves(&mut p, &mut [], &g, &|p, s, g| {
+            assert!(s.is_empty());
+            p.iter_mut().zip(g).for_each(|(p, &g)| *p -= g);
+        });
+        assert!(p.iter().all(|&p| p == 1.0));
+        let v = collect_vec(n, |off, out| {
+            for (i, o) in out.iter_mut().enumerate() {
+                o.write(off + i);
+            }
+        });
+        assert!(v.iter().enumerate().all(|(i, &x)| i == x));
     }
 }

@@ -4,6 +4,7 @@
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::optim::optimizer::{Core, Hyper, IntoParam, Rule, delegate_optimizer, non_negative};
+use crate::parallel::update_in_halves;
 
 /// The hyper-parameters of [`Sgd`], with PyTorch's names and defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -77,15 +78,20 @@ impl Rule for SgdConfig {
         let sign = if self.maximize { -T::one() } else { T::one() };
         let decay = self.weight_decay != 0.0;
         let grad = |g: T, p: T| if decay { sign * g + wd * p } else { sign * g };
+        // Large parameters are updated in two halves on two threads (the loops are
+        // element-wise and memory-bound).
         if self.momentum == 0.0 {
             // Plain SGD, the common case, as a loop without branches so that it vectorises.
-            if self.weight_decay == 0.0 && !self.maximize {
-                p.iter_mut().zip(g).for_each(|(p, &g)| *p += -lr * g);
-            } else {
-                p.iter_mut()
-                    .zip(g)
-                    .for_each(|(p, &g)| *p += -lr * grad(g, *p));
-            }
+            let plain = self.weight_decay == 0.0 && !self.maximize;
+            update_in_halves(p, &mut [], g, &|p, _, g| {
+                if plain {
+                    p.iter_mut().zip(g).for_each(|(p, &g)| *p += -lr * g);
+                } else {
+                    p.iter_mut()
+                        .zip(g)
+                        .for_each(|(p, &g)| *p += -lr * grad(g, *p));
+                }
+            });
             return;
         }
         let buf = &mut bufs[0];
@@ -93,12 +99,15 @@ impl Rule for SgdConfig {
         if first {
             buf.resize(p.len(), T::zero());
         }
-        for ((p, b), &g) in p.iter_mut().zip(buf.iter_mut()).zip(g) {
-            let d = grad(g, *p);
-            *b = if first { d } else { momentum * *b + keep * d };
-            let d = if self.nesterov { d + momentum * *b } else { *b };
-            *p += -lr * d;
-        }
+        let nesterov = self.nesterov;
+        update_in_halves(p, buf, g, &|p, buf, g| {
+            for ((p, b), &g) in p.iter_mut().zip(buf.iter_mut()).zip(g) {
+                let d = grad(g, *p);
+                *b = if first { d } else { momentum * *b + keep * d };
+                let d = if nesterov { d + momentum * *b } else { *b };
+                *p += -lr * d;
+            }
+        });
     }
 }
 
