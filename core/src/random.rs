@@ -15,7 +15,8 @@ use std::sync::{Mutex, PoisonError};
 ///
 /// torchlet carries its own rather than `rand`'s `StdRng` (ChaCha12) because a training
 /// stack needs speed and a stream fixed for good more than cryptographic strength, and
-/// because `StdRng` (ChaCha, ppv-lite86, zerocopy) was about a sixth of the dependencies' build time.
+/// because `StdRng` (ChaCha, ppv-lite86, zerocopy) was about a sixth of the dependencies'
+/// build time.
 #[derive(Clone, Debug)]
 pub struct Generator {
     s: [u64; 4],
