@@ -91,7 +91,11 @@ pub(crate) fn zip3<T: Float>(
     c: &Arr<T>,
     f: impl Fn(T, T, T) -> T + Sync,
 ) -> Arr<T> {
-    if let (Some(x), Some(y), Some(z)) = (a.as_slice(), b.as_slice(), c.as_slice()) {
+    if let (Some(x), Some(y), Some(z)) = (a.as_slice(), b.as_slice(), c.as_slice())
+        && x.len() == y.len()
+        && y.len() == z.len()
+    {
+        // Equal lengths: every output element is written (`collect_vec`'s contract).
         let v = collect_vec(x.len(), |off, out| {
             let xyz = x[off..].iter().zip(&y[off..]).zip(&z[off..]);
             out.iter_mut().zip(xyz).for_each(|(o, ((&x, &y), &z))| {
