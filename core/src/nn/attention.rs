@@ -73,7 +73,8 @@ pub fn scaled_dot_product_attention(
     }
     let (l, s) = (q[q.len() - 2], k[k.len() - 2]);
     let scale = scale.unwrap_or(1.0 / (q[q.len() - 1] as f64).sqrt());
-    let mut scores = query.matmul(&key.transpose(-2, -1)).mul_scalar(scale);
+    // Scaling the query costs L·E multiplications instead of L·S on the scores.
+    let mut scores = query.mul_scalar(scale).matmul(&key.transpose(-2, -1));
     if let Some(mask) = attn_mask {
         scores = &scores + &mask_bias(mask, false, query.dtype());
     }
@@ -373,8 +374,7 @@ impl MultiheadAttention {
                 value.transpose(0, 1),
             )
         };
-        let self_attention = query.ptr_eq(key) && key.ptr_eq(value);
-        let out = self.attend(&q, &k, &v, self_attention, key_padding_mask, attn_mask);
+        let out = self.attend(&q, &k, &v, key_padding_mask, attn_mask);
         if self.batch_first {
             out
         } else {
@@ -389,7 +389,6 @@ impl MultiheadAttention {
         query: &Tensor,
         key: &Tensor,
         value: &Tensor,
-        self_attention: bool,
         key_padding_mask: Option<&Tensor>,
         attn_mask: Option<&Tensor>,
     ) -> Tensor {
@@ -399,7 +398,7 @@ impl MultiheadAttention {
             self.shape_error(&qs, &ks, &value.shape());
         }
         let (n, l, s, h) = (qs[0], qs[1], ks[1], self.num_heads);
-        let (q, k, v) = self.project(query, key, value, self_attention);
+        let (q, k, v) = self.project(query, key, value);
         let heads =
             |t: &Tensor, len: usize| t.reshape_usize(&[n, len, h, e / h]).permute(&[0, 2, 1, 3]);
         let mut bias: Option<Tensor> = None;
@@ -438,39 +437,28 @@ impl MultiheadAttention {
         self.out_proj.forward(&out)
     }
 
-    /// q, k, v after the input projections; one GEMM for self-attention.
-    fn project(
-        &self,
-        query: &Tensor,
-        key: &Tensor,
-        value: &Tensor,
-        self_attention: bool,
-    ) -> (Tensor, Tensor, Tensor) {
+    /// q, k, v after the input projections.
+    ///
+    /// Three products with row blocks of `in_proj_weight` rather than one with all of it and
+    /// a split of the result: each output is contiguous (the heads are then a free reshape),
+    /// and backward routes each gradient straight into its block instead of assembling
+    /// zero-padded `[N, L, 3E]` gradients.
+    fn project(&self, query: &Tensor, key: &Tensor, value: &Tensor) -> (Tensor, Tensor, Tensor) {
         let e = self.embed_dim();
         let bias = |i: usize| self.in_proj_bias.as_ref().map(|b| b.narrow(0, i * e, e));
-        match &self.in_proj_weight {
-            Some(w) if self_attention => {
-                let qkv = query.linear(w, self.in_proj_bias.as_deref());
-                (
-                    qkv.narrow(-1, 0, e),
-                    qkv.narrow(-1, e, e),
-                    qkv.narrow(-1, 2 * e, e),
-                )
-            }
-            Some(w) => (
-                query.linear(&w.narrow(0, 0, e), bias(0).as_ref()),
-                key.linear(&w.narrow(0, e, e), bias(1).as_ref()),
-                value.linear(&w.narrow(0, 2 * e, e), bias(2).as_ref()),
-            ),
-            None => {
-                let w = |p: &Option<Parameter>| p.as_ref().expect("separate projection").clone();
-                (
-                    query.linear(&w(&self.q_proj_weight), bias(0).as_ref()),
-                    key.linear(&w(&self.k_proj_weight), bias(1).as_ref()),
-                    value.linear(&w(&self.v_proj_weight), bias(2).as_ref()),
-                )
-            }
-        }
+        let weight = |i: usize, separate: &Option<Parameter>| match &self.in_proj_weight {
+            Some(w) => w.narrow(0, i * e, e),
+            None => separate
+                .as_ref()
+                .expect("MultiheadAttention has in_proj_weight or q/k/v_proj_weight")
+                .tensor()
+                .clone(),
+        };
+        (
+            query.linear(&weight(0, &self.q_proj_weight), bias(0).as_ref()),
+            key.linear(&weight(1, &self.k_proj_weight), bias(1).as_ref()),
+            value.linear(&weight(2, &self.v_proj_weight), bias(2).as_ref()),
+        )
     }
 
     #[cold]
