@@ -1,5 +1,6 @@
-//! Loss functions (PyTorch's `torch.nn.functional`): `mse_loss`, `l1_loss`, `smooth_l1_loss`,
-//! `cross_entropy`, `nll_loss`, `binary_cross_entropy_with_logits`.
+//! PyTorch's `torch.nn.functional`: loss functions (`mse_loss`, `l1_loss`, `smooth_l1_loss`,
+//! `cross_entropy`, `nll_loss`, `binary_cross_entropy_with_logits`) here, activations
+//! (`relu`, `gelu`, `silu`, `softmax`, …) and `one_hot` in the child modules, re-exported.
 //!
 //! Each loss comes as a short form with PyTorch's defaults (`reduction = mean`) and a `_with`
 //! form taking every option. They are composites of differentiable ops, so their gradients
@@ -8,6 +9,14 @@
 //!
 //! Tensor-math misuse (mismatched shapes, non-integer class targets, a class index out of
 //! range) panics naming the loss and the shapes, as every tensor op does.
+
+mod activation;
+mod encoding;
+
+pub use activation::{
+    gelu, leaky_relu, log_softmax, mish, relu, sigmoid, silu, softmax, softplus, tanh,
+};
+pub use encoding::one_hot;
 
 use crate::dtype::DType;
 use crate::tensor::Tensor;
