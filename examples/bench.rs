@@ -1,11 +1,14 @@
 //! The W1–W3 training benchmarks of DESIGN.md through torchlet's public API, written the
 //! way a user writes the loop (DataLoader, a `sequential!` model, `Sgd`).
 //!
-//!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | gemm
+//!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | w5 | gemm
 //!     cargo run --release --example bench -- w2 --threads 1
 //!
 //! Prints one JSON line in the format of `../shared/bench/torch_peer.py`, so the two can be
 //! compared side by side (`python3 benches/compare.py` runs both alternately).
+
+#[path = "bench/w5.rs"]
+mod w5;
 
 use std::time::Instant;
 use torchlet::data::Mnist;
@@ -37,14 +40,14 @@ fn run() -> Res<()> {
                 torchlet::set_num_threads(n)?;
                 i += 1;
             }
-            w @ ("w1" | "w2" | "w3" | "gemm") => workload = Some(w.to_string()),
+            w @ ("w1" | "w2" | "w3" | "w5" | "gemm") => workload = Some(w.to_string()),
             "-h" | "--help" => {
-                println!("usage: bench <w1|w2|w3|gemm> [--threads N]");
+                println!("usage: bench <w1|w2|w3|w5|gemm> [--threads N]");
                 return Ok(());
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: bench <w1|w2|w3|gemm> [--threads N]"
+                    "unknown argument {other:?}; usage: bench <w1|w2|w3|w5|gemm> [--threads N]"
                 )
                 .into());
             }
@@ -55,8 +58,14 @@ fn run() -> Res<()> {
         Some("w1") => mnist_workload("w1", 128, None, 0.1, 64, 5),
         Some("w2") => mnist_workload("w2", 1024, Some(1024), 0.05, 512, 3),
         Some("w3") => w3(),
+        Some("w5") => {
+            let (tokens_per_s, steps_per_s, secs, last, params) = w5::run()?;
+            assert_eq!(params, 421_440, "W5 parameter count");
+            emit("w5", tokens_per_s, steps_per_s, None, secs, last);
+            Ok(())
+        }
         Some("gemm") => gemm(1024, 10),
-        _ => Err("name a workload: bench <w1|w2|w3|gemm> [--threads N]".into()),
+        _ => Err("name a workload: bench <w1|w2|w3|w5|gemm> [--threads N]".into()),
     }
 }
 

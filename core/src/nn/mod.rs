@@ -2,6 +2,7 @@
 //! parameters and buffers, layers, [`Sequential`] and `sequential!`, initialisation.
 
 mod activation;
+mod attention;
 mod batchnorm;
 mod conv2d;
 mod dropout;
@@ -20,8 +21,12 @@ mod pooling;
 mod sequential;
 mod size;
 mod state_dict;
+mod transformer;
 
 pub use activation::{GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
+pub use attention::{
+    MultiheadAttention, NonDynamicallyQuantizableLinear, generate_square_subsequent_mask,
+};
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
 pub use conv2d::Conv2d;
 pub use dropout::Dropout;
@@ -42,3 +47,6 @@ pub use sequential::{Layers, Sequential};
 pub use size::Size2;
 pub use state_dict::{IncompatibleKeys, StateDict};
 pub use torchlet_macros::{Module, sequential};
+pub use transformer::{
+    Activation, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
+};

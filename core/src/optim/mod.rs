@@ -5,6 +5,7 @@ mod adagrad;
 mod adam;
 mod adamw;
 mod clip_grad;
+mod lambda_lr;
 mod lr_scheduler;
 mod one_cycle_lr;
 mod optimizer;
@@ -16,6 +17,7 @@ pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig};
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip_grad::{clip_grad_norm_, clip_grad_value_};
+pub use lambda_lr::LambdaLr;
 pub use lr_scheduler::{
     CosineAnnealingLr, ExponentialLr, LinearLr, LrScheduler, MultiStepLr, StepLr,
 };
