@@ -41,10 +41,11 @@ fn functional(case: &Value, input: &Tensor, target: &Tensor, dtype: DType) -> Te
             input,
             target,
             weight.as_ref(),
+            -100,
             r,
             case["args"]["label_smoothing"].as_f64().unwrap_or(0.0),
         ),
-        "nll_loss" => F::nll_loss_with(input, target, weight.as_ref(), r),
+        "nll_loss" => F::nll_loss_with(input, target, weight.as_ref(), -100, r),
         "binary_cross_entropy_with_logits" => F::binary_cross_entropy_with_logits_with(
             input,
             target,

@@ -113,17 +113,37 @@ impl SmoothL1Loss {
 /// let value = loss.forward(&Tensor::zeros(&[2, 4]), &Tensor::from_vec(vec![1i64, 2], &[2]));
 /// assert!((value.item() - 4f64.ln()).abs() < 1e-6);
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CrossEntropyLoss {
     pub weight: Option<Tensor>,
+    pub ignore_index: i64,
     pub reduction: Reduction,
     pub label_smoothing: f64,
 }
 
+impl Default for CrossEntropyLoss {
+    fn default() -> CrossEntropyLoss {
+        CrossEntropyLoss {
+            weight: None,
+            ignore_index: F::DEFAULT_IGNORE_INDEX,
+            reduction: Reduction::Mean,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
 impl CrossEntropyLoss {
-    /// Unweighted, `reduction = Mean`, no label smoothing.
+    /// Unweighted, `ignore_index = -100`, `reduction = Mean`, no label smoothing.
     pub fn new() -> CrossEntropyLoss {
         CrossEntropyLoss::default()
+    }
+
+    /// Sets the target value whose positions are left out (class-index targets only).
+    pub fn ignore_index(self, ignore_index: i64) -> CrossEntropyLoss {
+        CrossEntropyLoss {
+            ignore_index,
+            ..self
+        }
     }
 
     /// Sets a per-class weight `[C]`.
@@ -147,7 +167,8 @@ impl CrossEntropyLoss {
         }
     }
 
-    /// The loss of logits `input [N, C]` against class indices `target [N]` (int64).
+    /// The loss of logits `input [N, C]` against class indices `target [N]` (int64) or
+    /// class probabilities of the input's shape.
     ///
     /// # Panics
     /// See [`F::cross_entropy_with`].
@@ -157,6 +178,7 @@ impl CrossEntropyLoss {
             input,
             target,
             self.weight.as_ref(),
+            self.ignore_index,
             self.reduction,
             self.label_smoothing,
         )
@@ -166,16 +188,35 @@ impl CrossEntropyLoss {
 /// Negative log-likelihood of class indices given log-probabilities (PyTorch's
 /// `nn.NLLLoss`); see [`F::nll_loss_with`].
 #[doc(alias = "NLLLoss")]
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NllLoss {
     pub weight: Option<Tensor>,
+    pub ignore_index: i64,
     pub reduction: Reduction,
 }
 
+impl Default for NllLoss {
+    fn default() -> NllLoss {
+        NllLoss {
+            weight: None,
+            ignore_index: F::DEFAULT_IGNORE_INDEX,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
 impl NllLoss {
-    /// Unweighted, `reduction = Mean`.
+    /// Unweighted, `ignore_index = -100`, `reduction = Mean`.
     pub fn new() -> NllLoss {
         NllLoss::default()
+    }
+
+    /// Sets the target value whose positions are left out.
+    pub fn ignore_index(self, ignore_index: i64) -> NllLoss {
+        NllLoss {
+            ignore_index,
+            ..self
+        }
     }
 
     /// Sets a per-class weight `[C]`.
@@ -197,7 +238,13 @@ impl NllLoss {
     /// See [`F::nll_loss_with`].
     #[track_caller]
     pub fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
-        F::nll_loss_with(input, target, self.weight.as_ref(), self.reduction)
+        F::nll_loss_with(
+            input,
+            target,
+            self.weight.as_ref(),
+            self.ignore_index,
+            self.reduction,
+        )
     }
 }
 
@@ -251,6 +298,147 @@ impl BceWithLogitsLoss {
     }
 }
 
+/// Quadratic near zero, linear beyond `delta` (PyTorch's `nn.HuberLoss`); see
+/// [`F::huber_loss_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct HuberLoss {
+    pub reduction: Reduction,
+    pub delta: f64,
+}
+
+impl Default for HuberLoss {
+    fn default() -> HuberLoss {
+        HuberLoss {
+            reduction: Reduction::Mean,
+            delta: 1.0,
+        }
+    }
+}
+
+impl HuberLoss {
+    /// With `reduction = Mean` and `delta = 1`.
+    pub fn new() -> HuberLoss {
+        HuberLoss::default()
+    }
+
+    /// Sets the reduction.
+    pub fn reduction(self, reduction: Reduction) -> HuberLoss {
+        HuberLoss { reduction, ..self }
+    }
+
+    /// Sets where the loss turns from quadratic to linear.
+    pub fn delta(self, delta: f64) -> HuberLoss {
+        HuberLoss { delta, ..self }
+    }
+
+    /// The loss of `input` against `target` (same shape).
+    ///
+    /// # Panics
+    /// If the shapes differ or `delta` is not positive.
+    #[track_caller]
+    pub fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        F::huber_loss_with(input, target, self.reduction, self.delta)
+    }
+}
+
+/// Kullback-Leibler divergence loss (PyTorch's `nn.KLDivLoss`); see [`F::kl_div_with`].
+#[doc(alias = "KLDivLoss")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KlDivLoss {
+    pub reduction: Reduction,
+    pub log_target: bool,
+}
+
+impl KlDivLoss {
+    /// With `reduction = Mean` (PyTorch's default; `BatchMean` gives the true KL
+    /// divergence per sample) and probabilities as the target.
+    pub fn new() -> KlDivLoss {
+        KlDivLoss::default()
+    }
+
+    /// Sets the reduction.
+    pub fn reduction(self, reduction: Reduction) -> KlDivLoss {
+        KlDivLoss { reduction, ..self }
+    }
+
+    /// Whether the target holds log-probabilities.
+    pub fn log_target(self, log_target: bool) -> KlDivLoss {
+        KlDivLoss { log_target, ..self }
+    }
+
+    /// The loss of log-probabilities `input` against `target` (same shape).
+    #[track_caller]
+    pub fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        F::kl_div_with(input, target, self.reduction, self.log_target)
+    }
+}
+
+/// Binary cross-entropy on probabilities (PyTorch's `nn.BCELoss`); see
+/// [`F::binary_cross_entropy_with`].
+#[doc(alias = "BCELoss")]
+#[derive(Clone, Debug, Default)]
+pub struct BceLoss {
+    pub weight: Option<Tensor>,
+    pub reduction: Reduction,
+}
+
+impl BceLoss {
+    /// Unweighted, `reduction = Mean`.
+    pub fn new() -> BceLoss {
+        BceLoss::default()
+    }
+
+    /// Sets a weight for every element (broadcast to the input).
+    pub fn weight(self, weight: Tensor) -> BceLoss {
+        BceLoss {
+            weight: Some(weight),
+            ..self
+        }
+    }
+
+    /// Sets the reduction.
+    pub fn reduction(self, reduction: Reduction) -> BceLoss {
+        BceLoss { reduction, ..self }
+    }
+
+    /// The loss of probabilities `input` against `target` (same shape).
+    #[track_caller]
+    pub fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        F::binary_cross_entropy_with(input, target, self.weight.as_ref(), self.reduction)
+    }
+}
+
+/// Cosine embedding loss (PyTorch's `nn.CosineEmbeddingLoss`); see
+/// [`F::cosine_embedding_loss`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CosineEmbeddingLoss {
+    pub margin: f64,
+    pub reduction: Reduction,
+}
+
+impl CosineEmbeddingLoss {
+    /// With `margin = 0` and `reduction = Mean`.
+    pub fn new() -> CosineEmbeddingLoss {
+        CosineEmbeddingLoss::default()
+    }
+
+    /// Sets the margin for dissimilar pairs.
+    pub fn margin(self, margin: f64) -> CosineEmbeddingLoss {
+        CosineEmbeddingLoss { margin, ..self }
+    }
+
+    /// Sets the reduction.
+    pub fn reduction(self, reduction: Reduction) -> CosineEmbeddingLoss {
+        CosineEmbeddingLoss { reduction, ..self }
+    }
+
+    /// The loss of the pairs `input1`, `input2 [N, D]` labelled by `target [N]` (±1).
+    #[track_caller]
+    pub fn forward(&self, input1: &Tensor, input2: &Tensor, target: &Tensor) -> Tensor {
+        F::cosine_embedding_loss(input1, input2, target, self.margin, self.reduction)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +448,7 @@ mod tests {
         let x = Tensor::from_vec(vec![0.2f64, -1.0, 0.7, 1.5], &[2, 2]);
         let target = Tensor::from_vec(vec![1i64, 0], &[2]);
         let module = CrossEntropyLoss::new().reduction(Reduction::Sum);
-        let direct = F::cross_entropy_with(&x, &target, None, Reduction::Sum, 0.0);
+        let direct = F::cross_entropy_with(&x, &target, None, -100, Reduction::Sum, 0.0);
         assert_eq!(module.forward(&x, &target).item(), direct.item());
         let logp = x.log_softmax(1);
         assert_eq!(

@@ -36,7 +36,10 @@ pub use forward::{Forward, Layer};
 pub use functional::Reduction;
 pub use layernorm::LayerNorm;
 pub use linear::Linear;
-pub use loss::{BceWithLogitsLoss, CrossEntropyLoss, L1Loss, MseLoss, NllLoss, SmoothL1Loss};
+pub use loss::{
+    BceLoss, BceWithLogitsLoss, CosineEmbeddingLoss, CrossEntropyLoss, HuberLoss, KlDivLoss,
+    L1Loss, MseLoss, NllLoss, SmoothL1Loss,
+};
 pub use module::{Member, MemberMut, Module, fmt_module};
 pub use parameter::{Buffer, Parameter};
 pub use pooling::{AvgPool2d, MaxPool2d};

@@ -9,9 +9,14 @@ pub(crate) mod gemm;
 pub(crate) mod kernel;
 mod linear;
 mod matmul;
+mod norm;
 mod pool;
 mod reduce;
+mod scan;
+mod select;
 mod softmax;
+mod sort;
+mod split;
 mod unary;
 mod view;
 

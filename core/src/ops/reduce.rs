@@ -1,4 +1,5 @@
-//! Reductions: sum, mean, max over all elements or along dimensions, and argmax.
+//! Reductions: sum, mean, max, var, std and logsumexp over all elements or along
+//! dimensions, and argmax. var, std and logsumexp are built from the others.
 
 use crate::autograd::graph::record;
 use crate::dtype::{DType, Float, Storage};
@@ -225,11 +226,132 @@ pub(crate) fn scatter_along(g: &Tensor, idx: &Tensor, d: usize, shape: &[usize])
 }
 
 impl Tensor {
+    /// The variance of all elements with Bessel's correction (PyTorch's `x.var()`).
+    #[track_caller]
+    pub fn var(&self) -> Tensor {
+        self.var_dims(&self.all_dims(), 1.0, false)
+    }
+
+    /// The variance along `dim`: the summed squared deviations from the mean divided by
+    /// `N - correction` (`correction = 1` is the unbiased estimate, PyTorch's default;
+    /// 0 the biased one). As in PyTorch, `N <= correction` gives inf or NaN.
+    #[track_caller]
+    pub fn var_dim(&self, dim: isize, correction: f64, keepdim: bool) -> Tensor {
+        self.var_dims(&[dim], correction, keepdim)
+    }
+
+    /// The variance over several dimensions at once (see [`var_dim`](Tensor::var_dim)).
+    #[track_caller]
+    pub fn var_dims(&self, dims: &[isize], correction: f64, keepdim: bool) -> Tensor {
+        let shape = self.shape();
+        let count: usize = normalize_dims("var", dims, shape.len())
+            .iter()
+            .map(|&d| shape[d])
+            .product();
+        let centred = self - &self.mean_dims(dims, true);
+        let dof = (count as f64 - correction).max(0.0);
+        (&centred * &centred)
+            .sum_dims(dims, keepdim)
+            .div_scalar(dof)
+    }
+
+    /// The standard deviation of all elements with Bessel's correction (PyTorch's
+    /// `x.std()`).
+    #[track_caller]
+    pub fn std(&self) -> Tensor {
+        self.var().sqrt()
+    }
+
+    /// The standard deviation along `dim`, `sqrt` of [`var_dim`](Tensor::var_dim).
+    #[track_caller]
+    pub fn std_dim(&self, dim: isize, correction: f64, keepdim: bool) -> Tensor {
+        self.var_dim(dim, correction, keepdim).sqrt()
+    }
+
+    /// The standard deviation over several dimensions at once.
+    #[track_caller]
+    pub fn std_dims(&self, dims: &[isize], correction: f64, keepdim: bool) -> Tensor {
+        self.var_dims(dims, correction, keepdim).sqrt()
+    }
+
+    /// `log Σ exp(x)` along `dim`, computed without overflow: the lane maximum `m` is taken
+    /// out first, `m + log Σ exp(x - m)` (`torch.logsumexp`). Its gradient is the softmax.
+    #[track_caller]
+    pub fn logsumexp(&self, dim: isize, keepdim: bool) -> Tensor {
+        self.logsumexp_dims(&[dim], keepdim)
+    }
+
+    /// [`logsumexp`](Tensor::logsumexp) over several dimensions at once.
+    #[track_caller]
+    pub fn logsumexp_dims(&self, dims: &[isize], keepdim: bool) -> Tensor {
+        let shape = self.shape();
+        let axes = normalize_dims("logsumexp", dims, shape.len());
+        if !self.dtype().is_float() {
+            int_error("logsumexp", self);
+        }
+        // The shift is a constant: the result does not depend on it, only its rounding does.
+        let max = crate::autograd::no_grad(|| {
+            let mut m = self.detach();
+            for &d in &axes {
+                m = m.max_dim(d as isize, true).0;
+            }
+            let finite = crate::dispatch_float!(m.storage(),
+                a => kernel::map(&a, |v| if v.is_finite() { v } else { num_traits::Zero::zero() }),
+                int => unreachable!("checked to be float"));
+            Tensor::from_storage(finite)
+        });
+        let dims: Vec<isize> = axes.iter().map(|&d| d as isize).collect();
+        let out = (self - &max).exp().sum_dims(&dims, true).log() + max;
+        out.reshape_usize(&reduced_shape(&shape, &axes, keepdim))
+    }
+
+    /// Every dimension index, for the "all elements" forms.
+    fn all_dims(&self) -> Vec<isize> {
+        (0..self.dim() as isize).collect()
+    }
+}
+
+impl Tensor {
     /// The dtype as a float type suitable for a mask of this tensor's comparisons.
     pub(crate) fn mask_dtype(&self) -> DType {
         match self.dtype() {
             DType::I64 => DType::F32,
             d => d,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::autograd::gradcheck;
+    use crate::tensor::Tensor;
+
+    fn x() -> Tensor {
+        let v = [
+            0.3, -1.2, 2.0, 0.7, 1.1, -0.4, 0.9, 1.3, -2.1, 0.05, 0.6, -0.8,
+        ];
+        Tensor::from_vec(v.to_vec(), &[2, 3, 2]).requires_grad_(true)
+    }
+
+    #[test]
+    fn var_divides_by_n_minus_correction() {
+        let t = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], &[4]);
+        // squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5
+        assert!((t.var().item() - 5.0 / 3.0).abs() < 1e-15);
+        assert!((t.var_dim(0, 0.0, false).item() - 5.0 / 4.0).abs() < 1e-15);
+        assert!((t.std_dims(&[0], 1.0, true).item() - (5.0f64 / 3.0).sqrt()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn var_and_std_backward_match_finite_differences() {
+        gradcheck(|v| v[0].var_dims(&[0, 2], 1.0, false), &[x()]).unwrap();
+        gradcheck(|v| v[0].std_dim(-1, 0.0, true), &[x()]).unwrap();
+    }
+
+    #[test]
+    fn logsumexp_is_stable_and_its_gradient_is_the_softmax() {
+        let big = Tensor::from_vec(vec![1000.0f64, 1000.0], &[2]);
+        assert!((big.logsumexp(0, false).item() - (1000.0 + 2f64.ln())).abs() < 1e-12);
+        gradcheck(|v| v[0].logsumexp_dims(&[0, 2], true), &[x()]).unwrap();
     }
 }

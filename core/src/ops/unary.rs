@@ -22,6 +22,13 @@ enum Unary {
     GeluTanh,
     Pow(f64),
     Clamp(Option<f64>, Option<f64>),
+    Sin,
+    Cos,
+    Rsqrt,
+    Silu,
+    Mish,
+    /// `beta`, `threshold`.
+    Softplus(f64, f64),
 }
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
@@ -42,6 +49,12 @@ impl Unary {
             Unary::Gelu | Unary::GeluTanh => "gelu",
             Unary::Pow(_) => "pow",
             Unary::Clamp(..) => "clamp",
+            Unary::Sin => "sin",
+            Unary::Cos => "cos",
+            Unary::Rsqrt => "rsqrt",
+            Unary::Silu => "silu",
+            Unary::Mish => "mish",
+            Unary::Softplus(..) => "softplus",
         }
     }
 
@@ -71,14 +84,7 @@ impl Unary {
                 }
             }
             // Written so that it does not overflow for large |x|.
-            Unary::Sigmoid => {
-                if x >= zero {
-                    one / (one + (-x).exp())
-                } else {
-                    let e = x.exp();
-                    e / (one + e)
-                }
-            }
+            Unary::Sigmoid => sigmoid(x),
             Unary::Tanh => x.tanh(),
             Unary::Gelu => half * x * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf()),
             Unary::GeluTanh => {
@@ -96,6 +102,12 @@ impl Unary {
                 }
                 v
             }
+            Unary::Sin => x.sin(),
+            Unary::Cos => x.cos(),
+            Unary::Rsqrt => one / x.sqrt(),
+            Unary::Silu => x * sigmoid(x),
+            Unary::Mish => x * softplus(x, one, T::lit(20.0)).tanh(),
+            Unary::Softplus(beta, threshold) => softplus(x, T::lit(beta), T::lit(threshold)),
         }
     }
 
@@ -151,6 +163,29 @@ impl Unary {
                 let above = hi.is_some_and(|hi| x > T::lit(hi));
                 if below || above { zero } else { one }
             }
+            Unary::Sin => x.cos(),
+            Unary::Cos => -x.sin(),
+            // d/dx x^(-1/2) = -1/2 x^(-3/2) = -1/2 y³
+            Unary::Rsqrt => -half * y * y * y,
+            // d/dx x σ(x) = σ(x) + x σ(x) (1 - σ(x))
+            Unary::Silu => {
+                let s = sigmoid(x);
+                s * (one + x * (one - s))
+            }
+            // d/dx x tanh(sp(x)) = tanh(sp(x)) + x (1 - tanh²(sp(x))) σ(x), as sp' = σ
+            Unary::Mish => {
+                let t = softplus(x, one, T::lit(20.0)).tanh();
+                t + x * (one - t * t) * sigmoid(x)
+            }
+            // d/dx log(1 + e^(βx)) / β = σ(βx); 1 on the linear branch
+            Unary::Softplus(beta, threshold) => {
+                let bx = x * T::lit(beta);
+                if bx > T::lit(threshold) {
+                    one
+                } else {
+                    sigmoid(bx)
+                }
+            }
         }
     }
 
@@ -158,8 +193,31 @@ impl Unary {
     fn uses_output(self) -> bool {
         matches!(
             self,
-            Unary::Exp | Unary::Sqrt | Unary::Sigmoid | Unary::Tanh
+            Unary::Exp | Unary::Sqrt | Unary::Sigmoid | Unary::Tanh | Unary::Rsqrt
         )
+    }
+}
+
+/// `1 / (1 + e^-x)`, written so that it does not overflow for large |x|.
+#[inline(always)]
+fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::zero() {
+        T::one() / (T::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// `log(1 + e^(βx)) / β`, or `x` itself where `βx > threshold` (PyTorch's switch to the
+/// linear branch, which also keeps `e^(βx)` from overflowing).
+#[inline(always)]
+fn softplus<T: Float>(x: T, beta: T, threshold: T) -> T {
+    let bx = x * beta;
+    if bx > threshold {
+        x
+    } else {
+        bx.exp().ln_1p() / beta
     }
 }
 
@@ -322,5 +380,88 @@ impl Tensor {
     #[track_caller]
     pub fn clamp(&self, min: Option<f64>, max: Option<f64>) -> Tensor {
         unary(Unary::Clamp(min, max), self)
+    }
+
+    /// The sine, element-wise.
+    #[track_caller]
+    pub fn sin(&self) -> Tensor {
+        unary(Unary::Sin, self)
+    }
+
+    /// The cosine, element-wise.
+    #[track_caller]
+    pub fn cos(&self) -> Tensor {
+        unary(Unary::Cos, self)
+    }
+
+    /// `1 / sqrt(self)`, element-wise.
+    #[track_caller]
+    pub fn rsqrt(&self) -> Tensor {
+        unary(Unary::Rsqrt, self)
+    }
+
+    /// SiLU (swish), `x · sigmoid(x)`, element-wise.
+    #[track_caller]
+    pub fn silu(&self) -> Tensor {
+        unary(Unary::Silu, self)
+    }
+
+    /// Mish, `x · tanh(softplus(x))`, element-wise (softplus with PyTorch's `beta = 1`,
+    /// `threshold = 20`).
+    #[track_caller]
+    pub fn mish(&self) -> Tensor {
+        unary(Unary::Mish, self)
+    }
+
+    /// `log(1 + e^(beta·x)) / beta`, element-wise, and `x` itself where
+    /// `beta·x > threshold` (PyTorch's `softplus(x, beta, threshold)`; its defaults are
+    /// `beta = 1`, `threshold = 20`).
+    ///
+    /// # Panics
+    /// If `beta` is zero.
+    #[track_caller]
+    pub fn softplus(&self, beta: f64, threshold: f64) -> Tensor {
+        if beta == 0.0 {
+            panic!("softplus: beta must be non-zero, got {beta}");
+        }
+        unary(Unary::Softplus(beta, threshold), self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::autograd::gradcheck;
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn new_unary_backwards_match_finite_differences() {
+        let x = Tensor::from_vec(vec![0.3f64, -1.2, 2.0, 0.7, -0.4, 1.6], &[2, 3]);
+        let pos = Tensor::from_vec(vec![0.3f64, 1.2, 2.0, 0.7, 0.4, 1.6], &[2, 3]);
+        type Op = fn(&Tensor) -> Tensor;
+        let ops: [(&str, Op); 7] = [
+            ("sin", |t| t.sin()),
+            ("cos", |t| t.cos()),
+            ("silu", |t| t.silu()),
+            ("mish", |t| t.mish()),
+            ("softplus", |t| t.softplus(1.0, 20.0)),
+            // beta 2, threshold 1: 2.0 and 1.6 take the linear branch.
+            ("softplus_linear", |t| t.softplus(2.0, 1.0)),
+            ("rsqrt", |t| t.rsqrt()),
+        ];
+        for (name, op) in ops {
+            let input = if name == "rsqrt" { &pos } else { &x };
+            let input = input.detach().requires_grad_(true);
+            // x is used twice so that accumulation is exercised.
+            gradcheck(|v| &op(&v[0]) * &v[0], &[input]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn softplus_switches_to_identity_above_threshold() {
+        let x = Tensor::from_vec(vec![30.0f64, 0.0], &[2]);
+        let y = x.softplus(1.0, 20.0).to_vec::<f64>();
+        // 30 > 20: x itself; softplus(0) = ln 2
+        assert_eq!(y[0], 30.0);
+        assert!((y[1] - 2f64.ln()).abs() < 1e-15);
     }
 }

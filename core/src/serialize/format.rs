@@ -9,7 +9,7 @@
 //!
 //! The safetensors library (which PyTorch's `safetensors.torch` calls) writes the tensors
 //! ordered by dtype, the reverse of the order it declares them in (by increasing alignment:
-//! F32, F64, I64 among ours), then by name; back to back from offset 0; with compact JSON
+//! F16, BF16, F32, F64, I64 among ours), then by name; back to back from offset 0; with compact JSON
 //! padded with spaces to a multiple of 8 bytes. It reads a file only when the tensors, in
 //! offset order, cover the data exactly and back to back. torchlet writes and checks the same,
 //! so a file one side reads the other reads too, and saving the PyTorch-written files in
@@ -23,26 +23,52 @@ use std::fmt::Display;
 /// One tensor of a file: its bytes as NOTE [ safetensors layout ] lays them out.
 pub(super) struct Entry<'a> {
     pub(super) name: String,
-    pub(super) dtype: DType,
+    pub(super) dtype: FileDtype,
     pub(super) shape: Vec<usize>,
     pub(super) data: Cow<'a, [u8]>,
 }
 
-/// The file's name for a dtype.
-fn dtype_name(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F32 => "F32",
-        DType::F64 => "F64",
-        DType::I64 => "I64",
+/// The element types torchlet reads and writes in a file: the tensor dtypes, and the 16-bit
+/// floats (NOTE [ Half precision in files ] in `half.rs`). Declared in the safetensors
+/// library's order, which decides the order of the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum FileDtype {
+    F16,
+    BF16,
+    F32,
+    F64,
+    I64,
+}
+
+impl FileDtype {
+    /// The file's name for the dtype.
+    fn name(self) -> &'static str {
+        match self {
+            FileDtype::F16 => "F16",
+            FileDtype::BF16 => "BF16",
+            FileDtype::F32 => "F32",
+            FileDtype::F64 => "F64",
+            FileDtype::I64 => "I64",
+        }
+    }
+
+    /// Bytes per element.
+    fn size(self) -> usize {
+        match self {
+            FileDtype::F16 | FileDtype::BF16 => 2,
+            FileDtype::F32 => 4,
+            FileDtype::F64 | FileDtype::I64 => 8,
+        }
     }
 }
 
-/// Where the safetensors library declares the dtype; it writes the larger ranks first.
-fn writer_rank(dtype: DType) -> u8 {
-    match dtype {
-        DType::F32 => 0,
-        DType::F64 => 1,
-        DType::I64 => 2,
+impl From<DType> for FileDtype {
+    fn from(dtype: DType) -> FileDtype {
+        match dtype {
+            DType::F32 => FileDtype::F32,
+            DType::F64 => FileDtype::F64,
+            DType::I64 => FileDtype::I64,
+        }
     }
 }
 
@@ -50,7 +76,8 @@ fn writer_rank(dtype: DType) -> u8 {
 /// (NOTE [ safetensors layout ]). Names must be unique.
 pub(super) fn serialize(mut entries: Vec<Entry<'_>>) -> Vec<u8> {
     entries.sort_by(|a, b| {
-        let by_dtype = writer_rank(b.dtype).cmp(&writer_rank(a.dtype));
+        // The safetensors library writes the dtypes it declares last first.
+        let by_dtype = b.dtype.cmp(&a.dtype);
         by_dtype.then_with(|| a.name.cmp(&b.name))
     });
     let mut header = String::from("{");
@@ -64,7 +91,7 @@ pub(super) fn serialize(mut entries: Vec<Entry<'_>>) -> Vec<u8> {
         let end = offset + entry.data.len();
         header.push_str(&format!(
             r#":{{"dtype":"{}","shape":[{}],"data_offsets":[{offset},{end}]}}"#,
-            dtype_name(entry.dtype),
+            entry.dtype.name(),
             shape.join(","),
         ));
         offset = end;
@@ -87,7 +114,7 @@ pub(super) fn serialize(mut entries: Vec<Entry<'_>>) -> Vec<u8> {
 ///
 /// # Errors
 /// A message, without the file's name, for a file that is cut short, is not laid out as NOTE
-/// [ safetensors layout ] says, or holds a dtype other than F32, F64 and I64.
+/// [ safetensors layout ] says, or holds a dtype other than F16, BF16, F32, F64 and I64.
 pub(super) fn deserialize(bytes: &[u8]) -> Result<Vec<Entry<'_>>, String> {
     let (header, data) = split(bytes)?;
     let mut tensors = parse_header(header)?;
@@ -112,7 +139,7 @@ pub(super) fn deserialize(bytes: &[u8]) -> Result<Vec<Entry<'_>>, String> {
 /// A tensor as the header describes it, its size already checked against its shape.
 struct Header {
     name: String,
-    dtype: DType,
+    dtype: FileDtype,
     shape: Vec<usize>,
     begin: usize,
     end: usize,
@@ -200,12 +227,14 @@ fn tensor_header(name: String, info: &Value) -> Result<Header, String> {
         ))
     })?;
     let dtype = match dtype {
-        "F32" => DType::F32,
-        "F64" => DType::F64,
-        "I64" => DType::I64,
+        "F16" => FileDtype::F16,
+        "BF16" => FileDtype::BF16,
+        "F32" => FileDtype::F32,
+        "F64" => FileDtype::F64,
+        "I64" => FileDtype::I64,
         other => {
             return Err(format!(
-                "tensor `{name}` has dtype {other}; torchlet reads F32, F64 and I64, so convert it (e.g. `.float()`) before saving"
+                "tensor `{name}` has dtype {other}; torchlet reads F16, BF16, F32, F64 and I64, so convert it (e.g. `.float()`) before saving"
             ));
         }
     };
@@ -230,7 +259,7 @@ fn tensor_header(name: String, info: &Value) -> Result<Header, String> {
     if end - begin != size {
         return Err(invalid(format!(
             "tensor `{name}` of shape {shape:?} and dtype {} needs {size} bytes, but its data_offsets [{begin}, {end}] hold {}",
-            dtype_name(dtype),
+            dtype.name(),
             end - begin
         )));
     }
@@ -295,7 +324,7 @@ mod tests {
     fn entry(name: &str, dtype: DType, shape: &[usize], data: Vec<u8>) -> Entry<'static> {
         Entry {
             name: name.to_string(),
-            dtype,
+            dtype: dtype.into(),
             shape: shape.to_vec(),
             data: Cow::Owned(data),
         }
@@ -429,7 +458,7 @@ mod tests {
         let back = deserialize(&bytes).unwrap();
         let names: Vec<&str> = back.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        assert_eq!(back[0].dtype, DType::F64);
+        assert_eq!(back[0].dtype, FileDtype::F64);
     }
 
     #[test]
@@ -476,10 +505,10 @@ mod tests {
             ),
             (
                 file(
-                    &t(r#"{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}"#),
-                    4,
+                    &t(r#"{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}"#),
+                    2,
                 ),
-                "tensor `t` has dtype BF16; torchlet reads F32, F64 and I64",
+                "tensor `t` has dtype F8_E4M3; torchlet reads F16, BF16, F32, F64 and I64",
             ),
             (
                 file(
@@ -666,10 +695,16 @@ mod tests {
             let mut offset = 0;
             let mut tensors = Vec::new();
             for i in 0..3 {
-                let dtype = [DType::F32, DType::F64, DType::I64][rng.below(3)];
+                let dtype = [
+                    FileDtype::F16,
+                    FileDtype::BF16,
+                    FileDtype::F32,
+                    FileDtype::F64,
+                    FileDtype::I64,
+                ][rng.below(5)];
                 let shape: Vec<u64> = (0..i).map(|_| rng.below(3) as u64).collect();
                 let size = shape.iter().product::<u64>() * dtype.size() as u64;
-                tensors.push((dtype_name(dtype), shape.len(), values.len()));
+                tensors.push((dtype.name(), shape.len(), values.len()));
                 values.extend(&shape);
                 values.extend([offset, offset + size]);
                 offset += size;
@@ -688,7 +723,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, &(dtype, rank, at))| {
-                    let dtype = if rng.below(50) == 0 { "BF16" } else { dtype };
+                    let dtype = if rng.below(50) == 0 { "U8" } else { dtype };
                     let shape: Vec<String> =
                         values[at..at + rank].iter().map(u64::to_string).collect();
                     let (begin, end) = (values[at + rank], values[at + rank + 1]);

@@ -12,55 +12,70 @@
 //! whole rather than a truncated one.
 
 mod format;
+mod half;
 mod json;
+
+pub use half::Precision;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::nn::{IncompatibleKeys, Module, StateDict};
 use crate::tensor::Tensor;
-use format::Entry;
+use format::{Entry, FileDtype};
 use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// One tensor's little-endian, row-major bytes.
-fn to_entry(name: &str, t: &Tensor) -> Entry<'static> {
-    let data: Vec<u8> = match t.dtype() {
-        DType::F32 => t
-            .to_vec::<f32>()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DType::F64 => t
-            .to_vec::<f64>()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DType::I64 => t
-            .to_vec::<i64>()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
+/// One tensor's little-endian, row-major bytes; floating-point tensors in `precision` when
+/// one is given (NOTE [ Half precision in files ] in `half.rs`).
+fn to_entry(name: &str, t: &Tensor, precision: Option<Precision>) -> Entry<'static> {
+    let dtype = match (t.dtype(), precision) {
+        (DType::I64, _) | (_, None) => FileDtype::from(t.dtype()),
+        (_, Some(Precision::F16)) => FileDtype::F16,
+        (_, Some(Precision::BF16)) => FileDtype::BF16,
+        (_, Some(Precision::F32)) => FileDtype::F32,
+        (_, Some(Precision::F64)) => FileDtype::F64,
+    };
+    let data: Vec<u8> = match dtype {
+        FileDtype::F16 => encode(t.to_vec::<f32>(), |v| half::f32_to_f16(v).to_le_bytes()),
+        FileDtype::BF16 => encode(t.to_vec::<f32>(), |v| half::f32_to_bf16(v).to_le_bytes()),
+        FileDtype::F32 => encode(t.to_vec::<f32>(), f32::to_le_bytes),
+        FileDtype::F64 => encode(t.to_vec::<f64>(), f64::to_le_bytes),
+        FileDtype::I64 => encode(t.to_vec::<i64>(), i64::to_le_bytes),
     };
     Entry {
         name: name.to_string(),
-        dtype: t.dtype(),
+        dtype,
         shape: t.shape(),
         data: Cow::Owned(data),
     }
 }
 
+fn encode<T, const N: usize>(values: Vec<T>, to: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    values.into_iter().flat_map(to).collect()
+}
+
 /// The tensor of an entry that [`format::deserialize`] checked: its bytes fill its shape.
+/// 16-bit floats are widened to f32 (NOTE [ Half precision in files ]).
 fn to_tensor(entry: &Entry) -> Tensor {
     let shape = &entry.shape;
+    let data = &entry.data;
     match entry.dtype {
-        DType::F32 => Tensor::from_vec(decode(&entry.data, f32::from_le_bytes), shape),
-        DType::F64 => Tensor::from_vec(decode(&entry.data, f64::from_le_bytes), shape),
-        DType::I64 => Tensor::from_vec(decode(&entry.data, i64::from_le_bytes), shape),
+        FileDtype::F16 => Tensor::from_vec(
+            decode(data, |b| half::f16_to_f32(u16::from_le_bytes(b))),
+            shape,
+        ),
+        FileDtype::BF16 => Tensor::from_vec(
+            decode(data, |b| half::bf16_to_f32(u16::from_le_bytes(b))),
+            shape,
+        ),
+        FileDtype::F32 => Tensor::from_vec(decode(data, f32::from_le_bytes), shape),
+        FileDtype::F64 => Tensor::from_vec(decode(data, f64::from_le_bytes), shape),
+        FileDtype::I64 => Tensor::from_vec(decode(data, i64::from_le_bytes), shape),
     }
 }
 
-fn decode<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+fn decode<T, const N: usize>(data: &[u8], from: impl Fn([u8; N]) -> T) -> Vec<T> {
     data.chunks_exact(N)
         .map(|c| {
             let mut b = [0u8; N];
@@ -84,7 +99,42 @@ fn format_error(path: &Path, message: impl Into<String>) -> Error {
 /// [`Error::Io`] naming the file when it cannot be written; the previous file at `path`, if
 /// any, is then left as it was (NOTE [ Checkpoint writes ]).
 pub fn save_file(state_dict: &StateDict, path: impl AsRef<Path>) -> Result<()> {
-    let entries = state_dict.iter().map(|(k, t)| to_entry(k, t)).collect();
+    let entries = state_dict
+        .iter()
+        .map(|(k, t)| to_entry(k, t, None))
+        .collect();
+    write_atomically(path.as_ref(), &format::serialize(entries))
+}
+
+/// [`save_file`] with every floating-point tensor written in `precision` (rounded to
+/// nearest, ties to even; integer tensors as they are): `Precision::BF16` or `F16` halve an
+/// f32 checkpoint, which [`load_file`] and PyTorch's `safetensors.torch.load_file` read
+/// back (torchlet widens them to f32). See NOTE [ Half precision in files ].
+///
+/// # Errors
+/// As [`save_file`].
+///
+/// ```
+/// use torchlet_core::{Tensor, nn::StateDict, serialize::{self, Precision}};
+/// let mut sd = StateDict::new();
+/// sd.insert("weight", Tensor::from_vec(vec![1.0f32, 0.1], &[2]));
+/// let path = serialize::temp_path("doc-bf16.safetensors");
+/// serialize::save_file_as(&sd, &path, Precision::BF16)?;
+/// let back = serialize::load_file(&path)?;
+/// // 0.1 has no exact bfloat16: the nearest one is 0.10009765625.
+/// assert_eq!(back.get("weight").unwrap().to_vec::<f32>(), [1.0, 0.10009765625]);
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), torchlet_core::Error>(())
+/// ```
+pub fn save_file_as(
+    state_dict: &StateDict,
+    path: impl AsRef<Path>,
+    precision: Precision,
+) -> Result<()> {
+    let entries = state_dict
+        .iter()
+        .map(|(k, t)| to_entry(k, t, Some(precision)))
+        .collect();
     write_atomically(path.as_ref(), &format::serialize(entries))
 }
 
@@ -116,7 +166,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the file (and the
 /// key, where one is at fault) when it is truncated or corrupt, or holds a dtype other than
-/// F32, F64 and I64.
+/// F16, BF16 (both read as f32), F32, F64 and I64.
 pub fn load_file(path: impl AsRef<Path>) -> Result<StateDict> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -179,6 +229,19 @@ pub fn load_into<M: Module + ?Sized>(
 /// As [`save_file`].
 pub fn save<M: Module + ?Sized>(model: &M, path: impl AsRef<Path>) -> Result<()> {
     save_file(&model.state_dict(), path)
+}
+
+/// Writes `model`'s state dict with its floating-point tensors in `precision` (shorthand for
+/// `save_file_as(&model.state_dict(), path, precision)`); [`load_into`] reads it back.
+///
+/// # Errors
+/// As [`save_file`].
+pub fn save_as<M: Module + ?Sized>(
+    model: &M,
+    path: impl AsRef<Path>,
+    precision: Precision,
+) -> Result<()> {
+    save_file_as(&model.state_dict(), path, precision)
 }
 
 /// A fresh path under the system's temporary directory, for tests and examples.
@@ -257,8 +320,8 @@ mod tests {
                 "tensor `w` has shape [65536, 65536, 65536, 65536], more elements than memory can address",
             ),
             (
-                tensor(r#"{"dtype":"F16","shape":[4],"data_offsets":[0,8]}"#),
-                "tensor `w` has dtype F16; torchlet reads F32, F64 and I64",
+                tensor(r#"{"dtype":"I32","shape":[2],"data_offsets":[0,8]}"#),
+                "tensor `w` has dtype I32; torchlet reads F16, BF16, F32, F64 and I64",
             ),
         ];
         let path = temp_path("corrupt.safetensors");
@@ -312,5 +375,39 @@ mod tests {
             "{err}"
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn half_precision_checkpoints_load_into_models_and_keep_integers() {
+        let bn = BatchNorm2d::new(3);
+        let weight = bn.weight.as_ref().unwrap();
+        crate::autograd::no_grad(|| {
+            weight.copy_(&Tensor::from_vec(vec![0.1f32, 1.0, 65504.0], &[3]));
+        });
+        let counter = bn.num_batches_tracked.as_ref().unwrap();
+        counter.copy_(&Tensor::from_vec(vec![123_456_789i64], &[]));
+        for precision in [Precision::BF16, Precision::F16, Precision::F64] {
+            let path = temp_path("half-model.safetensors");
+            save_as(&bn, &path, precision).unwrap();
+            let raw = load_file(&path).unwrap();
+            let counter = raw.get("num_batches_tracked").unwrap();
+            assert_eq!(
+                (counter.dtype(), counter.to_vec::<i64>()),
+                (DType::I64, vec![123_456_789])
+            );
+            let mut back = BatchNorm2d::new(3);
+            load_into(&mut back, &path, true).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let w = back.weight.as_ref().unwrap().to_vec::<f32>();
+            match precision {
+                // The nearest bfloat16 to 0.1 is 205/2048 = 0.10009765625; 65504 needs 11 bits.
+                Precision::BF16 => assert_eq!(w, [205.0 / 2048.0, 1.0, 65536.0]),
+                // float16: 819/8192 = 0.0999755859375, and 65504 is its largest finite value.
+                Precision::F16 => assert_eq!(w, [819.0 / 8192.0, 1.0, 65504.0]),
+                _ => assert_eq!(w, [0.1, 1.0, 65504.0]),
+            }
+            let counter = back.num_batches_tracked.as_ref().unwrap();
+            assert_eq!(counter.to_vec::<i64>(), [123_456_789]);
+        }
     }
 }
