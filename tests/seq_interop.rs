@@ -130,3 +130,15 @@ fn pytorch_gpt_loads_and_reproduces_its_logits() {
     let tol = (10.0 * m["f64_max_abs_diff"].as_f64().unwrap()).max(1e-5);
     check("gpt", TinyGPT::from_config(&m["config"]), tol);
 }
+
+/// The same weights rounded to bfloat16 / float16 by PyTorch load into the float32 model
+/// (widened on load) and land within the manifest's `suggested_tolerance` of the float32
+/// logits, as PyTorch itself does (`expected_max_abs_diff`).
+#[test]
+fn pytorch_gpt_in_bf16_and_f16_loads_and_reproduces_its_logits() {
+    for name in ["gpt_bf16", "gpt_f16"] {
+        let m = manifest(name);
+        let tol = m["suggested_tolerance"].as_f64().unwrap();
+        check(name, TinyGPT::from_config(&m["config"]), tol);
+    }
+}
