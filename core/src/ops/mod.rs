@@ -4,6 +4,7 @@
 pub(crate) mod binary;
 mod compare;
 pub(crate) mod conv;
+mod conv_general;
 mod gather;
 pub(crate) mod gemm;
 pub(crate) mod kernel;
