@@ -3,7 +3,9 @@
 
 mod activation;
 mod batchnorm;
+mod conv1d;
 mod conv2d;
+mod conv_transpose;
 mod dropout;
 mod embedding;
 mod flatten;
@@ -23,6 +25,8 @@ mod state_dict;
 
 pub use activation::{GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
+pub use conv_transpose::ConvTranspose2d;
+pub use conv1d::Conv1d;
 pub use conv2d::Conv2d;
 pub use dropout::Dropout;
 pub use embedding::Embedding;

@@ -29,3 +29,17 @@ impl Size2 for [usize; 2] {
 pub(crate) fn py_pair(p: [usize; 2]) -> String {
     format!("({}, {})", p[0], p[1])
 }
+
+/// A tuple of any length as Python prints it: `(3,)`, `(3, 3)`.
+pub(crate) fn py_tuple(v: &[usize]) -> String {
+    match v {
+        [one] => format!("({one},)"),
+        _ => format!(
+            "({})",
+            v.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}

@@ -1,6 +1,7 @@
 //! Tensor ops, forward and backward side by side. Each file adds methods to
 //! [`Tensor`](crate::tensor::Tensor).
 
+mod adaptive_pool;
 pub(crate) mod binary;
 mod compare;
 pub(crate) mod conv;
