@@ -2,6 +2,7 @@
 //! parameters and buffers, layers, [`Sequential`] and `sequential!`, initialisation.
 
 mod activation;
+mod adaptive_pool;
 mod batchnorm;
 mod conv1d;
 mod conv2d;
@@ -11,7 +12,9 @@ mod embedding;
 mod flatten;
 mod forward;
 pub mod functional;
+mod groupnorm;
 pub mod init;
+mod instancenorm;
 mod layernorm;
 mod linear;
 mod list;
@@ -24,6 +27,7 @@ mod size;
 mod state_dict;
 
 pub use activation::{GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
+pub use adaptive_pool::AdaptiveAvgPool2d;
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
 pub use conv_transpose::ConvTranspose2d;
 pub use conv1d::Conv1d;
@@ -33,6 +37,8 @@ pub use embedding::Embedding;
 pub use flatten::{Flatten, Identity};
 pub use forward::{Forward, Layer};
 pub use functional::Reduction;
+pub use groupnorm::GroupNorm;
+pub use instancenorm::InstanceNorm2d;
 pub use layernorm::LayerNorm;
 pub use linear::Linear;
 pub use loss::{BceWithLogitsLoss, CrossEntropyLoss, L1Loss, MseLoss, NllLoss, SmoothL1Loss};
