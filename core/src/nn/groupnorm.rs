@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn each_group_has_zero_mean_and_unit_variance() {
-        let x = Tensor::from_vec((0..8).map(|v| (v * v) as f64).collect(), &[1, 4, 2]);
+        let x = Tensor::from_vec((0..8).map(|v| (v * v) as f32).collect(), &[1, 4, 2]);
         let y = GroupNorm::new(2, 4)
             .with_eps(0.0)
             .forward(&x)
