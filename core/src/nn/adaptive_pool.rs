@@ -3,7 +3,7 @@
 
 use crate::nn::Module;
 use crate::nn::forward::Forward;
-use crate::nn::size::{Size2, py_pair};
+use crate::nn::size::Size2;
 use crate::tensor::Tensor;
 
 /// Average pooling whose windows are chosen so that the output is `output_size` whatever
@@ -20,19 +20,24 @@ use crate::tensor::Tensor;
 /// let pool = AdaptiveAvgPool2d::new((3, 2));
 /// assert_eq!(pool.forward(&Tensor::zeros(&[2, 4, 7, 5])).shape(), [2, 4, 3, 2]);
 /// assert_eq!(pool.to_string(), "AdaptiveAvgPool2d(output_size=(3, 2))");
+/// assert_eq!(AdaptiveAvgPool2d::new(1).to_string(), "AdaptiveAvgPool2d(output_size=1)");
 /// ```
 #[derive(Module)]
 #[module(extra_repr = "AdaptiveAvgPool2d::describe")]
 pub struct AdaptiveAvgPool2d {
     #[module(skip)]
     output_size: [usize; 2],
+    /// `output_size` as the user wrote it (PyTorch prints `1` and `(1, 1)` differently).
+    #[module(skip)]
+    written: String,
 }
 
 impl AdaptiveAvgPool2d {
     /// Pooling to `output_size` (`1` or `(3, 2)`).
-    pub fn new(output_size: impl Size2) -> AdaptiveAvgPool2d {
+    pub fn new(output_size: impl Size2 + Copy) -> AdaptiveAvgPool2d {
         AdaptiveAvgPool2d {
             output_size: output_size.pair(),
+            written: output_size.py_repr(),
         }
     }
 
@@ -42,12 +47,7 @@ impl AdaptiveAvgPool2d {
     }
 
     fn describe(&self) -> String {
-        let [h, w] = self.output_size;
-        if h == w {
-            format!("output_size={h}")
-        } else {
-            format!("output_size={}", py_pair(self.output_size))
-        }
+        format!("output_size={}", self.written)
     }
 }
 

@@ -115,14 +115,13 @@ impl GroupNorm {
     }
 
     fn describe(&self) -> String {
-        let affine = self.weight.is_some();
         format!(
             "{}, {}, eps={}, affine={}, bias={}",
             self.num_groups,
             self.num_channels,
             py_float(self.eps),
-            py_bool(affine),
-            py_bool(!affine || self.bias.is_some())
+            py_bool(self.weight.is_some()),
+            py_bool(self.bias.is_some())
         )
     }
 }
@@ -183,7 +182,7 @@ mod tests {
         let gn = GroupNorm::new(3, 6).with_eps(1e-3).with_affine(false);
         assert_eq!(
             gn.to_string(),
-            "GroupNorm(3, 6, eps=0.001, affine=False, bias=True)"
+            "GroupNorm(3, 6, eps=0.001, affine=False, bias=False)"
         );
         assert!(gn.state_dict().is_empty());
     }

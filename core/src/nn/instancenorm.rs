@@ -28,7 +28,7 @@ use crate::tensor::Tensor;
 /// assert_eq!(norm.forward(&Tensor::randn(&[2, 3, 4, 4])).shape(), [2, 3, 4, 4]);
 /// assert_eq!(
 ///     norm.to_string(),
-///     "InstanceNorm2d(3, eps=1e-05, momentum=0.1, affine=False, bias=True, track_running_stats=False)"
+///     "InstanceNorm2d(3, eps=1e-05, momentum=0.1, affine=False, bias=False, track_running_stats=False)"
 /// );
 /// ```
 #[derive(Module)]
@@ -88,6 +88,16 @@ impl InstanceNorm2d {
         self
     }
 
+    /// Whether an affine module learns `bias` too (PyTorch's `bias`).
+    pub fn with_bias(mut self, bias: bool) -> InstanceNorm2d {
+        if !bias {
+            self.bias = None;
+        } else if self.weight.is_some() && self.bias.is_none() {
+            self.bias = Some(Parameter::new(Tensor::zeros(&[self.num_features])));
+        }
+        self
+    }
+
     /// Whether to keep `running_mean` (0), `running_var` (1) and `num_batches_tracked` (0)
     /// and normalise with them in evaluation.
     pub fn with_track_running_stats(mut self, track: bool) -> InstanceNorm2d {
@@ -127,13 +137,12 @@ impl InstanceNorm2d {
 
     fn describe(&self) -> String {
         let momentum = self.momentum.map_or_else(|| "None".to_string(), py_float);
-        let affine = self.weight.is_some();
         format!(
             "{}, eps={}, momentum={momentum}, affine={}, bias={}, track_running_stats={}",
             self.num_features,
             py_float(self.eps),
-            py_bool(affine),
-            py_bool(!affine || self.bias.is_some()),
+            py_bool(self.weight.is_some()),
+            py_bool(self.bias.is_some()),
             py_bool(self.running_mean.is_some())
         )
     }

@@ -22,6 +22,7 @@ mod loss;
 mod module;
 mod parameter;
 mod pooling;
+mod rnn;
 mod sequential;
 mod size;
 mod state_dict;
@@ -45,6 +46,7 @@ pub use loss::{BceWithLogitsLoss, CrossEntropyLoss, L1Loss, MseLoss, NllLoss, Sm
 pub use module::{Member, MemberMut, Module, fmt_module};
 pub use parameter::{Buffer, Parameter};
 pub use pooling::{AvgPool2d, MaxPool2d};
+pub use rnn::{GRU, LSTM, RNN};
 pub use sequential::{Layers, Sequential};
 pub use size::Size2;
 pub use state_dict::{IncompatibleKeys, StateDict};

@@ -5,11 +5,23 @@
 pub trait Size2 {
     /// `[height, width]`.
     fn pair(self) -> [usize; 2];
+
+    /// The argument as Python prints it: `3` for one number, `(3, 2)` for a pair.
+    fn py_repr(self) -> String
+    where
+        Self: Sized,
+    {
+        py_pair(self.pair())
+    }
 }
 
 impl Size2 for usize {
     fn pair(self) -> [usize; 2] {
         [self, self]
+    }
+
+    fn py_repr(self) -> String {
+        self.to_string()
     }
 }
 
