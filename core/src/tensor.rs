@@ -225,6 +225,11 @@ impl Tensor {
         self.inner.version.clone()
     }
 
+    /// Whether both handles are the same tensor (Python's `a is b`).
+    pub fn ptr_eq(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// How many times this tensor (or a view of its data) was modified in place.
     pub fn version(&self) -> u64 {
         self.inner.version.load(Ordering::Relaxed)

@@ -12,6 +12,8 @@
 use crate::dtype::DType;
 use crate::tensor::Tensor;
 
+pub use crate::nn::attention::scaled_dot_product_attention;
+
 /// How a loss combines the per-element losses (PyTorch's `reduction` argument).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Reduction {

@@ -8,7 +8,9 @@ use crate::nn::parameter::Parameter;
 use crate::tensor::Tensor;
 
 /// Normalises over the trailing `normalized_shape` dimensions with the biased variance,
-/// then scales by `weight` and shifts by `bias` (PyTorch's `nn.LayerNorm`).
+/// then scales by `weight` and shifts by `bias` (PyTorch's `nn.LayerNorm`;
+/// `with_bias(false)` is PyTorch 2.1's `bias=False`, and the printed form names `bias=`
+/// as PyTorch 2.1+ does).
 ///
 /// # Shapes
 /// `[…, *normalized_shape] → the same`.
@@ -44,6 +46,24 @@ impl LayerNorm {
         self
     }
 
+    /// Whether to learn a `bias` (PyTorch's `bias`, default true); `false` keeps `weight`.
+    pub fn with_bias(mut self, bias: bool) -> LayerNorm {
+        if !bias {
+            self.bias = None;
+        }
+        self
+    }
+
+    /// The value added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// The trailing dimensions normalised over.
+    pub fn normalized_shape(&self) -> &[usize] {
+        &self.normalized_shape
+    }
+
     /// Whether to learn `weight` and `bias` (PyTorch's `elementwise_affine`).
     pub fn with_elementwise_affine(mut self, affine: bool) -> LayerNorm {
         if !affine {
@@ -64,9 +84,10 @@ impl LayerNorm {
             _ => format!("({})", dims.join(", ")),
         };
         format!(
-            "{shape}, eps={}, elementwise_affine={}",
+            "{shape}, eps={}, elementwise_affine={}, bias={}",
             py_float(self.eps),
-            py_bool(self.weight.is_some())
+            py_bool(self.weight.is_some()),
+            py_bool(self.bias.is_some())
         )
     }
 }
@@ -119,7 +140,7 @@ mod tests {
         }
         assert_eq!(
             ln.to_string(),
-            "LayerNorm((2,), eps=1e-05, elementwise_affine=True)"
+            "LayerNorm((2,), eps=1e-05, elementwise_affine=True, bias=True)"
         );
     }
 }

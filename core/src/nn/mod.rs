@@ -3,6 +3,7 @@
 
 mod activation;
 mod adaptive_pool;
+mod attention;
 mod batchnorm;
 mod conv1d;
 mod conv2d;
@@ -26,9 +27,13 @@ mod rnn;
 mod sequential;
 mod size;
 mod state_dict;
+mod transformer;
 
 pub use activation::{GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use adaptive_pool::AdaptiveAvgPool2d;
+pub use attention::{
+    MultiheadAttention, NonDynamicallyQuantizableLinear, generate_square_subsequent_mask,
+};
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
 pub use conv_transpose::ConvTranspose2d;
 pub use conv1d::Conv1d;
@@ -51,3 +56,6 @@ pub use sequential::{Layers, Sequential};
 pub use size::Size2;
 pub use state_dict::{IncompatibleKeys, StateDict};
 pub use torchlet_macros::{Module, sequential};
+pub use transformer::{
+    Activation, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
+};

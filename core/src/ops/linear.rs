@@ -25,6 +25,16 @@ fn view2<T>(a: &ndarray::ArcArray<T, IxDyn>, rows: usize, cols: usize) -> ArrayV
     }
 }
 
+/// `a` itself when 2-D or row-major, else a row-major copy: a strided N-D array (a
+/// transposed or permuted view, a gradient routed through one) cannot be seen as rows.
+fn standard_unless_2d<T: Float>(a: ndarray::ArcArray<T, IxDyn>) -> ndarray::ArcArray<T, IxDyn> {
+    if a.ndim() == 2 || a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned().into_shared()
+    }
+}
+
 #[cold]
 #[inline(never)]
 #[track_caller]
@@ -90,6 +100,7 @@ impl Tensor {
             let w = Saved::new(weight, "linear");
             move |g: &Tensor, needs: &[bool]| {
                 let (gx, gw, gb) = crate::dispatch_float_tuple!(g.storage(), g => {
+                    let g = standard_unless_2d(g);
                     let g2 = view2(&g, rows, outf);
                     let gx = needs[0].then(|| {
                         let w = crate::ops::same_dtype(&w.get().storage(), &g);
@@ -101,7 +112,7 @@ impl Tensor {
                             .into_shared()
                     });
                     let gw = needs[1].then(|| {
-                        let x = crate::ops::same_dtype(&x.get().storage(), &g);
+                        let x = standard_unless_2d(crate::ops::same_dtype(&x.get().storage(), &g));
                         mm(g2.t(), view2(&x, rows, inf)).into_dyn().into_shared()
                     });
                     let gb = needs.get(2).copied().unwrap_or(false).then(|| {
