@@ -92,7 +92,7 @@ impl Conv1d {
         let [out, _, k] = self.weight.shape()[..] else {
             unreachable!("Conv1d weight is 3-D")
         };
-        if groups == 0 || self.in_channels % groups != 0 || out % groups != 0 {
+        if groups == 0 || !self.in_channels.is_multiple_of(groups) || !out.is_multiple_of(groups) {
             panic!(
                 "Conv1d: groups must divide in_channels {} and out_channels {out}, got {groups}",
                 self.in_channels

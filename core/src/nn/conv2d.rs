@@ -110,7 +110,7 @@ impl Conv2d {
             self.kernel_size()[0],
             self.kernel_size()[1],
         ];
-        if groups == 0 || self.in_channels % groups != 0 || out % groups != 0 {
+        if groups == 0 || !self.in_channels.is_multiple_of(groups) || !out.is_multiple_of(groups) {
             panic!(
                 "Conv2d: groups must divide in_channels {} and out_channels {out}, got {groups}",
                 self.in_channels

@@ -162,7 +162,7 @@ impl ConvTranspose2d {
             unreachable!("ConvTranspose2d weight is 4-D")
         };
         let out = self.out_channels;
-        if groups == 0 || cin % groups != 0 || out % groups != 0 {
+        if groups == 0 || !cin.is_multiple_of(groups) || !out.is_multiple_of(groups) {
             panic!(
                 "ConvTranspose2d: groups must divide in_channels {cin} and out_channels {out}, got {groups}"
             );

@@ -65,7 +65,8 @@ impl ConvShape {
         let (&[n, c, h, w], &[o, cg, kh, kw]) = (x, wt) else {
             return None;
         };
-        let fits = opt.valid() && kh * kw > 0 && c == cg * opt.groups && o % opt.groups == 0;
+        let fits =
+            opt.valid() && kh * kw > 0 && c == cg * opt.groups && o.is_multiple_of(opt.groups);
         let span = |k: usize, d: usize| d * (k - 1) + 1;
         let (hp, wp) = (h + 2 * opt.padding[0], w + 2 * opt.padding[1]);
         if !fits || hp < span(kh, opt.dilation[0]) || wp < span(kw, opt.dilation[1]) {
@@ -111,7 +112,7 @@ impl ConvShape {
                 + 1;
             full.checked_sub(2 * opt.padding[i]).filter(|&s| s > 0)
         };
-        if !opt.valid() || wo != o || o % opt.groups != 0 || oh * ow == 0 {
+        if !opt.valid() || wo != o || !o.is_multiple_of(opt.groups) || oh * ow == 0 {
             return None;
         }
         Some(ConvShape {
@@ -321,7 +322,7 @@ fn explain(x: &[usize], w: &[usize], opt: Options, in_channels: Option<usize>) -
             "input channels {} must equal the weight's {} per group times groups {}",
             x[1], w[1], opt.groups
         ),
-        _ if w[0] % opt.groups != 0 => {
+        _ if !w[0].is_multiple_of(opt.groups) => {
             format!(
                 "{} channels are not divisible by groups {}",
                 w[0], opt.groups
