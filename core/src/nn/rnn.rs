@@ -1,10 +1,11 @@
 //! [`LSTM`], [`GRU`] and [`RNN`]: multi-layer, optionally bidirectional recurrent layers with
 //! PyTorch's parameters, state-dict keys, printed form and outputs.
 //!
-//! Built from differentiable primitives (linear, narrow, sigmoid, tanh, stack, cat), so
-//! autograd differentiates every output, `h_n` and `c_n` included. The input projection of
-//! a whole sequence is one matrix product (`x @ W_ihᵀ + b_ih` over all time steps); only the
-//! hidden-to-hidden product runs step by step.
+//! GRU and RNN are built from differentiable primitives (linear, narrow, sigmoid, tanh,
+//! stack, cat); the LSTM recurrence is one fused op with a closed-form backward (see NOTE
+//! [ Fused LSTM sequence ] in `ops/recurrent.rs`, measured in `benches/lstm.rs`). Either way
+//! autograd differentiates every output, `h_n` and `c_n` included, and the input projection
+//! of a whole sequence is one matrix product (`x @ W_ihᵀ + b_ih` over all time steps).
 
 use crate::nn::forward::Forward;
 use crate::nn::init;
@@ -149,20 +150,7 @@ impl RnnBase {
         let gh = state.h.linear(w_hh, b_hh);
         let block = |t: &Tensor, k: usize| t.narrow(1, k * hs, hs);
         match self.cell {
-            Cell::Lstm => {
-                let gates = gi + &gh;
-                let i = block(&gates, 0).sigmoid();
-                let f = block(&gates, 1).sigmoid();
-                let g = block(&gates, 2).tanh();
-                let o = block(&gates, 3).sigmoid();
-                let c_prev = state
-                    .c
-                    .as_ref()
-                    .unwrap_or_else(|| unreachable!("LSTM has c"));
-                let c = &(&f * c_prev) + &(&i * &g);
-                let h = &o * &c.tanh();
-                State { h, c: Some(c) }
-            }
+            Cell::Lstm => unreachable!("the LSTM runs as one fused op (run_lstm)"),
             Cell::Gru => {
                 let r = (&block(gi, 0) + &block(&gh, 0)).sigmoid();
                 let z = (&block(gi, 1) + &block(&gh, 1)).sigmoid();
@@ -195,12 +183,27 @@ impl RnnBase {
         let [w_ih, w_hh, b_ih, b_hh] = self.weights(params, index);
         let (w_ih, w_hh) = (w_ih.expect("weight_ih"), w_hh.expect("weight_hh"));
         let (steps, n) = (x.size(0), x.size(1));
-        // One product for every time step (rows are (t, n) pairs; 2-D so that any layout
-        // of `x` works).
-        let projected = x
-            .reshape(&[-1, x.size(2) as isize])
-            .linear(w_ih, b_ih)
-            .reshape_usize(&[steps, n, w_ih.size(0)]);
+        let project = |bias: Option<&Tensor>| {
+            // One product for every time step (rows are (t, n) pairs; 2-D so that any
+            // layout of `x` works).
+            x.reshape(&[-1, x.size(2) as isize])
+                .linear(w_ih, bias)
+                .reshape_usize(&[steps, n, w_ih.size(0)])
+        };
+        if self.cell == Cell::Lstm {
+            // Both biases enter the gates the same way, so they go in with the projection.
+            let bias = b_ih.zip(b_hh).map(|(a, b)| a + b);
+            let c0 = state
+                .c
+                .as_ref()
+                .unwrap_or_else(|| unreachable!("LSTM has c"));
+            let packed = project(bias.as_ref()).lstm_sequence(&state.h, c0, w_hh, reverse);
+            let outputs = packed.narrow(0, 0, steps);
+            let h = outputs.select(0, if reverse { 0 } else { steps - 1 });
+            let c = Some(packed.select(0, steps));
+            return (outputs, State { h, c });
+        }
+        let projected = project(b_ih);
         let mut outputs = vec![None; steps];
         let mut state = state;
         let order: Box<dyn Iterator<Item = usize>> = if reverse {

@@ -12,6 +12,7 @@ pub(crate) mod kernel;
 mod linear;
 mod matmul;
 mod pool;
+mod recurrent;
 mod reduce;
 mod softmax;
 mod unary;
