@@ -21,7 +21,7 @@ pub use csv::{CsvOptions, CsvTable};
 pub use dataloader::{DataLoader, DataLoaderBuilder};
 pub use dataset::{ConcatDataset, Dataset, Lengths, Subset, random_split};
 pub use engine::{Iter, MAX_NUM_WORKERS, TryIter};
-pub use idx::IdxArray;
+pub use idx::{IdxArray, IdxOptions};
 pub use iterable::{
     FromFn, IterableDataset, Stream, StreamIter, StreamLoader, StreamLoaderBuilder, from_fn,
 };
