@@ -260,13 +260,13 @@ fn a_panic_in_a_worker_is_an_error_naming_the_worker_and_the_message() {
     );
 }
 
-/// Run by `a_stack_overflow_in_a_worker_is_an_error` in a child process, so that a regression
-/// (the overflow aborting the process) fails that test instead of killing this test binary.
+/// Run by the two tests below in a child process, so that an overflow that aborts fails those
+/// tests instead of killing this test binary. `TORCHLET_OVERFLOW_CHILD` says what to overflow.
 #[test]
 fn stack_overflow_child() {
-    if std::env::var_os("TORCHLET_OVERFLOW_CHILD").is_none() {
+    let Some(what) = std::env::var_os("TORCHLET_OVERFLOW_CHILD") else {
         return;
-    }
+    };
     let loader = DataLoader::builder(faulty(6, Fault::Overflow))
         .batch_size(4)
         .num_workers(2)
@@ -276,12 +276,17 @@ fn stack_overflow_child() {
         .unwrap();
     let seen: Vec<_> = loader.try_iter().collect();
     let err = seen.last().unwrap().as_ref().unwrap_err().to_string();
-    println!("CHILD-ERROR: {err}");
+    println!("\nCHILD-ERROR: {err}");
+    if what == "plain-thread" {
+        // The guard covers loader workers only: any other thread still aborts, as in Rust.
+        let other = std::thread::Builder::new().stack_size(256 * 1024);
+        let _ = other.spawn(|| deep(0)).unwrap().join();
+        println!("CHILD-SURVIVED");
+    }
 }
 
-#[test]
-#[cfg(target_os = "linux")]
-fn a_stack_overflow_in_a_worker_is_an_error() {
+/// Runs `stack_overflow_child` in a child process; its status, stdout and stderr.
+fn overflow_child(what: &str) -> (std::process::ExitStatus, String, String) {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -289,26 +294,43 @@ fn a_stack_overflow_in_a_worker_is_an_error() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("TORCHLET_OVERFLOW_CHILD", "1")
+        .env("TORCHLET_OVERFLOW_CHILD", what)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status, text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_stack_overflow_in_a_worker_is_an_error() {
+    let (status, stdout, stderr) = overflow_child("worker");
+    assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
     assert!(
-        output.status.success(),
-        "{:?}\n{stdout}\n{stderr}",
-        output.status
-    );
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("CHILD-ERROR: "))
-        .unwrap_or_default();
-    assert!(
-        line.contains("DataLoader: worker ")
-            && line.contains("overflowed its stack (worker_stack_size 262144 bytes) on batch 1 (indices [4, 5, 6, 7])")
-            && line.contains("raise worker_stack_size"),
+        stdout.contains("CHILD-ERROR: DataLoader: worker ")
+            && stdout.contains(
+                "overflowed its stack (worker_stack_size 262144 bytes) on batch 1 (indices [4, \
+                 5, 6, 7]); its thread is stopped for good"
+            )
+            && stdout.contains("raise worker_stack_size"),
         "{stdout}\n{stderr}"
     );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_stack_overflow_outside_the_workers_still_aborts_with_rusts_message() {
+    let (status, stdout, stderr) = overflow_child("plain-thread");
+    assert!(
+        stdout.contains("CHILD-ERROR: DataLoader: worker ")
+            && stdout.contains("overflowed its stack"),
+        "{stdout}"
+    );
+    assert!(
+        !status.success() && !stdout.contains("CHILD-SURVIVED"),
+        "{status:?}"
+    );
+    assert!(stderr.contains("has overflowed its stack"), "{stderr}");
 }
 
 #[test]
