@@ -287,7 +287,7 @@ impl<P: Plan, J: Job<Task = P::Task>> Epoch<P, J> {
                 let task = self.plan.task(position)?;
                 Some(run_task(job, task).map_err(|err| {
                     Error::Data(format!(
-                        "{}: {} failed: {err}",
+                        "{}: {}: {err}",
                         self.what,
                         self.plan.describe(position)
                     ))
