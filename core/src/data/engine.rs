@@ -507,9 +507,9 @@ impl<J: Job> Pool<J> {
             format!("on {}", plan.describe(task))
         };
         Some(Error::Data(format!(
-            "{}: worker {id} overflowed its stack ({}) {on}; its thread is stopped for good (see \
-             NOTE [ Stack overflow in a worker ]); raise worker_stack_size or look for deep \
-             recursion in the data set",
+            "{}: worker {id} overflowed its stack ({}) {on}; its thread is stopped for good and \
+             keeps what it held; raise worker_stack_size or look for deep recursion in the data \
+             set",
             self.what,
             self.options.stack_size_text()
         )))
@@ -536,8 +536,8 @@ impl<J: Job> Pool<J> {
         };
         Error::Data(format!(
             "{}: {} did not arrive within the timeout of {:?}: {state}. The workers are \
-             abandoned, not joined (see NOTE [ Timeouts and abandoned workers ]); raise \
-             `timeout` or look for a stuck data set",
+             abandoned, not waited for (a stuck one keeps its thread); raise `timeout` or look \
+             for a stuck data set",
             self.what,
             plan.describe(position),
             self.options.timeout.unwrap_or_default()
