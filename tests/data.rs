@@ -1,8 +1,11 @@
 //! The data pipeline end to end on the vendored MNIST digits: determinism across worker
 //! counts, reshuffling, samplers and splits.
 
+use std::time::{Duration, Instant};
+use torchlet::Tensor;
 use torchlet::data::{
-    DataLoader, Dataset, MNIST_MEAN, MNIST_STD, Mnist, WeightedRandomSampler, random_split,
+    DataLoader, Dataset, MAX_NUM_WORKERS, MNIST_MEAN, MNIST_STD, Mnist, TensorDataset,
+    WeightedRandomSampler, random_split,
 };
 
 /// The batches of `epochs` epochs, as (images, labels) vectors.
@@ -107,4 +110,283 @@ fn random_split_gives_disjoint_loaders() {
     assert_eq!(valid.len(), 4);
     let (xb, yb) = valid.iter().last().unwrap();
     assert_eq!((xb.shape(), yb.shape()), (vec![8, 1, 28, 28], vec![8]));
+}
+
+// ---- Reliability of the loader: timeouts, dead workers, bounds (issue 11). ----
+
+/// A data set whose `get` misbehaves at index `at` in one of several ways.
+struct Faulty {
+    len: usize,
+    at: usize,
+    fault: Fault,
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    Sleep(Duration),
+    NeverReturn,
+    Panic,
+    Overflow,
+}
+
+/// Recursion with a 4 KiB frame, far deeper than any worker stack here.
+fn deep(n: u64) -> u64 {
+    let frame = std::hint::black_box([n as u8; 4096]);
+    if n == u64::MAX {
+        return 0;
+    }
+    deep(n + 1) + u64::from(frame[7])
+}
+
+impl Dataset for Faulty {
+    type Item = i64;
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn get(&self, index: usize) -> torchlet::Result<i64> {
+        if index == self.at {
+            match self.fault {
+                Fault::Sleep(d) => std::thread::sleep(d),
+                Fault::NeverReturn => loop {
+                    std::thread::park();
+                },
+                Fault::Panic => panic!("sample {index} is corrupt"),
+                Fault::Overflow => return Ok(deep(0) as i64),
+            }
+        }
+        Ok(index as i64)
+    }
+}
+
+fn faulty(at: usize, fault: Fault) -> Faulty {
+    Faulty { len: 16, at, fault }
+}
+
+/// Runs `f` on its own thread; fails (instead of hanging CI) when it takes longer than `limit`.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("the loader took longer than {limit:?}"))
+}
+
+/// Starts an epoch over `data` with 2 workers and a 200 ms timeout; returns what `try_iter`
+/// yields (as text), how long the first error took, and how long dropping everything took.
+fn time_out(data: Faulty) -> (Vec<String>, Duration, Duration) {
+    let loader = DataLoader::builder(data)
+        .batch_size(4)
+        .num_workers(2)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut first_error = None;
+    for result in loader.try_iter() {
+        match result {
+            Ok(batch) => seen.push(format!("{:?}", batch.to_vec::<i64>())),
+            Err(err) => {
+                first_error.get_or_insert(start.elapsed());
+                seen.push(err.to_string());
+            }
+        }
+    }
+    let drop_start = Instant::now();
+    drop(loader);
+    (seen, first_error.unwrap_or_default(), drop_start.elapsed())
+}
+
+#[test]
+fn timeout_holds_when_a_worker_sleeps_past_it() {
+    // Batch 1 (indices 4..8) sleeps 3 s; the error must come after ~200 ms, not 3 s.
+    let (seen, waited, dropping) = within(Duration::from_secs(10), || {
+        time_out(faulty(5, Fault::Sleep(Duration::from_secs(3))))
+    });
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], "[0, 1, 2, 3]");
+    assert!(
+        seen[1]
+            .contains("batch 1 (indices [4, 5, 6, 7]) did not arrive within the timeout of 200ms")
+            && seen[1].contains("is still on it"),
+        "{}",
+        seen[1]
+    );
+    assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
+    assert!(
+        dropping < Duration::from_millis(100),
+        "drop took {dropping:?}"
+    );
+}
+
+#[test]
+fn timeout_holds_when_a_worker_never_returns() {
+    // The worker stuck in `get` is abandoned (its thread leaks until the process exits).
+    let (seen, waited, dropping) = within(Duration::from_secs(10), || {
+        time_out(faulty(0, Fault::NeverReturn))
+    });
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].contains("batch 0 (indices [0, 1, 2, 3]) did not arrive"),
+        "{}",
+        seen[0]
+    );
+    assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
+    assert!(
+        dropping < Duration::from_millis(100),
+        "drop took {dropping:?}"
+    );
+}
+
+#[test]
+fn a_panic_in_a_worker_is_an_error_naming_the_worker_and_the_message() {
+    let seen = within(Duration::from_secs(10), || {
+        let loader = DataLoader::builder(faulty(9, Fault::Panic))
+            .batch_size(4)
+            .num_workers(1)
+            .build()
+            .unwrap();
+        loader
+            .try_iter()
+            .map(|r| r.map(|b| b.to_vec::<i64>()).map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        seen[2].as_ref().unwrap_err(),
+        "DataLoader: worker 0 failed on batch 2 (indices [8, 9, 10, 11]): dataset.get(9) \
+         panicked: sample 9 is corrupt"
+    );
+}
+
+/// Run by the two tests below in a child process, so that an overflow that aborts fails those
+/// tests instead of killing this test binary. `TORCHLET_OVERFLOW_CHILD` says what to overflow.
+#[test]
+fn stack_overflow_child() {
+    let Some(what) = std::env::var_os("TORCHLET_OVERFLOW_CHILD") else {
+        return;
+    };
+    let loader = DataLoader::builder(faulty(6, Fault::Overflow))
+        .batch_size(4)
+        .num_workers(2)
+        .worker_stack_size(256 * 1024)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let seen: Vec<_> = loader.try_iter().collect();
+    let err = seen.last().unwrap().as_ref().unwrap_err().to_string();
+    println!("\nCHILD-ERROR: {err}");
+    if what == "plain-thread" {
+        // The guard covers loader workers only: any other thread still aborts, as in Rust.
+        let other = std::thread::Builder::new().stack_size(256 * 1024);
+        let _ = other.spawn(|| deep(0)).unwrap().join();
+        println!("CHILD-SURVIVED");
+    }
+}
+
+/// Runs `stack_overflow_child` in a child process; its status, stdout and stderr.
+fn overflow_child(what: &str) -> (std::process::ExitStatus, String, String) {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "stack_overflow_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TORCHLET_OVERFLOW_CHILD", what)
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status, text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_stack_overflow_in_a_worker_is_an_error() {
+    let (status, stdout, stderr) = overflow_child("worker");
+    assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("CHILD-ERROR: DataLoader: worker ")
+            && stdout.contains(
+                "overflowed its stack (worker_stack_size 262144 bytes) on batch 1 (indices [4, \
+                 5, 6, 7]); its thread is stopped for good"
+            )
+            && stdout.contains("raise worker_stack_size"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_stack_overflow_outside_the_workers_still_aborts_with_rusts_message() {
+    let (status, stdout, stderr) = overflow_child("plain-thread");
+    assert!(
+        stdout.contains("CHILD-ERROR: DataLoader: worker ")
+            && stdout.contains("overflowed its stack"),
+        "{stdout}"
+    );
+    assert!(
+        !status.success() && !stdout.contains("CHILD-SURVIVED"),
+        "{status:?}"
+    );
+    assert!(stderr.contains("has overflowed its stack"), "{stderr}");
+}
+
+#[test]
+fn num_workers_is_bounded_at_build() {
+    for workers in [usize::MAX, MAX_NUM_WORKERS + 1] {
+        let err = DataLoader::builder(faulty(0, Fault::Panic))
+            .num_workers(workers)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("num_workers must be at most 256, got {workers}")),
+            "{err}"
+        );
+    }
+    assert!(
+        DataLoader::builder(faulty(99, Fault::Panic))
+            .num_workers(MAX_NUM_WORKERS)
+            .build()
+            .is_ok()
+    );
+    let err = DataLoader::builder(faulty(0, Fault::Panic))
+        .num_workers(1)
+        .worker_stack_size(1024)
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("worker_stack_size must be between 65536 (64 KiB)")
+            && err.contains("timeout must be longer than zero"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_empty_data_set_is_refused_with_shuffle_and_gives_no_batches_without() {
+    let empty = || TensorDataset::new((Tensor::zeros(&[0, 3]), Tensor::zeros(&[0]))).unwrap();
+    // PyTorch: RandomSampler raises "num_samples should be a positive integer value, but got
+    // num_samples=0".
+    let err = DataLoader::builder(empty())
+        .shuffle(true)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("shuffle(true)")
+            && err
+                .contains("num_samples should be a positive integer value, but got num_samples=0"),
+        "{err}"
+    );
+    let loader = DataLoader::builder(empty())
+        .batch_size(4)
+        .num_workers(2)
+        .build()
+        .unwrap();
+    assert_eq!((loader.len(), loader.is_empty()), (0, true));
+    assert_eq!(loader.iter().count(), 0);
 }

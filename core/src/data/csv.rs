@@ -1,16 +1,29 @@
 //! [`CsvTable`]: tabular data from a CSV file (RFC 4180 quoting), turned into feature tensors
 //! and class labels.
+//!
+//! NOTE [ Untrusted CSV files ]
+//! A file larger than `max_bytes` ([`DEFAULT_MAX_BYTES`], 1 GiB, unless raised with
+//! [`CsvOptions::max_bytes`]) is refused before it is read: parsed, a table takes a few times
+//! its file's size in memory. Error messages quote at most [`QUOTE_CHARS`] characters of a
+//! field or a column name, with its length, so that a 50 MB field gives a one-line error.
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// How to read a CSV file: the delimiter and whether the first record names the columns.
+/// The largest CSV file read unless told otherwise: 1 GiB. See NOTE [ Untrusted CSV files ].
+pub const DEFAULT_MAX_BYTES: usize = 1 << 30;
+/// The most characters of a field that an error message quotes.
+pub const QUOTE_CHARS: usize = 40;
+
+/// How to read a CSV file: the delimiter, whether the first record names the columns, and the
+/// largest file accepted.
 #[derive(Clone, Debug)]
 pub struct CsvOptions {
     delimiter: char,
     has_headers: bool,
+    max_bytes: usize,
 }
 
 impl Default for CsvOptions {
@@ -18,6 +31,7 @@ impl Default for CsvOptions {
         CsvOptions {
             delimiter: ',',
             has_headers: true,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -36,19 +50,28 @@ impl CsvOptions {
         self
     }
 
+    /// The largest file (or text) accepted, in bytes (default [`DEFAULT_MAX_BYTES`], 1 GiB).
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
     /// Reads `path`.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the file and the
-    /// line when it is not UTF-8, a quote is not closed, or a record has a different number of
-    /// fields from the first.
+    /// line when it is larger than `max_bytes`, not UTF-8, a quote is not closed, or a record
+    /// has a different number of fields from the first.
     pub fn read(&self, path: impl AsRef<Path>) -> Result<CsvTable> {
         let path = path.as_ref();
-        let text = std::fs::read(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        self.check_size(size, path)?;
+        let text = std::fs::read(path).map_err(io)?;
         let text = String::from_utf8(text).map_err(|e| {
             format_error(
                 path,
@@ -64,6 +87,7 @@ impl CsvOptions {
     ///
     /// As [`read`](Self::read), for the format errors.
     pub fn parse(&self, text: &str, path: &Path) -> Result<CsvTable> {
+        self.check_size(text.len() as u64, path)?;
         let mut records = split_records(text, self.delimiter, path)?.into_iter();
         let headers = match (self.has_headers, records.as_slice().first()) {
             (true, Some(_)) => records.next().map(|(_, h)| h).unwrap_or_default(),
@@ -93,6 +117,38 @@ impl CsvOptions {
             lines,
         })
     }
+
+    fn check_size(&self, size: u64, path: &Path) -> Result<()> {
+        if size > self.max_bytes as u64 {
+            return Err(format_error(
+                path,
+                format!(
+                    "the file is {size} bytes, above max_bytes {}; raise CsvOptions::max_bytes \
+                     if you trust it",
+                    self.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `text` quoted for an error message: whole when short, else its first [`QUOTE_CHARS`]
+/// characters and its length. See NOTE [ Untrusted CSV files ].
+fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// The column names for an error message: each quoted short, at most 20 of them.
+fn quote_all(names: &[String]) -> String {
+    let mut shown: Vec<String> = names.iter().take(20).map(|n| quote(n)).collect();
+    if names.len() > 20 {
+        shown.push(format!("and {} more", names.len() - 20));
+    }
+    format!("[{}]", shown.join(", "))
 }
 
 /// Splits CSV text into records of fields, each with the line it starts on. Blank lines are
@@ -222,9 +278,10 @@ impl CsvTable {
     pub fn column_index(&self, name: &str) -> Result<usize> {
         self.headers.iter().position(|h| h == name).ok_or_else(|| {
             Error::Config(format!(
-                "{}: no column `{name}`; the columns are {:?}",
+                "{}: no column {}; the columns are {}",
                 self.path.display(),
-                self.headers
+                quote(name),
+                quote_all(&self.headers)
             ))
         })
     }
@@ -248,8 +305,9 @@ impl CsvTable {
                     format_error(
                         &self.path,
                         format!(
-                            "line {line}, column `{}`: {text:?} is not a number",
-                            self.headers[p]
+                            "line {line}, column {}: {} is not a number",
+                            quote(&self.headers[p]),
+                            quote(text)
                         ),
                     )
                 })?;
@@ -343,11 +401,65 @@ mod tests {
         );
         let t = parse("a,b\n1,2\n3,oops\n").unwrap();
         let err = t.tensor(&["a", "b"]).unwrap_err().to_string();
-        assert_eq!(err, "t.csv: line 3, column `b`: \"oops\" is not a number");
+        assert_eq!(err, "t.csv: line 3, column \"b\": \"oops\" is not a number");
         let err = t.tensor(&["c"]).unwrap_err().to_string();
-        assert!(err.contains("no column `c`"), "{err}");
+        assert!(err.contains("no column \"c\""), "{err}");
         let err = parse("a\n\"open\n").unwrap_err().to_string();
         assert!(err.contains("quote opened on line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_50_mb_field_is_quoted_by_a_short_prefix() {
+        // Built directly: parsing 50 MB char by char takes seconds in a debug build.
+        let field = "x".repeat(50 << 20);
+        let table = |headers: Vec<String>, row: Vec<String>| CsvTable {
+            path: PathBuf::from("t.csv"),
+            headers,
+            rows: vec![row],
+            lines: vec![2],
+        };
+        let t = table(
+            vec!["a".into(), "b".into()],
+            vec!["1".into(), field.clone()],
+        );
+        let err = t.tensor(&["a", "b"]).unwrap_err().to_string();
+        let prefix = "x".repeat(QUOTE_CHARS);
+        assert_eq!(
+            err,
+            format!("t.csv: line 2, column \"b\": \"{prefix}\"… (52428800 bytes) is not a number")
+        );
+        // A huge column name is shortened in the list of columns too.
+        let t = table(vec![field, "b".into()], vec!["1".into(), "2".into()]);
+        let err = t.tensor(&["c"]).unwrap_err().to_string();
+        assert!(
+            err.len() < 200 && err.contains("(52428800 bytes)"),
+            "{err:.200}"
+        );
+        // Parsing keeps long fields intact; only messages shorten them.
+        let t = parse(&format!("a\n{}\n", "y".repeat(1000))).unwrap();
+        assert_eq!(t.rows()[0][0].len(), 1000);
+    }
+
+    #[test]
+    fn files_above_max_bytes_are_refused_before_reading() {
+        let err = CsvOptions::default()
+            .max_bytes(8)
+            .parse("a,b\n1,2\n3,4\n", Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "t.csv: the file is 12 bytes, above max_bytes 8; raise CsvOptions::max_bytes if you \
+             trust it"
+        );
+        let dir = std::env::temp_dir().join(format!("torchlet-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.csv");
+        std::fs::write(&file, "a,b\n1,2\n").unwrap();
+        let err = CsvOptions::default().max_bytes(4).read(&file).unwrap_err();
+        assert!(err.to_string().contains("above max_bytes 4"), "{err}");
+        assert_eq!(CsvOptions::default().read(&file).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,34 +1,22 @@
 //! [`DataLoader`]: batches from a [`Dataset`], in sampler order, optionally fetched by worker
 //! threads ahead of the training loop.
 //!
-//! NOTE [ Worker threads and ordered prefetch ]
 //! The loader's own thread decides everything random: at the start of an epoch it draws the
 //! whole list of index batches from the batch sampler with the generator for (seed, epoch)
 //! (see NOTE [ Seeded samplers ] in `sampler.rs`). Workers only read and collate the index
 //! batches they are given, so the batches of an epoch are the same for every `num_workers`.
-//! The loader keeps at most `prefetch_factor * num_workers` batches in flight; results come
-//! back tagged with their position and are handed out in that order, so a slow batch delays
-//! the batches behind it but never reorders them, and memory stays bounded.
-//!
-//! NOTE [ Errors from worker threads ]
-//! A panic or an error inside `Dataset::get` (or in collation) is caught where it happens and
-//! sent back as an `Err` naming the index, in that batch's place. The training thread receives
-//! it from `try_iter` (or as a panic with the same message from `iter`) instead of waiting for
-//! a batch that will never come. If every worker is gone the channel disconnects and the wait
-//! ends with an error too; `timeout` bounds the wait for one batch. Dropping an iterator tells
-//! the workers to stop and joins them: they finish at most the sample they are reading.
+//! Workers, prefetching, timeouts and errors are the engine's, shared with `StreamLoader`:
+//! see NOTE [ One engine for map-style and iterable data ] and the notes after it in
+//! `engine.rs`.
 
 use crate::data::collate::{Collate, DefaultCollate};
-use crate::data::dataset::{Dataset, panic_message};
+use crate::data::dataset::Dataset;
+use crate::data::engine::{self, Iter, Job, MAX_NUM_WORKERS, Plan, TryIter, WorkerOptions};
 use crate::data::sampler::epoch_generator;
 use crate::data::sampler::{BatchSampler, RandomSampler, Sampler, SequentialSampler};
 use crate::error::{Error, Result};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 type IndexSampler = Box<dyn Sampler<Item = usize>>;
@@ -59,14 +47,13 @@ type IndexBatchSampler = Box<dyn Sampler<Item = Vec<usize>>>;
 ///
 /// Every call to [`iter`](Self::iter) (or `for … in &loader`) starts a new epoch with a new
 /// order when shuffling; given a `seed`, the batches of epoch k are the same on every run and
-/// for every `num_workers`. See NOTE [ Worker threads and ordered prefetch ].
+/// for every `num_workers`. See NOTE [ One engine for map-style and iterable data ] in
+/// `engine.rs`.
 pub struct DataLoader<D: Dataset, C = DefaultCollate> {
     dataset: Arc<D>,
     collate: Arc<C>,
     batch_sampler: IndexBatchSampler,
-    num_workers: usize,
-    prefetch_factor: usize,
-    timeout: Option<Duration>,
+    workers: WorkerOptions,
     seed: u64,
     epoch: AtomicU64,
 }
@@ -81,9 +68,7 @@ pub struct DataLoaderBuilder<D: Dataset, C = DefaultCollate> {
     batch_sampler: Option<IndexBatchSampler>,
     drop_last: Option<bool>,
     seed: Option<u64>,
-    num_workers: usize,
-    prefetch_factor: Option<usize>,
-    timeout: Option<Duration>,
+    workers: WorkerOptions,
 }
 
 impl<D: Dataset> DataLoader<D> {
@@ -99,9 +84,7 @@ impl<D: Dataset> DataLoader<D> {
             batch_sampler: None,
             drop_last: None,
             seed: None,
-            num_workers: 0,
-            prefetch_factor: None,
-            timeout: None,
+            workers: WorkerOptions::default(),
         }
     }
 }
@@ -148,22 +131,34 @@ impl<D: Dataset, C> DataLoaderBuilder<D, C> {
     }
 
     /// Worker threads that fetch and collate batches ahead of the loop (default 0: fetch on the
-    /// calling thread). Unlike PyTorch these are threads, not processes.
+    /// calling thread), at most [`MAX_NUM_WORKERS`]. Unlike PyTorch these are threads, not
+    /// processes; a panic or a stack overflow in one is reported as an `Err` naming it (see
+    /// NOTE [ Stack overflow in a worker ] in `engine.rs` for what a thread allows).
     pub fn num_workers(mut self, num_workers: usize) -> Self {
-        self.num_workers = num_workers;
+        self.workers.num_workers = num_workers;
         self
     }
 
     /// Batches in flight per worker (default 2). Only with `num_workers > 0`.
     pub fn prefetch_factor(mut self, prefetch_factor: usize) -> Self {
-        self.prefetch_factor = Some(prefetch_factor);
+        self.workers.prefetch_factor = Some(prefetch_factor);
         self
     }
 
-    /// The longest wait for one batch from the workers before `try_iter` yields an error.
-    /// Only with `num_workers > 0`.
+    /// The longest wait for one batch (default: no limit, as PyTorch's `timeout=0`). When it
+    /// runs out, `try_iter` yields an error naming the batch and the worker on it, and the
+    /// epoch ends; busy workers are abandoned, never waited for. Only with `num_workers > 0`.
+    /// See NOTE [ Timeouts and abandoned workers ] in `engine.rs`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.workers.timeout = Some(timeout);
+        self
+    }
+
+    /// The stack size of each worker thread, in bytes (default: Rust's, 2 MiB unless
+    /// `RUST_MIN_STACK` is set), between 64 KiB and 1 GiB. Raise it for a data set whose `get`
+    /// recurses deeply. Only with `num_workers > 0`.
+    pub fn worker_stack_size(mut self, bytes: usize) -> Self {
+        self.workers.stack_size = Some(bytes);
         self
     }
 
@@ -179,9 +174,7 @@ impl<D: Dataset, C> DataLoaderBuilder<D, C> {
             batch_sampler: self.batch_sampler,
             drop_last: self.drop_last,
             seed: self.seed,
-            num_workers: self.num_workers,
-            prefetch_factor: self.prefetch_factor,
-            timeout: self.timeout,
+            workers: self.workers,
         }
     }
 
@@ -220,18 +213,21 @@ impl<D: Dataset, C> DataLoaderBuilder<D, C> {
                 ));
             }
         }
-        if self.num_workers == 0 {
-            if let Some(p) = self.prefetch_factor {
-                problems.push(format!(
-                    "prefetch_factor({p}) needs num_workers > 0; set num_workers or drop it"
-                ));
-            }
-            if self.timeout.is_some() {
-                problems.push("timeout needs num_workers > 0; set num_workers or drop it".into());
-            }
-        }
-        if self.prefetch_factor == Some(0) {
-            problems.push("prefetch_factor must be at least 1, got 0".to_string());
+        self.workers.problems(
+            MAX_NUM_WORKERS,
+            "worker threads share the cores with the training loop; use at most a few per core",
+            &mut problems,
+        );
+        let len = self.dataset.len();
+        let default_sampler = self.sampler.is_none() && self.batch_sampler.is_none();
+        if self.shuffle == Some(true) && default_sampler && len == 0 {
+            // PyTorch's RandomSampler refuses an empty data set with this message.
+            problems.push(
+                "shuffle(true) draws a RandomSampler over the data set, which is empty: \
+                 num_samples should be a positive integer value, but got num_samples=0; check \
+                 the data set"
+                    .to_string(),
+            );
         }
         problems
     }
@@ -244,7 +240,11 @@ impl<D: Dataset + 'static, C: Collate<D::Item>> DataLoaderBuilder<D, C> {
     ///
     /// [`Error::Config`] naming every option that conflicts with another or is out of range:
     /// `batch_size` 0, `sampler` with `shuffle(true)`, `batch_sampler` with `batch_size`,
-    /// `shuffle`, `sampler` or `drop_last`, `prefetch_factor` or `timeout` without workers.
+    /// `shuffle`, `sampler` or `drop_last`, `prefetch_factor`, `timeout` or
+    /// `worker_stack_size` without workers, `num_workers` above [`MAX_NUM_WORKERS`], a zero
+    /// `timeout` or `prefetch_factor`, a stack size outside 64 KiB..=1 GiB, and `shuffle(true)`
+    /// over an empty data set (PyTorch's `RandomSampler` refuses it). Without shuffling, an
+    /// empty data set gives a loader of zero batches, as in PyTorch.
     pub fn build(self) -> Result<DataLoader<D, C>> {
         let problems = self.conflicts();
         if !problems.is_empty() {
@@ -273,9 +273,7 @@ impl<D: Dataset + 'static, C: Collate<D::Item>> DataLoaderBuilder<D, C> {
             dataset: self.dataset,
             collate: Arc::new(self.collate),
             batch_sampler,
-            num_workers: self.num_workers,
-            prefetch_factor: self.prefetch_factor.unwrap_or(2),
-            timeout: self.timeout,
+            workers: self.workers,
             seed: self.seed.unwrap_or_else(crate::random::entropy_seed),
             epoch: AtomicU64::new(0),
         })
@@ -319,40 +317,24 @@ impl<D: Dataset + 'static, C: Collate<D::Item>> DataLoader<D, C> {
     ///
     /// The returned iterator panics, with the message of the error, when a batch cannot be
     /// made; use [`try_iter`](Self::try_iter) to receive it as an `Err`.
-    pub fn iter(&self) -> Iter<D, C> {
-        Iter {
-            inner: self.try_iter(),
-        }
+    pub fn iter(&self) -> Iter<C::Batch> {
+        self.try_iter().panicking()
     }
 
     /// The batches of the next epoch as `Result`s: a failing `get` gives an `Err` naming the
-    /// index in that batch's place, and the iterator ends after it.
-    pub fn try_iter(&self) -> TryIter<D, C> {
+    /// index (and the worker) in that batch's place, and the iterator ends after it.
+    pub fn try_iter(&self) -> TryIter<C::Batch> {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
         let batches = self
             .batch_sampler
             .sample(&mut epoch_generator(self.seed, epoch));
-        let source = if self.num_workers == 0 {
-            Source::Inline {
-                dataset: Arc::clone(&self.dataset),
-                collate: Arc::clone(&self.collate),
-            }
-        } else {
-            Source::Workers(WorkerPool::spawn(
-                &self.dataset,
-                &self.collate,
-                self.num_workers,
-            ))
+        let job = MapJob {
+            dataset: Arc::clone(&self.dataset),
+            collate: Arc::clone(&self.collate),
         };
-        TryIter {
-            batches,
-            next: 0,
-            sent: 0,
-            in_flight: self.prefetch_factor * self.num_workers,
-            timeout: self.timeout,
-            finished: false,
-            source,
-        }
+        engine::start("DataLoader", MapPlan { batches }, &self.workers, || {
+            job.clone()
+        })
     }
 }
 
@@ -361,7 +343,7 @@ impl<D: Dataset, C: Collate<D::Item>> std::fmt::Debug for DataLoader<D, C> {
         f.debug_struct("DataLoader")
             .field("dataset_len", &self.dataset.len())
             .field("batches", &self.batch_sampler.len())
-            .field("num_workers", &self.num_workers)
+            .field("num_workers", &self.workers.num_workers)
             .field("seed", &self.seed)
             .finish()
     }
@@ -369,27 +351,34 @@ impl<D: Dataset, C: Collate<D::Item>> std::fmt::Debug for DataLoader<D, C> {
 
 impl<D: Dataset + 'static, C: Collate<D::Item>> IntoIterator for &DataLoader<D, C> {
     type Item = C::Batch;
-    type IntoIter = Iter<D, C>;
+    type IntoIter = Iter<C::Batch>;
 
-    fn into_iter(self) -> Iter<D, C> {
+    fn into_iter(self) -> Iter<C::Batch> {
         self.iter()
     }
 }
 
-/// Reads one batch; errors and panics become an `Err` that names the indices.
-/// See NOTE [ Errors from worker threads ].
-fn fetch<D: Dataset, C: Collate<D::Item>>(
-    dataset: &D,
-    collate: &C,
-    indices: &[usize],
-) -> Result<C::Batch> {
-    match catch_unwind(AssertUnwindSafe(|| collate.fetch(dataset, indices))) {
-        Ok(result) => result,
-        Err(payload) => Err(Error::Data(format!(
-            "batch of indices {}: panicked: {}",
-            describe(indices),
-            panic_message(payload.as_ref())
-        ))),
+/// A map-style epoch: the index batches the sampler drew.
+struct MapPlan {
+    batches: Vec<Vec<usize>>,
+}
+
+impl Plan for MapPlan {
+    type Task = Vec<usize>;
+
+    fn task(&self, position: usize) -> Option<Vec<usize>> {
+        self.batches.get(position).cloned()
+    }
+
+    fn describe(&self, position: usize) -> String {
+        match self.batches.get(position) {
+            Some(indices) => format!("batch {position} (indices {})", describe(indices)),
+            None => format!("batch {position}"),
+        }
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(self.batches.len())
     }
 }
 
@@ -402,217 +391,39 @@ fn describe(indices: &[usize]) -> String {
     }
 }
 
-/// Where the batches of an epoch come from.
-enum Source<D: Dataset, C: Collate<D::Item>> {
-    Inline { dataset: Arc<D>, collate: Arc<C> },
-    Workers(WorkerPool<C::Batch>),
+/// Reads and collates index batches (on a worker, or on the calling thread).
+struct MapJob<D, C> {
+    dataset: Arc<D>,
+    collate: Arc<C>,
 }
 
-/// The batches of one epoch, as `Result`s. Dropping it stops and joins the workers.
-pub struct TryIter<D: Dataset, C: Collate<D::Item>> {
-    batches: Vec<Vec<usize>>,
-    /// Position of the next batch to hand out.
-    next: usize,
-    /// Number of batches given to the workers so far.
-    sent: usize,
-    in_flight: usize,
-    timeout: Option<Duration>,
-    finished: bool,
-    source: Source<D, C>,
-}
-
-impl<D: Dataset + 'static, C: Collate<D::Item>> Iterator for TryIter<D, C> {
-    type Item = Result<C::Batch>;
-
-    fn next(&mut self) -> Option<Result<C::Batch>> {
-        if self.finished || self.next >= self.batches.len() {
-            self.finished = true;
-            return None;
-        }
-        let result = match &mut self.source {
-            Source::Inline { dataset, collate } => {
-                fetch(dataset.as_ref(), collate.as_ref(), &self.batches[self.next])
-            }
-            Source::Workers(pool) => {
-                while self.sent < self.batches.len() && self.sent < self.next + self.in_flight {
-                    pool.submit(self.sent, self.batches[self.sent].clone());
-                    self.sent += 1;
-                }
-                pool.take(self.next, self.timeout)
-            }
-        };
-        self.next += 1;
-        if result.is_err() {
-            // Nothing after a failed batch: the caller decides whether to start a new epoch.
-            self.finished = true;
-            if let Source::Workers(pool) = &mut self.source {
-                pool.shutdown();
-            }
-        }
-        Some(result)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = if self.finished {
-            0
-        } else {
-            self.batches.len() - self.next
-        };
-        (0, Some(left))
-    }
-}
-
-/// The batches of one epoch (what `for … in &loader` walks).
-///
-/// # Panics
-///
-/// `next` panics with the error's message when a batch cannot be made (see
-/// [`DataLoader::try_iter`] to get it as a `Result`).
-pub struct Iter<D: Dataset, C: Collate<D::Item>> {
-    inner: TryIter<D, C>,
-}
-
-impl<D: Dataset + 'static, C: Collate<D::Item>> Iterator for Iter<D, C> {
-    type Item = C::Batch;
-
-    fn next(&mut self) -> Option<C::Batch> {
-        match self.inner.next()? {
-            Ok(batch) => Some(batch),
-            Err(err) => batch_failed(&err),
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let (_, high) = self.inner.size_hint();
-        (high.unwrap_or(0), high)
-    }
-}
-
-impl<D: Dataset + 'static, C: Collate<D::Item>> ExactSizeIterator for Iter<D, C> {}
-
-#[cold]
-#[inline(never)]
-fn batch_failed(err: &Error) -> ! {
-    panic!("DataLoader: {err} (use loader.try_iter() to handle this as a Result)")
-}
-
-/// Threads that fetch the batches they are sent; see NOTE [ Worker threads and ordered prefetch ].
-struct WorkerPool<B> {
-    tasks: Option<Sender<(usize, Vec<usize>)>>,
-    results: Receiver<(usize, Result<B>)>,
-    /// Results that arrived before their turn.
-    waiting: HashMap<usize, Result<B>>,
-    stop: Arc<AtomicBool>,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl<B: Send + 'static> WorkerPool<B> {
-    fn spawn<D, C>(dataset: &Arc<D>, collate: &Arc<C>, num_workers: usize) -> Self
-    where
-        D: Dataset + 'static,
-        C: Collate<D::Item, Batch = B>,
-    {
-        let (task_tx, task_rx) = crossbeam_channel::unbounded::<(usize, Vec<usize>)>();
-        let (result_tx, result_rx) = crossbeam_channel::unbounded();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::with_capacity(num_workers);
-        for worker in 0..num_workers {
-            let (dataset, collate) = (Arc::clone(dataset), Arc::clone(collate));
-            let (tasks, results, stop) = (task_rx.clone(), result_tx.clone(), Arc::clone(&stop));
-            let spawned = std::thread::Builder::new()
-                .name(format!("torchlet-data-{worker}"))
-                .spawn(move || {
-                    while let Ok((position, indices)) = tasks.recv() {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let batch = fetch(dataset.as_ref(), collate.as_ref(), &indices);
-                        if results.send((position, batch)).is_err() {
-                            break;
-                        }
-                    }
-                });
-            // A thread that cannot start leaves fewer workers; with none, `take` reports the
-            // disconnected channel instead of waiting.
-            if let Ok(handle) = spawned {
-                handles.push(handle);
-            }
-        }
-        WorkerPool {
-            tasks: Some(task_tx),
-            results: result_rx,
-            waiting: HashMap::new(),
-            stop,
-            handles,
-        }
-    }
-
-    fn submit(&mut self, position: usize, indices: Vec<usize>) {
-        if let Some(tasks) = &self.tasks {
-            // A send error means every worker is gone; `take` reports it.
-            let _ = tasks.send((position, indices));
-        }
-    }
-
-    /// The result for batch `position`, waiting for it if needed.
-    fn take(&mut self, position: usize, timeout: Option<Duration>) -> Result<B> {
-        loop {
-            if let Some(result) = self.waiting.remove(&position) {
-                return result;
-            }
-            let received = match timeout {
-                Some(t) => self.results.recv_timeout(t),
-                None => self
-                    .results
-                    .recv()
-                    .map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            match received {
-                Ok((p, result)) => {
-                    self.waiting.insert(p, result);
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(Error::Data(format!(
-                        "DataLoader: batch {position} did not arrive within the timeout of \
-                         {:?}; raise `timeout` or look for a stuck Dataset::get",
-                        timeout.unwrap_or_default()
-                    )));
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Data(format!(
-                        "DataLoader: the worker threads stopped before batch {position} arrived"
-                    )));
-                }
-            }
-        }
-    }
-
-    /// Tells the workers to stop after their current sample and waits for them.
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.tasks = None;
-        for handle in self.handles.drain(..) {
-            // Panics inside `get` are caught in `fetch`; a worker that still panicked has
-            // nothing left to report.
-            let _ = handle.join();
+// Manual impl: the `Arc`s clone for every D and C, a derive would demand `D: Clone`.
+impl<D, C> Clone for MapJob<D, C> {
+    fn clone(&self) -> Self {
+        MapJob {
+            dataset: Arc::clone(&self.dataset),
+            collate: Arc::clone(&self.collate),
         }
     }
 }
 
-impl<B> Drop for WorkerPool<B> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.tasks = None;
-        for handle in self.handles.drain(..) {
-            let _ = handle.join();
-        }
+impl<D: Dataset + 'static, C: Collate<D::Item>> Job for MapJob<D, C> {
+    type Task = Vec<usize>;
+    type Batch = C::Batch;
+
+    fn run(&mut self, indices: Vec<usize>) -> Result<Option<C::Batch>> {
+        self.collate
+            .fetch(self.dataset.as_ref(), &indices)
+            .map(Some)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::engine::panic_message;
     use crate::data::sampler::WeightedRandomSampler;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
     use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc;
 
@@ -829,7 +640,14 @@ mod tests {
                 results[4].as_ref().unwrap_err().to_string()
             });
             assert!(
-                errors.contains("get(17) panicked") && errors.contains("sample 17 is corrupt"),
+                errors.contains("batch 4 (indices [16, 17, 18, 19])")
+                    && errors.contains("dataset.get(17) panicked: sample 17 is corrupt"),
+                "num_workers = {workers}: {errors}"
+            );
+            // As PyTorch names the worker process that raised.
+            assert_eq!(
+                errors.contains("DataLoader: worker "),
+                workers > 0,
                 "num_workers = {workers}: {errors}"
             );
         }
@@ -853,7 +671,7 @@ mod tests {
     }
 
     #[test]
-    fn dropping_a_loader_mid_epoch_stops_and_joins_its_workers() {
+    fn dropping_a_loader_mid_epoch_stops_its_workers_without_waiting_for_them() {
         let mut data = numbers(10_000);
         data.delay = Duration::from_millis(1);
         let calls = Arc::clone(&data.calls);
@@ -875,13 +693,34 @@ mod tests {
                 drop(loader);
             }
         });
-        // Every worker held a clone of the Arc: the count is back to ours alone once they joined.
-        assert_eq!(Arc::strong_count(&dataset), 1);
+        // The workers exit after the sample they were reading, dropping their clones of the Arc.
+        let start = std::time::Instant::now();
+        while Arc::strong_count(&dataset) > 1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "workers still running"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let after_drop = calls.load(Ordering::SeqCst);
-        // At most 3 batches taken + 2 * 4 in flight, far from the 10 000 of a full epoch.
-        assert!(after_drop <= 11 * 8, "{after_drop} samples read");
+        // At most 3 batches taken + 2 * 4 in flight + the 4 being read, far from 10 000.
+        assert!(after_drop <= 15 * 8, "{after_drop} samples read");
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(calls.load(Ordering::SeqCst), after_drop);
+    }
+
+    #[test]
+    fn a_finished_epoch_joins_its_workers() {
+        let dataset = Arc::new(numbers(100));
+        let loader = DataLoader::builder(Arc::clone(&dataset))
+            .batch_size(8)
+            .num_workers(3)
+            .collate_fn(as_vec)
+            .build()
+            .unwrap();
+        assert_eq!(loader.iter().count(), 13);
+        // Only the loader's own MapJob holds the data set now.
+        assert_eq!(Arc::strong_count(&dataset), 2);
     }
 
     #[test]
@@ -895,6 +734,10 @@ mod tests {
             .build()
             .unwrap();
         let err = loader.try_iter().next().unwrap().unwrap_err().to_string();
-        assert!(err.contains("batch 0 did not arrive"), "{err}");
+        assert!(
+            err.contains("batch 0 (indices [0]) did not arrive within the timeout of 20ms")
+                && err.contains("worker 0 is still on it"),
+            "{err}"
+        );
     }
 }

@@ -1,12 +1,12 @@
 //! Map-style data sets: [`Dataset`] (`len` + `get`), [`Subset`], [`ConcatDataset`] and
 //! [`random_split`]. `TensorDataset` lives in `tensor_dataset.rs`.
 
-use crate::data::collate::Stack;
+use crate::data::engine::{Activity, doing};
+use crate::data::stack::Stack;
 use crate::error::{Error, Result};
 use crate::random::Generator;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// A data set that can return the item at any index in `0..len()`, as PyTorch's
@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// `get` returns an error when the item cannot be produced (a missing file, a bad record).
 /// The loader checks `index < len()` before calling `get`, so implementations may index
 /// directly; a panic inside `get` is caught by the loader and reported as an error naming
-/// the index.
+/// the index and the worker (see NOTE [ Errors from worker threads ] in `engine.rs`).
 pub trait Dataset: Send + Sync {
     /// One sample, e.g. `(Tensor, i64)` or `(Tensor, Tensor)`.
     type Item: Send + 'static;
@@ -70,19 +70,15 @@ impl<D: Dataset + ?Sized> Dataset for Arc<D> {
     }
 }
 
-/// Checks `index` against the data set's length, calls `get`, and turns an error or a panic
-/// into an [`Error::Data`] that names the index. See NOTE [ Errors from worker threads ] in
-/// `dataloader.rs`.
+/// Checks `index` against the data set's length and calls `get`, naming the index in an error.
+/// A panic inside `get` is caught by the loader's engine, which names the index too: `get_item`
+/// records what it is doing (see NOTE [ Errors from worker threads ] in `engine.rs`).
 pub(crate) fn get_item<D: Dataset + ?Sized>(dataset: &D, index: usize) -> Result<D::Item> {
     check_index(dataset.len(), index)?;
-    match catch_unwind(AssertUnwindSafe(|| dataset.get(index))) {
-        Ok(Ok(item)) => Ok(item),
-        Ok(Err(err)) => Err(Error::Data(format!("dataset.get({index}) failed: {err}"))),
-        Err(payload) => Err(Error::Data(format!(
-            "dataset.get({index}) panicked: {}",
-            panic_message(payload.as_ref())
-        ))),
-    }
+    doing(Activity::Get(index));
+    dataset
+        .get(index)
+        .map_err(|err| Error::Data(format!("dataset.get({index}) failed: {err}")))
 }
 
 pub(crate) fn check_index(len: usize, index: usize) -> Result<()> {
@@ -93,17 +89,6 @@ pub(crate) fn check_index(len: usize, index: usize) -> Result<()> {
             "index {index} is out of range for a data set of length {len}; \
              check the sampler's indices"
         )))
-    }
-}
-
-/// The text of a panic payload (`panic!("...")` gives a `&str` or a `String`).
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
     }
 }
 
@@ -466,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn get_item_names_the_index_of_an_error_or_a_panic() {
+    fn get_item_names_the_index_of_an_error() {
         let d = Range {
             len: 4,
             bad: Some(2),
@@ -478,18 +463,5 @@ mod tests {
         );
         let err = get_item(&d, 9).unwrap_err().to_string();
         assert!(err.contains("index 9"), "{err}");
-
-        struct Panics;
-        impl Dataset for Panics {
-            type Item = ();
-            fn len(&self) -> usize {
-                1
-            }
-            fn get(&self, _: usize) -> Result<()> {
-                panic!("corrupt sample")
-            }
-        }
-        let err = get_item(&Panics, 0).unwrap_err().to_string();
-        assert!(err.contains("get(0) panicked: corrupt sample"), "{err}");
     }
 }

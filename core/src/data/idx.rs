@@ -7,8 +7,11 @@
 //! Every size comes from the file, so every size is checked before it is used: the product of
 //! the dimensions with overflow checks, and the bytes it promises against the bytes the file
 //! has (for gzip, against the most that many compressed bytes can inflate to, since deflate
-//! cannot expand by more than 1032:1). Only then is the data buffer allocated, so a lying
-//! header costs an error message, never a huge allocation or a panic.
+//! cannot expand by more than 1032:1), and against `max_bytes`, the most the reader will
+//! allocate ([`DEFAULT_MAX_BYTES`], 1 GiB, unless raised with [`IdxOptions::max_bytes`]): a
+//! gzip file of 2 MB may honestly inflate to 2 GiB, which a memory cap would not survive. Only
+//! then is the data buffer allocated, so a lying header costs an error message, never a huge
+//! allocation or a panic.
 
 use crate::error::{Error, Result};
 use flate2::read::GzDecoder;
@@ -21,6 +24,38 @@ const TYPE_U8: u8 = 0x08;
 const MAX_DEFLATE_RATIO: usize = 1032;
 /// Room for the gzip header and trailer on top of the deflate stream.
 const GZIP_OVERHEAD: usize = 1024;
+/// The longest IDX header: the magic number and 255 dimensions.
+const MAX_HEADER: usize = 4 + 4 * 255;
+
+/// The most data bytes an IDX reader allocates unless told otherwise: 1 GiB. The largest IDX
+/// files in use fit (MNIST's training images are 47 MB, EMNIST ByClass's 550 MB); raise it
+/// with [`IdxOptions::max_bytes`] for a larger file you trust.
+pub const DEFAULT_MAX_BYTES: usize = 1 << 30;
+
+/// How to read an IDX file: the most bytes its data may take. See
+/// NOTE [ Reading untrusted IDX files ].
+///
+/// ```
+/// use torchlet_core::data::IdxOptions;
+/// # use std::path::Path;
+/// let file = [0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]; // 3 bytes: [7, 8, 9]
+/// assert_eq!(IdxOptions::default().from_bytes(&file, Path::new("a.idx"))?.data, [7, 8, 9]);
+/// let err = IdxOptions::default().max_bytes(2).from_bytes(&file, Path::new("a.idx"));
+/// assert!(err.unwrap_err().to_string().contains("above max_bytes 2"));
+/// # Ok::<(), torchlet_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct IdxOptions {
+    max_bytes: usize,
+}
+
+impl Default for IdxOptions {
+    fn default() -> Self {
+        IdxOptions {
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
 
 /// The contents of an IDX file of unsigned bytes: its dimensions and its values in row-major
 /// order.
@@ -108,25 +143,46 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
     })
 }
 
-impl IdxArray {
+impl IdxOptions {
+    /// The most bytes the data may take (the product of the dimensions), and the largest file
+    /// read (default [`DEFAULT_MAX_BYTES`], 1 GiB).
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
     /// Reads an IDX file of unsigned bytes, gzip-compressed (detected by its magic bytes, not
     /// its name) or plain. See NOTE [ Reading untrusted IDX files ].
     ///
     /// # Errors
     ///
     /// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the file and the
-    /// problem when it is not gzip-valid, its magic number or element type is wrong, its header
-    /// is truncated, or its dimensions promise more or fewer bytes than it holds.
-    pub fn read(path: impl AsRef<Path>) -> Result<IdxArray> {
+    /// problem when it is larger than `max_bytes` or its header promises more, when it is not
+    /// gzip-valid, its magic number or element type is wrong, its header is truncated, or its
+    /// dimensions promise more or fewer bytes than it holds.
+    pub fn read(&self, path: impl AsRef<Path>) -> Result<IdxArray> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size > (self.max_bytes as u64).saturating_add(MAX_HEADER as u64) {
+            return Err(format_error(
+                path,
+                format!(
+                    "the file is {size} bytes, above max_bytes {} ({}); raise \
+                     IdxOptions::max_bytes if you trust it",
+                    self.max_bytes,
+                    human(self.max_bytes)
+                ),
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
         if bytes.starts_with(&[0x1f, 0x8b]) {
-            Self::from_gzip_bytes(&bytes, path)
+            self.from_gzip_bytes(&bytes, path)
         } else {
-            Self::from_bytes(&bytes, path)
+            self.from_bytes(&bytes, path)
         }
     }
 
@@ -135,8 +191,8 @@ impl IdxArray {
     /// # Errors
     ///
     /// As [`read`](Self::read), for the format errors.
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<IdxArray> {
-        let header = parse_header(bytes, path)?;
+    pub fn from_bytes(&self, bytes: &[u8], path: &Path) -> Result<IdxArray> {
+        let header = self.parse_header(bytes, path)?;
         let available = bytes.len() - header.header_len;
         if available != header.data_len {
             return Err(size_mismatch(path, &header, available));
@@ -152,11 +208,11 @@ impl IdxArray {
     /// # Errors
     ///
     /// As [`read`](Self::read), for the format errors.
-    pub fn from_gzip_bytes(compressed: &[u8], path: &Path) -> Result<IdxArray> {
+    pub fn from_gzip_bytes(&self, compressed: &[u8], path: &Path) -> Result<IdxArray> {
         let gzip_error = |e: std::io::Error| format_error(path, format!("bad gzip data: {e}"));
         let mut decoder = GzDecoder::new(compressed);
         // The header is at most 4 + 4 * 255 bytes; read what there is of it.
-        let mut head = Vec::with_capacity(1024);
+        let mut head = Vec::with_capacity(MAX_HEADER);
         (&mut decoder)
             .take(4)
             .read_to_end(&mut head)
@@ -167,7 +223,7 @@ impl IdxArray {
                 .read_to_end(&mut head)
                 .map_err(gzip_error)?;
         }
-        let header = parse_header(&head, path)?;
+        let header = self.parse_header(&head, path)?;
         let most = compressed
             .len()
             .saturating_mul(MAX_DEFLATE_RATIO)
@@ -207,6 +263,64 @@ impl IdxArray {
             shape: header.shape,
             data,
         })
+    }
+
+    /// The header, refused when its data would take more than `max_bytes`.
+    fn parse_header(&self, bytes: &[u8], path: &Path) -> Result<Header> {
+        let header = parse_header(bytes, path)?;
+        if header.data_len > self.max_bytes {
+            return Err(format_error(
+                path,
+                format!(
+                    "IDX dimensions {:?} promise {} data bytes ({}), above max_bytes {} ({}); \
+                     raise IdxOptions::max_bytes if you trust the file",
+                    header.shape,
+                    header.data_len,
+                    human(header.data_len),
+                    self.max_bytes,
+                    human(self.max_bytes)
+                ),
+            ));
+        }
+        Ok(header)
+    }
+}
+
+/// `1 GiB`, `47 MiB`, `512 bytes`: a size for messages.
+fn human(bytes: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match UNITS.iter().find(|(unit, _)| bytes >= *unit) {
+        Some((unit, name)) => format!("{:.1} {name}", bytes as f64 / *unit as f64),
+        None => format!("{bytes} bytes"),
+    }
+}
+
+impl IdxArray {
+    /// Reads an IDX file with the default [`IdxOptions`] (data up to 1 GiB).
+    ///
+    /// # Errors
+    ///
+    /// As [`IdxOptions::read`].
+    pub fn read(path: impl AsRef<Path>) -> Result<IdxArray> {
+        IdxOptions::default().read(path)
+    }
+
+    /// Parses the bytes of a plain IDX file with the default [`IdxOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As [`IdxOptions::read`], for the format errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<IdxArray> {
+        IdxOptions::default().from_bytes(bytes, path)
+    }
+
+    /// Inflates and parses a gzip-compressed IDX file with the default [`IdxOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As [`IdxOptions::read`], for the format errors.
+    pub fn from_gzip_bytes(compressed: &[u8], path: &Path) -> Result<IdxArray> {
+        IdxOptions::default().from_gzip_bytes(compressed, path)
     }
 }
 
@@ -303,6 +417,67 @@ mod tests {
                 err.starts_with("digits.idx: ") && err.contains(expected),
                 "expected {expected:?} in {err:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_gzip_file_declaring_2_gib_is_refused_before_allocating() {
+        // 2.2 MB of incompressible bytes: deflate could honestly inflate them to 2.2 GB, so only
+        // the size limit stands between this header and a 2 GiB allocation.
+        let mut noise = vec![0u8; 2_200_000];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for byte in &mut noise {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        let file = gzip(&idx(&[2, 1024, 1024, 1024], &noise));
+        assert!(file.len() * MAX_DEFLATE_RATIO > 1 << 31);
+        let err = IdxArray::from_gzip_bytes(&file, path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "promise 2147483648 data bytes (2.0 GiB), above max_bytes 1073741824 (1.0 GiB)"
+            ) && err.contains("raise IdxOptions::max_bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_bytes_can_be_lowered_and_raised() {
+        let file = idx(&[64, 64], &[1; 4096]);
+        for bytes in [file.clone(), gzip(&file)] {
+            let small = IdxOptions::default().max_bytes(4095);
+            let err = parse_with(&small, &bytes).unwrap_err().to_string();
+            assert!(err.contains("above max_bytes 4095"), "{err}");
+            let enough = IdxOptions::default().max_bytes(4096);
+            assert_eq!(parse_with(&enough, &bytes).unwrap().data.len(), 4096);
+        }
+        // `read` checks the file's size before reading it.
+        let dir = std::env::temp_dir().join(format!("torchlet-idx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.idx");
+        std::fs::write(&big, idx(&[1 << 20], &vec![0; 1 << 20])).unwrap();
+        let err = IdxOptions::default()
+            .max_bytes(1000)
+            .read(&big)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the file is 1048584 bytes, above max_bytes 1000"),
+            "{err}"
+        );
+        assert_eq!(IdxArray::read(&big).unwrap().shape, vec![1 << 20]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn parse_with(options: &IdxOptions, bytes: &[u8]) -> Result<IdxArray> {
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            options.from_gzip_bytes(bytes, path())
+        } else {
+            options.from_bytes(bytes, path())
         }
     }
 

@@ -3,19 +3,20 @@
 //!
 //! Unlike PyTorch, where each worker process replays the whole stream unless the data set
 //! shards it by hand (a classic source of duplicated samples), the stream is read by one
-//! background thread: samples are never duplicated, and the order is the stream's order.
-//! Random order comes from a seeded shuffle buffer, filled on that thread.
+//! worker thread: samples are never duplicated, and the order is the stream's order.
+//! Random order comes from a seeded shuffle buffer, filled on that thread. The worker, the
+//! prefetching, `timeout` and the errors are the engine's, shared with `DataLoader` (see
+//! NOTE [ One engine for map-style and iterable data ] in `engine.rs`).
 
 use crate::data::collate::{Collate, DefaultCollate};
-use crate::data::dataset::panic_message;
+use crate::data::engine::{self, Activity, Job, Plan, TryIter, WorkerOptions, doing};
 use crate::data::sampler::epoch_generator;
 use crate::error::{Error, Result};
-use crossbeam_channel::Receiver;
+use crate::random::Generator;
 use rand::Rng;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The samples of one pass over a stream.
 pub type Stream<T> = Box<dyn Iterator<Item = Result<T>> + Send>;
@@ -53,7 +54,7 @@ where
     }
 }
 
-/// Batches of an [`IterableDataset`], made on a background thread ahead of the loop.
+/// Batches of an [`IterableDataset`], made on a worker thread ahead of the loop.
 ///
 /// ```
 /// use torchlet_core::data::{from_fn, StreamLoader};
@@ -70,7 +71,7 @@ pub struct StreamLoader<S, C = DefaultCollate> {
     batch_size: usize,
     drop_last: bool,
     shuffle_buffer: usize,
-    prefetch: usize,
+    workers: WorkerOptions,
     seed: u64,
     epoch: AtomicU64,
 }
@@ -82,12 +83,16 @@ pub struct StreamLoaderBuilder<S, C = DefaultCollate> {
     batch_size: usize,
     drop_last: bool,
     shuffle_buffer: usize,
-    prefetch: usize,
+    workers: WorkerOptions,
     seed: Option<u64>,
 }
 
+/// The batches of one pass of a [`StreamLoader`], as `Result`s (the engine's [`TryIter`]).
+pub type StreamIter<B> = TryIter<B>;
+
 impl<S: IterableDataset> StreamLoader<S> {
-    /// Starts a loader over `source`: `batch_size` 1, stream order, 2 batches prefetched.
+    /// Starts a loader over `source`: `batch_size` 1, stream order, read on one worker thread
+    /// with 2 batches prefetched.
     pub fn builder(source: S) -> StreamLoaderBuilder<S> {
         StreamLoaderBuilder {
             source,
@@ -95,7 +100,10 @@ impl<S: IterableDataset> StreamLoader<S> {
             batch_size: 1,
             drop_last: false,
             shuffle_buffer: 0,
-            prefetch: 2,
+            workers: WorkerOptions {
+                num_workers: 1,
+                ..WorkerOptions::default()
+            },
             seed: None,
         }
     }
@@ -121,9 +129,34 @@ impl<S: IterableDataset, C> StreamLoaderBuilder<S, C> {
         self
     }
 
-    /// Batches made ahead of the loop (default 2).
+    /// Batches made ahead of the loop (default 2): the engine's `prefetch_factor` for the one
+    /// worker.
     pub fn prefetch(mut self, batches: usize) -> Self {
-        self.prefetch = batches;
+        self.workers.prefetch_factor = Some(batches);
+        self
+    }
+
+    /// 1 (the default) reads the stream on a worker thread; 0 reads it on the calling thread
+    /// when a batch is asked for. More workers would each need a shard of the stream, which
+    /// an [`IterableDataset`] does not describe, so more is an error.
+    pub fn num_workers(mut self, num_workers: usize) -> Self {
+        self.workers.num_workers = num_workers;
+        self
+    }
+
+    /// The longest wait for one batch (default: no limit); as [`DataLoader`]'s `timeout`.
+    ///
+    /// [`DataLoader`]: crate::data::DataLoader
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.workers.timeout = Some(timeout);
+        self
+    }
+
+    /// The worker thread's stack size in bytes; as [`DataLoader`]'s `worker_stack_size`.
+    ///
+    /// [`DataLoader`]: crate::data::DataLoader
+    pub fn worker_stack_size(mut self, bytes: usize) -> Self {
+        self.workers.stack_size = Some(bytes);
         self
     }
 
@@ -141,7 +174,7 @@ impl<S: IterableDataset, C> StreamLoaderBuilder<S, C> {
             batch_size: self.batch_size,
             drop_last: self.drop_last,
             shuffle_buffer: self.shuffle_buffer,
-            prefetch: self.prefetch,
+            workers: self.workers,
             seed: self.seed,
         }
     }
@@ -152,15 +185,26 @@ impl<S: IterableDataset, C: Collate<S::Item>> StreamLoaderBuilder<S, C> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when `batch_size` or `prefetch` is 0, naming them.
+    /// [`Error::Config`] naming every bad option: `batch_size` or `prefetch` 0, `num_workers`
+    /// above 1, and the worker options [`DataLoader`](crate::data::DataLoader) refuses.
     pub fn build(self) -> Result<StreamLoader<S, C>> {
         let mut problems = Vec::new();
         if self.batch_size == 0 {
-            problems.push("batch_size must be at least 1, got 0");
+            problems.push("batch_size must be at least 1, got 0".to_string());
         }
-        if self.prefetch == 0 {
-            problems.push("prefetch must be at least 1, got 0");
+        if self.workers.prefetch_factor == Some(0) {
+            problems.push("prefetch must be at least 1, got 0".to_string());
         }
+        let workers = WorkerOptions {
+            // `prefetch` is this loader's name for it, checked above.
+            prefetch_factor: None,
+            ..self.workers.clone()
+        };
+        workers.problems(
+            1,
+            "one thread reads the stream, so that no sample is read twice",
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(Error::Config(format!(
                 "StreamLoader: {}",
@@ -173,7 +217,7 @@ impl<S: IterableDataset, C: Collate<S::Item>> StreamLoaderBuilder<S, C> {
             batch_size: self.batch_size,
             drop_last: self.drop_last,
             shuffle_buffer: self.shuffle_buffer,
-            prefetch: self.prefetch,
+            workers: self.workers,
             seed: self.seed.unwrap_or_else(crate::random::entropy_seed),
             epoch: AtomicU64::new(0),
         })
@@ -184,27 +228,23 @@ impl<S: IterableDataset, C: Collate<S::Item>> StreamLoader<S, C> {
     /// The batches of the next pass as `Result`s; the iterator ends after an error.
     pub fn try_iter(&self) -> StreamIter<C::Batch> {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = crossbeam_channel::bounded(self.prefetch);
-        let stop = Arc::new(AtomicBool::new(false));
-        let producer = Producer {
+        let mut job = Some(StreamJob {
             source: Arc::clone(&self.source),
             collate: Arc::clone(&self.collate),
             batch_size: self.batch_size,
             drop_last: self.drop_last,
             shuffle_buffer: self.shuffle_buffer,
-            generator_seed: (self.seed, epoch),
-            stop: Arc::clone(&stop),
-        };
-        let handle = std::thread::Builder::new()
-            .name("torchlet-stream".to_string())
-            .spawn(move || producer.run(&tx))
-            .ok();
-        StreamIter {
-            batches: Some(rx),
-            stop,
-            handle,
-            finished: false,
-        }
+            generator: epoch_generator(self.seed, epoch),
+            stream: None,
+            buffer: Vec::with_capacity(self.shuffle_buffer + 1),
+            position: 0,
+            exhausted: false,
+            done: false,
+        });
+        // At most one worker (checked at `build`), so the job is asked for once.
+        engine::start("StreamLoader", Tickets, &self.workers, || {
+            job.take().expect("StreamLoader has at most one worker")
+        })
     }
 
     /// The batches of the next pass.
@@ -214,122 +254,99 @@ impl<S: IterableDataset, C: Collate<S::Item>> StreamLoader<S, C> {
     /// The iterator panics with the error's message when a batch cannot be made; use
     /// [`try_iter`](Self::try_iter) to receive it as an `Err`.
     pub fn iter(&self) -> impl Iterator<Item = C::Batch> + use<S, C> {
-        self.try_iter().map(|batch| match batch {
-            Ok(batch) => batch,
-            Err(err) => panic!("StreamLoader: {err} (use loader.try_iter() to handle it)"),
-        })
+        self.try_iter().panicking()
     }
 }
 
-/// What the background thread owns.
-struct Producer<S, C> {
+/// The tasks of a pass: "the next batch", until the stream says there is none.
+struct Tickets;
+
+impl Plan for Tickets {
+    type Task = ();
+
+    fn task(&self, _position: usize) -> Option<()> {
+        Some(())
+    }
+
+    fn describe(&self, position: usize) -> String {
+        format!("batch {position} of the stream")
+    }
+
+    fn len(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The one reader of a pass: the stream, the shuffle buffer and the generator.
+struct StreamJob<S: IterableDataset, C> {
     source: Arc<S>,
     collate: Arc<C>,
     batch_size: usize,
     drop_last: bool,
     shuffle_buffer: usize,
-    generator_seed: (u64, u64),
-    stop: Arc<AtomicBool>,
+    generator: Generator,
+    stream: Option<Stream<S::Item>>,
+    buffer: Vec<S::Item>,
+    /// Items read from the stream so far.
+    position: usize,
+    exhausted: bool,
+    /// No batch left (the stream ended, or failed).
+    done: bool,
 }
 
-impl<S: IterableDataset, C: Collate<S::Item>> Producer<S, C> {
-    fn run(self, tx: &crossbeam_channel::Sender<Result<C::Batch>>) {
-        let mut generator = epoch_generator(self.generator_seed.0, self.generator_seed.1);
-        let mut stream = match catch_unwind(AssertUnwindSafe(|| self.source.iter())) {
-            Ok(stream) => stream,
-            Err(p) => {
-                let _ = tx.send(Err(panicked("starting the stream", p.as_ref())));
-                return;
+impl<S: IterableDataset, C: Collate<S::Item>> StreamJob<S, C> {
+    /// Reads until the shuffle buffer holds more than `shuffle_buffer` items or the stream ends.
+    fn fill(&mut self) -> Result<()> {
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => {
+                doing(Activity::StreamStart);
+                self.stream.insert(self.source.iter())
             }
         };
-        let mut buffer: Vec<S::Item> = Vec::with_capacity(self.shuffle_buffer);
-        let mut batch = Vec::with_capacity(self.batch_size);
-        let mut position = 0usize;
-        let mut exhausted = false;
-        while !self.stop.load(Ordering::Relaxed) {
-            // Next sample of the stream, through the shuffle buffer when there is one.
-            while !exhausted && buffer.len() <= self.shuffle_buffer {
-                match catch_unwind(AssertUnwindSafe(|| stream.next())) {
-                    Ok(Some(Ok(item))) => buffer.push(item),
-                    Ok(Some(Err(err))) => {
-                        let message = format!("stream item {position} failed: {err}");
-                        let _ = tx.send(Err(Error::Data(message)));
-                        return;
-                    }
-                    Ok(None) => exhausted = true,
-                    Err(p) => {
-                        let what = format!("stream item {position}");
-                        let _ = tx.send(Err(panicked(&what, p.as_ref())));
-                        return;
-                    }
+        while !self.exhausted && self.buffer.len() <= self.shuffle_buffer {
+            doing(Activity::StreamItem(self.position));
+            match stream.next() {
+                Some(Ok(item)) => self.buffer.push(item),
+                Some(Err(err)) => {
+                    return Err(Error::Data(format!(
+                        "stream item {} failed: {err}",
+                        self.position
+                    )));
                 }
-                position += 1;
+                None => self.exhausted = true,
             }
-            let Some(pick) = (!buffer.is_empty()).then(|| generator.random_range(0..buffer.len()))
-            else {
+            self.position += 1;
+        }
+        Ok(())
+    }
+}
+
+impl<S: IterableDataset, C: Collate<S::Item>> Job for StreamJob<S, C> {
+    type Task = ();
+    type Batch = C::Batch;
+
+    fn run(&mut self, (): ()) -> Result<Option<C::Batch>> {
+        if self.done {
+            return Ok(None);
+        }
+        // Marked done up front: an error or a panic below leaves no later batch.
+        self.done = true;
+        let mut batch = Vec::with_capacity(self.batch_size);
+        while batch.len() < self.batch_size {
+            self.fill()?;
+            if self.buffer.is_empty() {
                 break;
-            };
-            batch.push(buffer.swap_remove(pick));
-            if batch.len() == self.batch_size && !self.send_batch(&mut batch, tx) {
-                return;
             }
+            let pick = self.generator.random_range(0..self.buffer.len());
+            batch.push(self.buffer.swap_remove(pick));
         }
-        if !batch.is_empty() && !self.drop_last && !self.stop.load(Ordering::Relaxed) {
-            self.send_batch(&mut batch, tx);
+        if batch.is_empty() || (batch.len() < self.batch_size && self.drop_last) {
+            return Ok(None);
         }
-    }
-
-    /// Collates and sends `batch`, leaving it empty; false when the receiver is gone.
-    fn send_batch(
-        &self,
-        batch: &mut Vec<S::Item>,
-        tx: &crossbeam_channel::Sender<Result<C::Batch>>,
-    ) -> bool {
-        let items = std::mem::replace(batch, Vec::with_capacity(self.batch_size));
-        let result = catch_unwind(AssertUnwindSafe(|| self.collate.collate(items)))
-            .unwrap_or_else(|p| Err(panicked("collate", p.as_ref())));
-        tx.send(result).is_ok()
-    }
-}
-
-fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> Error {
-    Error::Data(format!("{what} panicked: {}", panic_message(payload)))
-}
-
-/// The batches of one pass of a [`StreamLoader`]. Dropping it stops and joins the background
-/// thread.
-pub struct StreamIter<B> {
-    /// `None` once dropped, which makes the producer's next send fail and end it.
-    batches: Option<Receiver<Result<B>>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-    finished: bool,
-}
-
-impl<B> Iterator for StreamIter<B> {
-    type Item = Result<B>;
-
-    fn next(&mut self) -> Option<Result<B>> {
-        if self.finished {
-            return None;
-        }
-        // A disconnected channel is the end of the stream: the producer sends every batch,
-        // and any error, before it exits.
-        let result = self.batches.as_ref()?.recv().ok();
-        self.finished = result.as_ref().is_none_or(|r| r.is_err());
-        result
-    }
-}
-
-impl<B> Drop for StreamIter<B> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Disconnecting wakes a producer blocked on a full channel: its send fails and it
-        // returns. One inside `stream.next()` returns after that sample.
-        self.batches = None;
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
+        self.done = false;
+        doing(Activity::Collate);
+        self.collate.collate(batch).map(Some)
     }
 }
 
@@ -400,11 +417,15 @@ mod tests {
         let results: Vec<Result<Vec<i64>>> = loader.try_iter().collect();
         assert_eq!(results.len(), 3);
         let err = results[2].as_ref().unwrap_err().to_string();
-        assert!(err.contains("stream item 4 panicked: bad record"), "{err}");
+        assert!(
+            err.contains("worker 0 failed on batch 2 of the stream")
+                && err.contains("stream item 4 panicked: bad record"),
+            "{err}"
+        );
     }
 
     #[test]
-    fn dropping_mid_pass_joins_the_producer() {
+    fn dropping_mid_pass_stops_the_reader() {
         let loader = StreamLoader::builder(from_fn(|| Box::new((0..).map(Ok))))
             .batch_size(4)
             .collate_fn(as_vec)
@@ -413,7 +434,59 @@ mod tests {
         let mut it = loader.try_iter();
         assert_eq!(it.next().unwrap().unwrap(), vec![0, 1, 2, 3]);
         drop(it);
-        assert_eq!(Arc::strong_count(&loader.source), 1);
+        // Not joined (see NOTE [ Timeouts and abandoned workers ]): the reader exits after the
+        // batch it is making.
+        let start = std::time::Instant::now();
+        while Arc::strong_count(&loader.source) > 1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the reader still runs"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_stream_can_be_read_on_the_calling_thread() {
+        let loader = StreamLoader::builder(numbers(7))
+            .batch_size(3)
+            .num_workers(0)
+            .collate_fn(as_vec)
+            .build()
+            .unwrap();
+        let got: Vec<Vec<i64>> = loader.iter().collect();
+        assert_eq!(got, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+    }
+
+    #[test]
+    fn a_stuck_stream_times_out() {
+        let source = from_fn(|| {
+            Box::new((0..10i64).map(|i| {
+                if i == 5 {
+                    std::thread::sleep(Duration::from_secs(3));
+                }
+                Ok(i)
+            }))
+        });
+        let loader = StreamLoader::builder(source)
+            .batch_size(2)
+            .timeout(Duration::from_millis(200))
+            .collate_fn(as_vec)
+            .build()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let results: Vec<Result<Vec<i64>>> = loader.try_iter().collect();
+        assert!(
+            start.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(results.len(), 3);
+        let err = results[2].as_ref().unwrap_err().to_string();
+        assert!(
+            err.contains("batch 2 of the stream did not arrive"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -428,6 +501,17 @@ mod tests {
             .to_string();
         assert!(
             err.contains("batch_size") && err.contains("prefetch"),
+            "{err}"
+        );
+        let err = StreamLoader::builder(numbers(1))
+            .num_workers(2)
+            .collate_fn(as_vec)
+            .build()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("num_workers must be at most 1, got 2"),
             "{err}"
         );
     }

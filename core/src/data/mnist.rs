@@ -114,8 +114,10 @@ impl Mnist {
     /// # Errors
     ///
     /// [`Error::Io`] when a file cannot be read; [`Error::Format`] naming the file when it is
-    /// not valid IDX (see [`IdxArray::read`]), has the wrong number of dimensions, holds a label
-    /// above 9, or when the two files disagree on the number of digits.
+    /// not valid IDX (see [`IdxArray::read`]), has the wrong number of dimensions, holds no
+    /// images, images that are not 28×28 (the size every MNIST-format set uses, and the 784
+    /// features models for them expect), a label above 9, or when the two files disagree on
+    /// the number of digits. For other image sizes, read the files with [`IdxArray`].
     pub fn from_files(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Mnist> {
         let (images, labels) = (images.as_ref(), labels.as_ref());
         let image_array = IdxArray::read(images)?;
@@ -138,6 +140,24 @@ impl Mnist {
                 ),
             ));
         };
+        if (rows, cols) != (28, 28) {
+            return Err(format_error(
+                images,
+                format!(
+                    "MNIST images are 28×28, the file's are {rows}×{cols} (shape {:?}); read \
+                     other image sizes with IdxArray::read",
+                    image_array.shape
+                ),
+            ));
+        }
+        if n == 0 {
+            return Err(format_error(
+                images,
+                "the file holds 0 images (shape [0, 28, 28]); an empty training set would \
+                 train on nothing and report NaN accuracy"
+                    .to_string(),
+            ));
+        }
         if n != n_labels {
             return Err(format_error(
                 labels,
@@ -362,10 +382,7 @@ mod tests {
             std::fs::write(&p, bytes).unwrap();
             p
         };
-        let images = write(
-            "images",
-            &[0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 9, 9],
-        );
+        let images = write("images", &images_idx(2, 28, 28));
         let three = write("three", &[0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]);
         let big = write("big", &[0, 0, 8, 1, 0, 0, 0, 2, 1, 12]);
         let good = write("good", &[0, 0, 8, 1, 0, 0, 0, 2, 1, 2]);
@@ -376,6 +393,43 @@ mod tests {
         let err = Mnist::from_files(&good, &good).unwrap_err().to_string();
         assert!(err.contains("need 3 dimensions"), "{err}");
         assert_eq!(Mnist::from_files(&images, &good).unwrap().len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An IDX image file `[n, rows, cols]` of zeros.
+    fn images_idx(n: u32, rows: u32, cols: u32) -> Vec<u8> {
+        let mut file = vec![0, 0, 8, 3];
+        for d in [n, rows, cols] {
+            file.extend_from_slice(&d.to_be_bytes());
+        }
+        file.resize(file.len() + (n * rows * cols) as usize, 0);
+        file
+    }
+
+    #[test]
+    fn images_other_than_28x28_and_empty_files_are_format_errors() {
+        let dir = std::env::temp_dir().join(format!("torchlet-mnist-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let two_labels = write("two", &[0, 0, 8, 1, 0, 0, 0, 2, 1, 2]);
+        let no_labels = write("none", &[0, 0, 8, 1, 0, 0, 0, 0]);
+        let big = write("big", &images_idx(2, 32, 32));
+        let err = Mnist::from_files(&big, &two_labels)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("big: MNIST images are 28×28, the file's are 32×32 (shape [2, 32, 32])"),
+            "{err}"
+        );
+        let empty = write("empty", &images_idx(0, 28, 28));
+        let err = Mnist::from_files(&empty, &no_labels)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("empty: the file holds 0 images"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

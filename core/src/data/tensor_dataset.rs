@@ -1,7 +1,7 @@
 //! [`TensorDataset`]: samples are the rows (first-dimension slices) of one or more tensors.
 
-use crate::data::collate::Stack;
 use crate::data::dataset::Dataset;
+use crate::data::stack::Stack;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
