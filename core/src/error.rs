@@ -21,6 +21,9 @@ pub enum Error {
     Config(String),
     /// A data set item that could not be produced.
     Data(String),
+    /// A NaN or an infinity where a finite value is needed (`clip_grad_norm_with` with
+    /// `error_if_nonfinite`).
+    NonFinite(String),
     /// A state dict that does not fit a module: every missing key, unexpected key and
     /// shape mismatch (`(key, shape in the state dict, shape in the module)`) at once;
     /// `matched` counts the keys that fit.
@@ -40,7 +43,9 @@ impl std::fmt::Display for Error {
         match self {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
-            Error::Config(message) | Error::Data(message) => f.write_str(message),
+            Error::Config(message) | Error::Data(message) | Error::NonFinite(message) => {
+                f.write_str(message)
+            }
             Error::StateDict {
                 module,
                 matched,

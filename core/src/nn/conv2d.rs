@@ -133,6 +133,7 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     /// If the input is not `[N, in_channels, H, W]` or smaller than the kernel.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let y = x.conv2d(&self.weight, self.stride, self.padding);
         match &self.bias {
             Some(b) => &y + &b.reshape(&[1, -1, 1, 1]),

@@ -17,6 +17,7 @@ mod loss;
 mod module;
 mod parameter;
 mod pooling;
+mod scope;
 mod sequential;
 mod size;
 mod state_dict;
@@ -35,6 +36,7 @@ pub use loss::{BceWithLogitsLoss, CrossEntropyLoss, L1Loss, MseLoss, NllLoss, Sm
 pub use module::{Member, MemberMut, Module, fmt_module};
 pub use parameter::{Buffer, Parameter};
 pub use pooling::{AvgPool2d, MaxPool2d};
+pub use scope::ModuleScope;
 pub use sequential::{Layers, Sequential};
 pub use size::Size2;
 pub use state_dict::{IncompatibleKeys, StateDict};
