@@ -20,8 +20,8 @@ mod pooling;
 mod scope;
 mod sequential;
 mod size;
-mod state_dict;
 
+pub use crate::state_dict::{IncompatibleKeys, StateDict};
 pub use activation::{GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
 pub use conv2d::Conv2d;
@@ -39,5 +39,4 @@ pub use pooling::{AvgPool2d, MaxPool2d};
 pub use scope::ModuleScope;
 pub use sequential::{Layers, Sequential};
 pub use size::Size2;
-pub use state_dict::{IncompatibleKeys, StateDict};
 pub use torchlet_macros::{Module, sequential};
