@@ -33,10 +33,20 @@ pub trait Layer: Module + for<'a> Forward<&'a Tensor, Output = Tensor> + Send + 
 
 impl<T> Layer for T where T: Module + for<'a> Forward<&'a Tensor, Output = Tensor> + Send + Sync {}
 
-impl<In, M: Forward<In> + ?Sized> Forward<In> for Box<M> {
+impl<In, M: Forward<In>> Forward<In> for Box<M> {
     type Output = M::Output;
     #[track_caller]
     fn forward(&self, input: In) -> M::Output {
         (**self).forward(input)
+    }
+}
+
+/// A boxed layer (the main job's model) calls through [`Layer::forward_layer`], so that a
+/// panic inside points at the caller's line.
+impl<'a> Forward<&'a Tensor> for Box<dyn Layer> {
+    type Output = Tensor;
+    #[track_caller]
+    fn forward(&self, input: &'a Tensor) -> Tensor {
+        (**self).forward_layer(input)
     }
 }

@@ -382,6 +382,96 @@ mod tests {
     }
 
     #[test]
+    fn two_threads_saving_to_one_path_both_succeed() {
+        let path = temp_path("two-writers.safetensors");
+        let writers: Vec<_> = (0..2)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut sd = StateDict::new();
+                    sd.insert("w", Tensor::full(&[1000], f64::from(i)));
+                    (0..20).try_for_each(|_| save_file(&sd, &path))
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join()
+                .expect("writer thread")
+                .expect("every save succeeds");
+        }
+        let back = load_file(&path).unwrap();
+        let v = back.get("w").unwrap().to_vec::<f32>();
+        assert!(v == [0.0; 1000] || v == [1.0; 1000], "one whole file wins");
+        assert_eq!(
+            temps_of(&path),
+            Vec::<String>::new(),
+            "no temporary file is left"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    fn temps_of(path: &Path) -> Vec<String> {
+        let prefix = format!("{}.tmp-", path.file_name().unwrap().to_string_lossy());
+        std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    }
+
+    #[test]
+    fn temporary_files_of_killed_saves_are_removed_by_the_next_save() {
+        let path = temp_path("stale.safetensors");
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let with = |suffix: &str| path.with_file_name(format!("{name}{suffix}"));
+        // A save killed before this change (`.tmp-{pid}`), one killed after, both by a
+        // process that is gone (pid 0 is never a user process), one of ours from an earlier
+        // process with our pid, and a file that only looks alike.
+        let stale = [
+            ".tmp-0",
+            ".tmp-0-17",
+            &format!(".tmp-{}-999999", std::process::id()),
+        ];
+        for s in stale {
+            std::fs::write(with(s), b"half a checkpoint").unwrap();
+        }
+        std::fs::write(with(".tmp-notes"), b"keep").unwrap();
+        save_file(&StateDict::new(), &path).unwrap();
+        assert_eq!(temps_of(&path), [format!("{name}.tmp-notes")]);
+        std::fs::remove_file(with(".tmp-notes")).unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file() {
+        let dir = temp_path("missing-dir");
+        let err = save_file(&StateDict::new(), dir.join("x.safetensors")).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_before_they_are_read() {
+        let path = temp_path("limit.safetensors");
+        let mut sd = StateDict::new();
+        sd.insert("w", Tensor::zeros(&[100]));
+        save_file(&sd, &path).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(load_file_limited(&path, len).is_ok());
+        let err = load_file_limited(&path, len - 1).unwrap_err().to_string();
+        assert!(
+            err.contains("limit.safetensors")
+                && err.contains(&format!(
+                    "has {len} bytes or more, over the limit of {} bytes",
+                    len - 1
+                )),
+            "{err}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn an_empty_state_dict_round_trips() {
         let path = temp_path("empty.safetensors");
         save_file(&StateDict::new(), &path).unwrap();
