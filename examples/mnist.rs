@@ -174,6 +174,9 @@ fn run(args: &Args) -> Result<(), Error> {
     let test_dl = DataLoader::builder(test).batch_size(1000).build()?;
 
     manual_seed(args.seed);
+    if args.detect_anomaly {
+        torchlet::autograd::set_detect_anomaly(true);
+    }
     let mut model = build_model(args.model);
     let mut opt = build_optimizer(args, &model)?;
     let mut sched = build_scheduler(args, &*opt)?;
@@ -205,11 +208,19 @@ fn run(args: &Args) -> Result<(), Error> {
         model.train();
         let mut bar = Progress::new(epoch, args.epochs, train_dl.len());
         let (mut loss_sum, mut seen) = (0.0, 0usize);
-        for (xb, yb) in train_dl.iter() {
-            let loss = cross_entropy(&model.forward(&xb), &yb);
-            loss.backward();
-            opt.step();
-            opt.zero_grad();
+        for (batch, (xb, yb)) in train_dl.iter().enumerate() {
+            let mut step = || {
+                let loss = cross_entropy(&model.forward(&xb), &yb);
+                loss.backward();
+                opt.step();
+                opt.zero_grad();
+                loss
+            };
+            let loss = if args.detect_anomaly {
+                checked(step).map_err(|e| format!("{e} (epoch {}, batch {batch})", epoch + 1))?
+            } else {
+                step()
+            };
             let n = yb.numel();
             loss_sum += loss.item() * n as f64;
             seen += n;
@@ -262,6 +273,30 @@ fn run(args: &Args) -> Result<(), Error> {
         png.display()
     );
     Ok(())
+}
+
+/// Runs one training step under anomaly detection, turning its report into an error so
+/// that the job stops with the message instead of training on NaNs. Other panics go on.
+fn checked<R>(step: impl FnOnce() -> R) -> Result<R, String> {
+    use std::panic::{self, AssertUnwindSafe};
+    let is_anomaly = |payload: &(dyn std::any::Any + Send)| {
+        payload
+            .downcast_ref::<String>()
+            .filter(|m| m.starts_with("anomaly detected"))
+            .cloned()
+    };
+    let default_hook = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        if is_anomaly(info.payload()).is_none() {
+            default_hook(info);
+        }
+    }));
+    let result = panic::catch_unwind(AssertUnwindSafe(step));
+    let _ = panic::take_hook();
+    result.map_err(|payload| match is_anomaly(&*payload) {
+        Some(message) => message,
+        None => panic::resume_unwind(payload),
+    })
 }
 
 /// Mean cross-entropy and accuracy over the test set, without building a graph.

@@ -16,11 +16,11 @@
 //! Users depend on this crate only; it re-exports `torchlet-core` at the same paths.
 
 pub use torchlet_core::{
-    DType, Element, Error, Result, Tensor, get_num_threads, manual_seed, set_num_threads,
+    DType, Element, Error, Result, StateDict, Tensor, get_num_threads, manual_seed, set_num_threads,
 };
 pub use torchlet_core::{
     autograd, checkpoint, data, dtype, error, nn, ops, optim, parallel, random, serialize, shape,
-    tensor,
+    state_dict, tensor,
 };
 pub use torchlet_macros::sequential;
 

@@ -3,6 +3,7 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use torchlet::Tensor;
+use torchlet::nn::{Forward, Layer, Linear, ReLU, Sequential, sequential};
 
 /// Runs `f`, which must panic, and returns the message and the file the panic points at.
 fn misuse(f: impl FnOnce()) -> (String, String) {
@@ -127,6 +128,44 @@ fn misuse_panics_with_op_and_shapes_at_the_callers_line() {
             "expand: shape [2, 3] cannot be expanded to [3, 3]",
             Box::new(|| {
                 x.expand(&[3, 3]);
+            }),
+        ),
+        (
+            "Linear(in_features=2, out_features=1, bias=True): got input [5, 3]",
+            Box::new(|| {
+                // Sizes the macro cannot see, so the mismatch is found at run time.
+                let n = 2;
+                let typed = sequential![Linear::new(4, 3), ReLU, Linear::new(n, 1)];
+                typed.forward(&Tensor::zeros(&[5, 4]));
+            }),
+        ),
+        (
+            "Linear(in_features=2, out_features=1, bias=True): got input [5, 3]",
+            Box::new(|| {
+                let mut chain = Sequential::new();
+                chain.push(Linear::new(4, 3)).push(Linear::new(2, 1));
+                chain.forward(&Tensor::zeros(&[5, 4]));
+            }),
+        ),
+        (
+            "Linear(in_features=2, out_features=1, bias=True): got input [5, 3]",
+            Box::new(|| {
+                let n = 2;
+                let boxed: Box<dyn Layer> =
+                    Box::new(sequential![Linear::new(4, 3), Linear::new(n, 1)]);
+                boxed.forward(&Tensor::zeros(&[5, 4]));
+            }),
+        ),
+        (
+            "backward: one of the tensors needed for gradient computation has been modified by \
+             an in-place operation: the [2] tensor saved by `mul` is at version 1; expected \
+             version 0",
+            Box::new(|| {
+                let w = Tensor::ones(&[2]).requires_grad_(true);
+                let x = Tensor::ones(&[2]);
+                let y = (&w * &x).sum();
+                x.add_(&Tensor::ones(&[2]));
+                y.backward();
             }),
         ),
     ];

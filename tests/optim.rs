@@ -7,7 +7,7 @@ use common::{F64_TOL, arg, assert_close, cases, flag, tensor};
 use serde_json::Value;
 use torchlet::optim::{
     Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, ParamGroup, RmsProp,
-    RmsPropConfig, Sgd, SgdConfig, clip_grad_norm_,
+    RmsPropConfig, Sgd, SgdConfig, clip_grad_norm_, clip_grad_norm_with,
 };
 use torchlet::{DType, Tensor};
 
@@ -224,17 +224,11 @@ fn load_state_dict_rejects_mis_shaped_state_and_changes_nothing() {
     w.set_grad(Some(Tensor::ones(&[3])));
     opt.step();
     let mut state = opt.state_dict();
-    for (k, t) in &mut state {
-        if k == "state.w.exp_avg" {
-            *t = Tensor::zeros(&[4]);
-        }
-        if k == "param_groups.0.lr" {
-            *t = Tensor::from_vec(vec![0.01f64], &[]);
-        }
-    }
+    state.insert("state.w.exp_avg", Tensor::zeros(&[4]));
+    state.insert("param_groups.0.lr", Tensor::from_vec(vec![0.01f64], &[]));
     let err = opt.load_state_dict(&state).unwrap_err().to_string();
     assert!(
-        err.contains("`state.w.exp_avg` has shape [4] but the parameter has shape [3]"),
+        err.contains("`state.w.exp_avg` has shape [4]; expected [3]"),
         "{err}"
     );
     assert_eq!(opt.lr(), 0.5);
@@ -262,7 +256,7 @@ fn param_groups_have_their_own_lr_and_weight_decay() {
     opt.step();
     // a: 1 - 0.1 · 1; b: 1 - 0.01 · (1 + 1 · 1)
     assert!((a.item() - 0.9).abs() < 1e-15 && (b.item() - 0.98).abs() < 1e-15);
-    opt.set_lr(1.0);
+    opt.set_lr(1.0).unwrap();
     assert_eq!(
         opt.group_rates().iter().map(|g| g.lr()).collect::<Vec<_>>(),
         [1.0, 1.0]
@@ -368,4 +362,97 @@ fn clip_grad_norm_matches_pytorch() {
             }
         }
     }
+}
+
+#[test]
+fn the_same_tensor_twice_is_refused_by_identity_as_pytorch_does() {
+    let w = Tensor::zeros(&[2]).requires_grad_(true);
+    let b = Tensor::zeros(&[1]).requires_grad_(true);
+    let config = SgdConfig::default();
+    let msg = |r: torchlet::Result<()>| r.unwrap_err().to_string();
+    // Unnamed, twice in one list.
+    assert_eq!(
+        msg(Sgd::new([&w, &w], config).map(drop)),
+        "Sgd: some parameters appear in more than one parameter group: the tensor of `1` is \
+         already in the optimizer as `0`; pass each tensor once"
+    );
+    // Under two names, in two groups.
+    let mut opt = Adam::new([("fc.weight", &w), ("fc.bias", &b)], AdamConfig::default()).unwrap();
+    assert_eq!(
+        msg(opt.add_param_group(ParamGroup::new([("head.weight", &w)]))),
+        "Adam: some parameters appear in more than one parameter group: the tensor of \
+         `head.weight` is already in the optimizer as `fc.weight`; pass each tensor once"
+    );
+    assert_eq!(opt.num_param_groups(), 1, "the refused group is not added");
+    // A clone is the same tensor; a detached copy is another one.
+    assert!(Sgd::new([w.clone(), w.clone()], config).is_err());
+    assert!(Sgd::new([w.clone(), w.detach().requires_grad_(true)], config).is_ok());
+}
+
+#[test]
+fn set_lr_and_constructors_refuse_nan_and_negative_values() {
+    let w = || Tensor::zeros(&[1]).requires_grad_(true);
+    let mut opt = Sgd::new([w()], SgdConfig::default()).unwrap();
+    for bad in [f64::NAN, -0.1, f64::INFINITY] {
+        let err = opt.set_lr(bad).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("set_lr: lr must be a finite non-negative number, got {bad}")
+        );
+        assert!(opt.group_rates()[0].set_lr(bad).is_err());
+    }
+    assert_eq!(
+        opt.lr(),
+        SgdConfig::default().lr,
+        "a refused lr changes nothing"
+    );
+    let msg = |r: torchlet::Result<()>| r.unwrap_err().to_string();
+    assert_eq!(
+        msg(Sgd::new(
+            [w()],
+            SgdConfig {
+                dampening: f64::NAN,
+                ..Default::default()
+            }
+        )
+        .map(drop)),
+        "Sgd: dampening must be a finite number, got NaN"
+    );
+    assert_eq!(
+        msg(Adam::new(
+            [w()],
+            AdamConfig {
+                lr: f64::NAN,
+                ..Default::default()
+            }
+        )
+        .map(drop)),
+        "Adam: lr must be a finite number, got NaN"
+    );
+    assert_eq!(
+        msg(opt.add_param_group(ParamGroup::new([w()]).weight_decay(f64::NAN))),
+        "Sgd: weight_decay must be a finite number, got NaN"
+    );
+}
+
+#[test]
+fn clip_grad_norm_with_error_if_nonfinite_refuses_a_nan_norm() {
+    let w = Tensor::zeros(&[2]).requires_grad_(true);
+    w.set_grad(Some(Tensor::from_vec(vec![f32::INFINITY, 1.0], &[2])));
+    let err = clip_grad_norm_with([&w], 1.0, 2.0, true).unwrap_err();
+    assert!(matches!(err, torchlet::Error::NonFinite(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "clip_grad_norm_: the total norm of order 2 of the gradients of 1 parameters is inf, \
+         so they cannot be clipped; look for the NaN with torchlet::autograd::detect_anomaly, \
+         or pass error_if_nonfinite = false to scale them by the non-finite norm anyway"
+    );
+    assert_eq!(w.grad().unwrap().to_vec::<f32>(), [f32::INFINITY, 1.0]);
+    // Without the flag, PyTorch's behaviour: the gradients are scaled by the bad norm.
+    assert_eq!(
+        clip_grad_norm_with([&w], 1.0, 2.0, false).unwrap(),
+        f64::INFINITY
+    );
+    w.set_grad(Some(Tensor::from_vec(vec![3.0f32, 4.0], &[2])));
+    assert_eq!(clip_grad_norm_with([&w], 10.0, 2.0, true).unwrap(), 5.0);
 }

@@ -88,18 +88,14 @@ impl Run {
     /// Every value of the model, the optimizer and the scheduler, as bits.
     fn fingerprint(&self) -> Vec<(String, Vec<u64>)> {
         let bits = |t: &Tensor| t.to_vec::<f64>().iter().map(|v| v.to_bits()).collect();
-        let model = self.model.state_dict();
         let parts = [
-            (
-                "model",
-                model.iter().map(|(k, t)| (k.clone(), t.clone())).collect(),
-            ),
+            ("model", self.model.state_dict()),
             ("optimizer", self.opt.state_dict()),
             ("scheduler", self.sched.state_dict()),
         ];
         parts
             .into_iter()
-            .flat_map(|(part, entries): (&str, Vec<(String, Tensor)>)| {
+            .flat_map(|(part, entries): (&str, StateDict)| {
                 entries
                     .into_iter()
                     .map(move |(k, t)| (format!("{part}.{k}"), bits(&t)))
@@ -205,4 +201,203 @@ fn checkpoint_of_another_model_lists_the_keys_that_do_not_fit() {
     let msg = err.to_string();
     assert!(msg.contains("Unexpected key(s)"), "{msg}");
     assert!(msg.contains("4.weight"), "{msg}");
+}
+
+/// A small run with every kind of state (BatchNorm's i64 counter, Adam's step and moments,
+/// a scheduler), after one step. Draws weights: call it with the generator locked.
+fn small_run() -> (Sequential<(Linear, BatchNorm1d)>, Adam, StepLr) {
+    let model = sequential![Linear::new(3, 2), BatchNorm1d::new(2)];
+    let mut opt = Adam::new(model.named_parameters(), AdamConfig::default()).expect("adam");
+    let sched = StepLr::new(&opt, 2, 0.5).expect("step lr");
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, -1.0, 0.5, 2.0], &[2, 3]);
+    model.forward(&x).sum().backward();
+    opt.step();
+    (model, opt, sched)
+}
+
+fn small_checkpoint(name: &str) -> (std::path::PathBuf, StateDict) {
+    let (model, opt, sched) = small_run();
+    let path = torchlet::serialize::temp_path(name);
+    TrainingCheckpoint::capture(&model, &opt, Some(&sched), 1, SEED)
+        .save(&path)
+        .expect("save");
+    let entries = torchlet::serialize::load_file(&path).expect("load_file");
+    (path, entries)
+}
+
+/// Writes `entries` to `path` and restores them into a fresh small run.
+fn restore_entries(path: &std::path::Path, entries: &StateDict) -> torchlet::Result<()> {
+    torchlet::serialize::save_file(entries, path)?;
+    let ckpt = TrainingCheckpoint::load(path)?;
+    let (mut model, mut opt, mut sched) = small_run();
+    ckpt.restore(&mut model, &mut opt, Some(&mut sched))
+}
+
+#[test]
+fn mis_shaped_and_mistyped_entries_are_errors_naming_the_file_and_key() {
+    let _rng = lock_rng();
+    let (path, good) = small_checkpoint("resume-entries.safetensors");
+    let file = path.file_name().unwrap().to_string_lossy().to_string();
+    let vector = Tensor::from_vec(vec![3.0f64, 4.0], &[2]);
+    let cases: Vec<(&str, Tensor, &str)> = vec![
+        (
+            "optimizer.state.0.weight.step",
+            vector.clone(),
+            "`state.0.weight.step` must be a scalar (shape []), got float64 of shape [2]",
+        ),
+        (
+            "optimizer.param_groups.0.lr",
+            vector.clone(),
+            "`param_groups.0.lr` must be a scalar (shape []), got float64 of shape [2]",
+        ),
+        (
+            "optimizer.state.0.weight.group",
+            Tensor::from_vec(vec![-1i64], &[]),
+            "`state.0.weight.group` is -1; expected a non-negative whole number",
+        ),
+        (
+            "optimizer.state.0.weight.exp_avg",
+            Tensor::from_vec(vec![1i64; 6], &[2, 3]),
+            "`state.0.weight.exp_avg` holds int64 where float32 belongs",
+        ),
+        (
+            "optimizer.param_groups.0.betas.0",
+            Tensor::from_vec(vec![f64::NAN], &[]),
+            "`param_groups.0.betas.0` is NaN; expected a finite number",
+        ),
+        (
+            "scheduler.last_epoch",
+            vector.clone(),
+            "`last_epoch` must be a scalar (shape []), got float64 of shape [2]",
+        ),
+        (
+            "scheduler.base_lrs",
+            Tensor::from_vec(vec![0.1f64, 0.1], &[2]),
+            "`base_lrs` has shape [2]; expected [1]",
+        ),
+        (
+            "model.0.weight",
+            Tensor::from_vec(vec![1i64; 6], &[2, 3]),
+            "dtype mismatch for 0.weight: copying a param of dtype int64 from checkpoint, the \
+             dtype in current model is float32",
+        ),
+        (
+            "meta.epoch",
+            Tensor::from_vec(vec![-3i64], &[]),
+            "`meta.epoch` is -3; an epoch count is never negative",
+        ),
+        (
+            "meta.epoch",
+            Tensor::from_vec(vec![1i64, 2], &[2]),
+            "`meta.epoch` must be one i64 value of shape [], got int64 of shape [2]",
+        ),
+    ];
+    for (key, value, want) in cases {
+        let mut entries = good.clone();
+        entries.insert(key, value);
+        let err = restore_entries(&path, &entries).expect_err(key).to_string();
+        assert!(err.contains(&file), "{key}: the error names no file: {err}");
+        assert!(err.contains(want), "{key}: expected {want:?} in {err:?}");
+    }
+    restore_entries(&path, &good).expect("the unchanged checkpoint restores");
+    std::fs::remove_file(&path).ok();
+}
+
+/// A small xorshift generator: the fuzz loop is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A tensor of random dtype, shape and values, sometimes shaped like `like`.
+fn random_tensor(rng: &mut Rng, like: &Tensor) -> Tensor {
+    const VALUES: [f64; 10] = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -1.0,
+        0.0,
+        0.5,
+        1.0,
+        3.0,
+        1e300,
+        -9.3e18,
+    ];
+    let shape: Vec<usize> = match rng.below(4) {
+        0 => like.shape(),
+        1 => vec![],
+        2 => vec![rng.below(4)],
+        _ => {
+            let mut s = like.shape();
+            s.insert(0, 1);
+            s
+        }
+    };
+    let n: usize = shape.iter().product();
+    let values: Vec<f64> = (0..n).map(|_| VALUES[rng.below(VALUES.len())]).collect();
+    match rng.below(3) {
+        0 => Tensor::from_vec(values, &shape),
+        1 => Tensor::from_vec(values.iter().map(|&v| v as f32).collect(), &shape),
+        _ => Tensor::from_vec(values.iter().map(|&v| v as i64).collect(), &shape),
+    }
+}
+
+#[test]
+fn checkpoints_with_mutated_values_and_shapes_restore_or_fail_but_never_panic() {
+    let _rng = lock_rng();
+    let (path, good) = small_checkpoint("resume-fuzz.safetensors");
+    let keys: Vec<String> = good.keys().cloned().collect();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (mut errors, mut restored) = (0, 0);
+    for round in 0..300 {
+        let mut entries = good.clone();
+        for _ in 0..1 + rng.below(3) {
+            let key = &keys[rng.below(keys.len())];
+            match rng.below(5) {
+                0 => {
+                    entries = entries.into_iter().filter(|(k, _)| k != key).collect();
+                }
+                1 => {
+                    let extra = format!("{key}.extra");
+                    entries.insert(extra, Tensor::zeros(&[1]));
+                }
+                2 => {
+                    let like = good.get(key).expect("key").clone();
+                    let t = like.to_vec::<f64>();
+                    let n = t.len();
+                    entries.insert(key.clone(), Tensor::from_vec(t, &[n]));
+                }
+                _ => {
+                    let like = good.get(key).expect("key").clone();
+                    entries.insert(key.clone(), random_tensor(&mut rng, &like));
+                }
+            }
+        }
+        let outcome = std::panic::catch_unwind(|| restore_entries(&path, &entries));
+        match outcome {
+            Ok(Ok(())) => restored += 1,
+            Ok(Err(e)) => {
+                errors += 1;
+                assert!(
+                    e.to_string().contains("resume-fuzz.safetensors"),
+                    "round {round}: the error names no file: {e}"
+                );
+            }
+            Err(_) => panic!("round {round}: restoring panicked; entries {entries:?}"),
+        }
+    }
+    std::fs::remove_file(&path).ok();
+    assert!(
+        errors > 100 && restored > 0,
+        "{errors} errors, {restored} restored"
+    );
 }

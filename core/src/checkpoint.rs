@@ -22,11 +22,12 @@
 //! needs to be stored.
 
 use crate::error::{Error, Result};
-use crate::nn::{Module, StateDict};
+use crate::nn::Module;
 use crate::optim::{LrScheduler, Optimizer};
 use crate::serialize;
+use crate::state_dict::StateDict;
 use crate::tensor::Tensor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Everything a training run needs to continue after an epoch, as PyTorch's usual
 /// `{'model': …, 'optimizer': …, 'scheduler': …, 'epoch': …}` dict. See NOTE [ Training
@@ -53,15 +54,18 @@ pub struct TrainingCheckpoint {
     /// The model's state dict (parameters and buffers).
     pub model: StateDict,
     /// The optimizer's [`state_dict`](Optimizer::state_dict).
-    pub optimizer: Vec<(String, Tensor)>,
+    pub optimizer: StateDict,
     /// The scheduler's [`state_dict`](LrScheduler::state_dict); empty without one.
-    pub scheduler: Vec<(String, Tensor)>,
+    pub scheduler: StateDict,
     /// The number of finished epochs: the epoch a resumed run starts with.
     pub epoch: u64,
     /// The run's seed (see NOTE [ Resuming draws the same numbers ]).
     pub seed: u64,
     /// Anything else the program keeps, saved under `meta.{name}`.
-    pub meta: Vec<(String, Tensor)>,
+    pub meta: StateDict,
+    /// The file it was read from ([`load`](Self::load)), named by the errors of
+    /// [`restore`](Self::restore); `None` for a checkpoint captured in memory.
+    pub source: Option<PathBuf>,
 }
 
 impl TrainingCheckpoint {
@@ -86,19 +90,20 @@ impl TrainingCheckpoint {
             scheduler: scheduler.map(LrScheduler::state_dict).unwrap_or_default(),
             epoch,
             seed,
-            meta: Vec::new(),
+            meta: StateDict::new(),
+            source: None,
         }
     }
 
     /// Adds `meta.{name}` (e.g. the metrics of the finished epochs).
     pub fn with_meta(mut self, name: impl Into<String>, tensor: Tensor) -> TrainingCheckpoint {
-        self.meta.push((name.into(), tensor));
+        self.meta.insert(name, tensor);
         self
     }
 
     /// The tensor saved as `meta.{name}`, if any.
     pub fn meta(&self, name: &str) -> Option<&Tensor> {
-        self.meta.iter().find(|(k, _)| k == name).map(|(_, t)| t)
+        self.meta.get(name)
     }
 
     /// Writes the checkpoint to `path` atomically (NOTE [ Checkpoint writes ] in
@@ -108,20 +113,18 @@ impl TrainingCheckpoint {
     /// [`Error::Io`] naming the file when it cannot be written.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let mut out = StateDict::new();
-        for (key, tensor) in self.model.iter() {
-            out.insert(format!("model.{key}"), tensor.clone());
-        }
-        let parts = [
-            ("optimizer", &self.optimizer),
-            ("scheduler", &self.scheduler),
-            ("meta", &self.meta),
-        ];
-        for (prefix, entries) in parts {
-            for (key, tensor) in entries {
-                out.insert(format!("{prefix}.{key}"), tensor.clone());
-            }
-        }
-        out.insert("meta.epoch", Tensor::from_vec(vec![self.epoch as i64], &[]));
+        out.insert_prefixed("model", &self.model);
+        out.insert_prefixed("optimizer", &self.optimizer);
+        out.insert_prefixed("scheduler", &self.scheduler);
+        out.insert_prefixed("meta", &self.meta);
+        let epoch = i64::try_from(self.epoch).map_err(|_| {
+            Error::Config(format!(
+                "TrainingCheckpoint::save: epoch {} does not fit the file's i64",
+                self.epoch
+            ))
+        })?;
+        out.insert("meta.epoch", Tensor::from_vec(vec![epoch], &[]));
+        // The seed's 64 bits, as i64 (safetensors has no u64 that PyTorch reads).
         out.insert("meta.seed", Tensor::from_vec(vec![self.seed as i64], &[]));
         serialize::save_file(&out, path)
     }
@@ -138,7 +141,10 @@ impl TrainingCheckpoint {
             path: path.to_path_buf(),
             message,
         };
-        let mut ckpt = TrainingCheckpoint::default();
+        let mut ckpt = TrainingCheckpoint {
+            source: Some(path.to_path_buf()),
+            ..TrainingCheckpoint::default()
+        };
         let (mut epoch, mut seed) = (None, None);
         for (key, tensor) in serialize::load_file(path)? {
             let Some((prefix, rest)) = key.split_once('.') else {
@@ -150,11 +156,11 @@ impl TrainingCheckpoint {
             let rest = rest.to_string();
             match (prefix, rest.as_str()) {
                 ("model", _) => ckpt.model.insert(rest, tensor),
-                ("optimizer", _) => ckpt.optimizer.push((rest, tensor)),
-                ("scheduler", _) => ckpt.scheduler.push((rest, tensor)),
-                ("meta", "epoch") => epoch = Some(scalar_u64(&tensor, &key, path)?),
-                ("meta", "seed") => seed = Some(scalar_u64(&tensor, &key, path)?),
-                ("meta", _) => ckpt.meta.push((rest, tensor)),
+                ("optimizer", _) => ckpt.optimizer.insert(rest, tensor),
+                ("scheduler", _) => ckpt.scheduler.insert(rest, tensor),
+                ("meta", "epoch") => epoch = Some(epoch_of(&tensor, &key, path)?),
+                ("meta", "seed") => seed = Some(seed_of(&tensor, &key, path)?),
+                ("meta", _) => ckpt.meta.insert(rest, tensor),
                 _ => {
                     return Err(format_error(format!(
                         "key `{key}`: unknown part `{prefix}`; a training checkpoint holds \
@@ -177,48 +183,99 @@ impl TrainingCheckpoint {
     /// Puts the saved state into a freshly built run: the model's parameters and buffers,
     /// the optimizer's state and learning rates, and the scheduler's counters.
     ///
+    /// Every entry is checked before it is used (see NOTE [ Restoring untrusted state ] in
+    /// `state_dict.rs`). The parts are restored in order (model, optimizer, scheduler), each
+    /// whole or not at all.
+    ///
     /// # Errors
     /// The errors of [`Module::load_state_dict`] (strict: every missing, unexpected and
-    /// mis-shaped key), [`Optimizer::load_state_dict`] and [`LrScheduler::load_state_dict`];
-    /// [`Error::Config`] when the checkpoint has scheduler state but no scheduler is given, or
-    /// the other way round.
+    /// mis-shaped key, and integer tensors for float ones), [`Optimizer::load_state_dict`]
+    /// and [`LrScheduler::load_state_dict`], which name each key at fault; for a checkpoint
+    /// read by [`load`](Self::load) they come as [`Error::Format`] naming the file and the
+    /// part (`model`, `optimizer.`, `scheduler.`). [`Error::Config`] when the checkpoint has
+    /// scheduler state but no scheduler is given, or the other way round.
     pub fn restore(
         &self,
         model: &mut dyn Module,
         optimizer: &mut dyn Optimizer,
         scheduler: Option<&mut dyn LrScheduler>,
     ) -> Result<()> {
-        model.load_state_dict(&self.model, true)?;
-        optimizer.load_state_dict(&self.optimizer)?;
-        match (scheduler, self.scheduler.is_empty()) {
-            (Some(s), false) => s.load_state_dict(&self.scheduler),
-            (None, true) => Ok(()),
-            (Some(_), true) => Err(Error::Config(
-                "the checkpoint has no scheduler state but the run has a scheduler; resume with \
-                 the scheduler it was saved with"
-                    .to_string(),
-            )),
-            (None, false) => Err(Error::Config(
-                "the checkpoint has scheduler state but the run has no scheduler; resume with \
-                 the scheduler it was saved with"
-                    .to_string(),
-            )),
+        let in_file = |part: &str, e: Error| match &self.source {
+            Some(path) => Error::Format {
+                path: path.clone(),
+                message: format!("{part}: {e}"),
+            },
+            None => e,
+        };
+        model
+            .load_state_dict(&self.model, true)
+            .map_err(|e| in_file("model (keys `model.*`)", e))?;
+        optimizer
+            .load_state_dict(&self.optimizer)
+            .map_err(|e| in_file("optimizer (keys `optimizer.*`)", e))?;
+        let scheduler = match (scheduler, self.scheduler.is_empty()) {
+            (Some(s), false) => Some(s),
+            (None, true) => None,
+            (Some(_), true) => {
+                return Err(Error::Config(
+                    "the checkpoint has no scheduler state but the run has a scheduler; resume \
+                     with the scheduler it was saved with"
+                        .to_string(),
+                ));
+            }
+            (None, false) => {
+                return Err(Error::Config(
+                    "the checkpoint has scheduler state but the run has no scheduler; resume \
+                     with the scheduler it was saved with"
+                        .to_string(),
+                ));
+            }
+        };
+        if let Some(s) = scheduler {
+            s.load_state_dict(&self.scheduler)
+                .map_err(|e| in_file("scheduler (keys `scheduler.*`)", e))?;
         }
+        Ok(())
     }
 }
 
-fn scalar_u64(t: &Tensor, key: &str, path: &Path) -> Result<u64> {
-    if t.numel() != 1 || t.dtype().is_float() {
-        return Err(Error::Format {
-            path: path.to_path_buf(),
-            message: format!(
-                "`{key}` must be one i64 value, got {} of shape {:?}",
+fn format_error(path: &Path, key: &str, what: String) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        message: format!("`{key}` {what}"),
+    }
+}
+
+/// `meta.epoch`: a non-negative i64 scalar.
+fn epoch_of(t: &Tensor, key: &str, path: &Path) -> Result<u64> {
+    let value = int_scalar(t, key, path)?;
+    u64::try_from(value).map_err(|_| {
+        format_error(
+            path,
+            key,
+            format!("is {value}; an epoch count is never negative"),
+        )
+    })
+}
+
+/// `meta.seed`: an i64 scalar holding the seed's 64 bits.
+fn seed_of(t: &Tensor, key: &str, path: &Path) -> Result<u64> {
+    int_scalar(t, key, path).map(|v| v as u64)
+}
+
+fn int_scalar(t: &Tensor, key: &str, path: &Path) -> Result<i64> {
+    if !t.shape().is_empty() || t.dtype().is_float() {
+        return Err(format_error(
+            path,
+            key,
+            format!(
+                "must be one i64 value of shape [], got {} of shape {:?}",
                 t.dtype(),
                 t.shape()
             ),
-        });
+        ));
     }
-    Ok(t.to_vec::<i64>()[0] as u64)
+    Ok(t.to_vec::<i64>()[0])
 }
 
 /// Seeds the global generator for epoch `epoch` of a run seeded with `seed`, so that dropout

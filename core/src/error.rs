@@ -4,6 +4,7 @@
 //! reading files, loading checkpoints and checking settings return `Result<_, Error>` with a
 //! message that names the thing, the value and the way out.
 
+use crate::dtype::DType;
 use std::path::PathBuf;
 
 /// What went wrong outside of tensor math: a file, a checkpoint, a setting, a data set.
@@ -21,8 +22,12 @@ pub enum Error {
     Config(String),
     /// A data set item that could not be produced.
     Data(String),
-    /// A state dict that does not fit a module: every missing key, unexpected key and
-    /// shape mismatch (`(key, shape in the state dict, shape in the module)`) at once;
+    /// A NaN or an infinity where a finite value is needed (`clip_grad_norm_with` with
+    /// `error_if_nonfinite`).
+    NonFinite(String),
+    /// A state dict that does not fit a module: every missing key, unexpected key, shape
+    /// mismatch (`(key, shape in the state dict, shape in the module)`) and dtype mismatch
+    /// (an integer tensor for a floating-point one or the other way round) at once;
     /// `matched` counts the keys that fit.
     StateDict {
         module: String,
@@ -30,6 +35,8 @@ pub enum Error {
         missing: Vec<String>,
         unexpected: Vec<String>,
         mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+        /// `(key, dtype in the state dict, dtype in the module)`.
+        wrong_dtype: Vec<(String, DType, DType)>,
     },
 }
 
@@ -40,15 +47,23 @@ impl std::fmt::Display for Error {
         match self {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
-            Error::Config(message) | Error::Data(message) => f.write_str(message),
+            Error::Config(message) | Error::Data(message) | Error::NonFinite(message) => {
+                f.write_str(message)
+            }
             Error::StateDict {
                 module,
                 matched,
                 missing,
                 unexpected,
                 mismatched,
+                wrong_dtype,
             } => f.write_str(&state_dict_message(
-                module, *matched, missing, unexpected, mismatched,
+                module,
+                *matched,
+                missing,
+                unexpected,
+                mismatched,
+                wrong_dtype,
             )),
         }
     }
@@ -70,6 +85,7 @@ fn state_dict_message(
     missing: &[String],
     unexpected: &[String],
     mismatched: &[(String, Vec<usize>, Vec<usize>)],
+    wrong_dtype: &[(String, DType, DType)],
 ) -> String {
     let quoted = |keys: &[String]| {
         keys.iter()
@@ -93,7 +109,13 @@ fn state_dict_message(
              the shape in current model is {want:?}."
         );
     }
-    if matched == 0 && mismatched.is_empty() {
+    for (key, got, want) in wrong_dtype {
+        out += &format!(
+            "\n\tdtype mismatch for {key}: copying a param of dtype {got} from checkpoint, the \
+             dtype in current model is {want}."
+        );
+    }
+    if matched == 0 && mismatched.is_empty() && wrong_dtype.is_empty() {
         out += "\n\tno key matches: was the checkpoint saved from another model, or with a \
                 prefix such as `module.`?";
     }

@@ -16,6 +16,7 @@ pub mod parallel;
 pub mod random;
 pub mod serialize;
 pub mod shape;
+pub mod state_dict;
 pub mod tensor;
 
 mod display;
@@ -24,4 +25,5 @@ pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use parallel::{get_num_threads, set_num_threads};
 pub use random::manual_seed;
+pub use state_dict::StateDict;
 pub use tensor::Tensor;

@@ -212,6 +212,12 @@ impl Tensor {
 
     // ---- inspection ---------------------------------------------------------------------
 
+    /// What tells this tensor from every other one alive: clones share it, `detach()` and
+    /// views do not (PyTorch's `id(t)`, which optimizers compare).
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     /// A cheap copy of the storage handle (the buffer is shared, not copied).
     pub(crate) fn storage(&self) -> Storage {
         self.inner

@@ -26,6 +26,8 @@ Options:
   --seed N                 seed of the weights, the shuffling and dropout [default: 0]
   --workers N              DataLoader worker threads [default: 0]
   --out DIR                where metrics.csv and the plot go [default: runs]
+  --detect-anomaly         stop at the first op that makes a NaN or an infinity, naming
+                           the op, the shapes, the layer and the line (slower)
   -h, --help               print this help
 ";
 
@@ -67,6 +69,7 @@ pub struct Args {
     pub seed: u64,
     pub workers: usize,
     pub out: PathBuf,
+    pub detect_anomaly: bool,
 }
 
 impl ModelKind {
@@ -98,6 +101,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     let mut scheduler = SchedulerKind::None;
     let mut data_dir = None;
     let mut resume = false;
+    let mut detect_anomaly = false;
     let mut seed = 0;
     let mut workers = 0;
     let mut out = PathBuf::from("runs");
@@ -115,6 +119,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--resume" => resume = true,
+            "--detect-anomaly" => detect_anomaly = true,
             "--model" => {
                 model = choice(
                     &name,
@@ -175,6 +180,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         seed,
         workers,
         out,
+        detect_anomaly,
     })))
 }
 

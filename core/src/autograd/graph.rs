@@ -12,6 +12,7 @@
 //! closure and edges as soon as it has run, freeing activations early; running it again
 //! panics with PyTorch's message.
 
+use crate::autograd::anomaly::{self, OpContext};
 use crate::autograd::grad_mode::{is_grad_enabled, set_grad_enabled};
 use crate::dtype::Storage;
 use crate::tensor::Tensor;
@@ -28,6 +29,8 @@ pub(crate) type BackwardFn = Box<dyn Fn(&Tensor, &[bool]) -> Vec<Option<Tensor>>
 pub struct Node {
     name: &'static str,
     state: Mutex<Option<NodeState>>,
+    /// Where the op came from, kept only while anomaly detection is on.
+    context: Option<Box<OpContext>>,
 }
 
 struct NodeState {
@@ -67,36 +70,94 @@ impl Saved {
     }
 
     /// The saved value as a tensor that does not require grad.
+    ///
+    /// Inside `backward`, a modified value is reported after the node's backward returns, at
+    /// the line that called `backward()` (see [`SavedError`]); the value is handed out anyway
+    /// and what is computed from it is dropped.
     #[track_caller]
     pub(crate) fn get(&self) -> Tensor {
         let now = self.version.load(Ordering::Relaxed);
         if now != self.expected {
-            modified_saved_tensor(self.op, self.data.shape(), now, self.expected);
+            let error = SavedError {
+                op: self.op,
+                shape: self.data.shape().to_vec(),
+                now,
+                expected: self.expected,
+            };
+            if !defer_saved_error(error.clone()) {
+                error.raise();
+            }
         }
         Tensor::from_storage(self.data.clone())
     }
 }
 
-#[cold]
-#[inline(never)]
-#[track_caller]
-fn modified_saved_tensor(op: &str, shape: &[usize], now: u64, expected: u64) -> ! {
-    panic!(
-        "backward: one of the tensors needed for gradient computation has been modified by an \
-         in-place operation: the {shape:?} tensor saved by `{op}` is at version {now}; expected \
-         version {expected}. Use an out-of-place op, or update it after backward()"
-    )
+/// A saved value that was modified in place after it was saved.
+///
+/// Backward closures are boxed, so `#[track_caller]` cannot reach through them to the
+/// caller of `backward()`: the closure's `Saved::get` leaves the error here and
+/// [`run_node`], which is `#[track_caller]` up to `Tensor::backward`, raises it.
+#[derive(Clone)]
+struct SavedError {
+    op: &'static str,
+    shape: Vec<usize>,
+    now: u64,
+    expected: u64,
 }
 
-/// Whether an op on `inputs` must be recorded for backward.
-pub(crate) fn needs_graph(inputs: &[&Tensor]) -> bool {
-    is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
+impl SavedError {
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn raise(&self) -> ! {
+        let SavedError {
+            op,
+            shape,
+            now,
+            expected,
+        } = self;
+        panic!(
+            "backward: one of the tensors needed for gradient computation has been modified by \
+             an in-place operation: the {shape:?} tensor saved by `{op}` is at version {now}; \
+             expected version {expected}. Use an out-of-place op, or update it after backward()"
+        )
+    }
+}
+
+thread_local! {
+    /// `Some` while a node's backward runs: the first [`SavedError`] it met, if any.
+    static DEFERRED: std::cell::RefCell<Option<Option<SavedError>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `error` for [`run_node`] to raise; false outside a node's backward.
+fn defer_saved_error(error: SavedError) -> bool {
+    DEFERRED.with(|d| match &mut *d.borrow_mut() {
+        Some(slot) => {
+            slot.get_or_insert(error);
+            true
+        }
+        None => false,
+    })
+}
+
+/// Runs a node's backward, then raises the first modified saved value it met.
+#[track_caller]
+fn call_backward(s: &NodeState, grad: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+    let outer = DEFERRED.with(|d| d.replace(Some(None)));
+    let grads = (s.backward)(grad, needs);
+    let met = DEFERRED.with(|d| d.replace(outer)).flatten();
+    if let Some(error) = met {
+        error.raise();
+    }
+    grads
 }
 
 /// Wraps an op's result, recording the op when grad mode is on and an input requires grad.
 ///
 /// `make_backward` is only called when the op is recorded, so ops pay nothing for saving
 /// values when no gradient is wanted.
+#[track_caller]
 pub(crate) fn record<F, B>(
     name: &'static str,
     out: Storage,
@@ -110,8 +171,14 @@ where
     record_with_version(name, out, inputs, None, make_backward)
 }
 
+/// Whether an op on `inputs` must be recorded for backward.
+pub(crate) fn needs_graph(inputs: &[&Tensor]) -> bool {
+    is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
+}
+
 /// [`record`] for a view of `base`: the result shares `base`'s version counter, so an
 /// in-place change through either is seen by values saved from the other.
+#[track_caller]
 pub(crate) fn record_view<F, B>(
     name: &'static str,
     out: Storage,
@@ -131,6 +198,7 @@ where
     )
 }
 
+#[track_caller]
 fn record_with_version<F, B>(
     name: &'static str,
     out: Storage,
@@ -142,6 +210,13 @@ where
     F: FnOnce() -> B,
     B: Fn(&Tensor, &[bool]) -> Vec<Option<Tensor>> + Send + Sync + 'static,
 {
+    // See NOTE [ Anomaly mode ] in anomaly.rs: ops that backward runs are not checked (grad
+    // mode is off there); their results are, as the gradients they make.
+    let context = if anomaly::is_anomaly_enabled() && is_grad_enabled() {
+        Some(Box::new(anomaly::check_forward(name, inputs, &out)))
+    } else {
+        None
+    };
     if !needs_graph(inputs) {
         return Tensor::from_parts(out, version, None);
     }
@@ -155,6 +230,7 @@ where
             inputs,
             backward: Box::new(make_backward()),
         })),
+        context,
     };
     Tensor::from_parts(out, version, Some(Arc::new(node)))
 }
@@ -205,7 +281,14 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, retain_graph: bool) {
              requires_grad_(true) on the leaves you want gradients for"
         );
     };
-    let previous = set_grad_enabled(false);
+    // Restores grad mode however backward ends (a misuse panics in the middle).
+    struct RestoreGradMode(bool);
+    impl Drop for RestoreGradMode {
+        fn drop(&mut self) {
+            set_grad_enabled(self.0);
+        }
+    }
+    let _restore = RestoreGradMode(set_grad_enabled(false));
     let consumers = count_consumers(&root_node);
     let mut pending: AddrMap<(Arc<Node>, usize)> = consumers;
     let mut grads: AddrMap<Tensor> = AddrMap::default();
@@ -241,7 +324,6 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, retain_graph: bool) {
             }
         }
     }
-    set_grad_enabled(previous);
 }
 
 /// Calls one node's backward (when a gradient reached it); without `retain_graph` the node's
@@ -253,28 +335,35 @@ fn run_node(
     retain_graph: bool,
 ) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
     let mut state = node.state.lock().unwrap_or_else(PoisonError::into_inner);
-    let call = |s: &NodeState| match grad {
-        Some(grad) => {
-            let needs: Vec<bool> = s.inputs.iter().map(Option::is_some).collect();
-            let grads = (s.backward)(grad, &needs);
-            debug_assert_eq!(grads.len(), s.inputs.len(), "backward of {}", node.name);
-            grads
-        }
-        None => vec![None; s.inputs.len()],
-    };
     if retain_graph {
         let Some(s) = state.as_ref() else {
             freed_graph(node.name)
         };
-        (s.inputs.clone(), call(s))
+        (s.inputs.clone(), node_grads(node, s, grad))
     } else {
         let Some(s) = state.take() else {
             freed_graph(node.name)
         };
         drop(state);
-        let grads = call(&s);
+        let grads = node_grads(node, &s, grad);
         (s.inputs, grads)
     }
+}
+
+/// The gradients of a node's inputs (none when no gradient reached the node), checked by
+/// anomaly detection when it is on.
+#[track_caller]
+fn node_grads(node: &Node, s: &NodeState, grad: Option<&Tensor>) -> Vec<Option<Tensor>> {
+    let Some(grad) = grad else {
+        return vec![None; s.inputs.len()];
+    };
+    let needs: Vec<bool> = s.inputs.iter().map(Option::is_some).collect();
+    let grads = call_backward(s, grad, &needs);
+    debug_assert_eq!(grads.len(), s.inputs.len(), "backward of {}", node.name);
+    if anomaly::is_anomaly_enabled() {
+        anomaly::check_backward(node.name, node.context.as_deref(), &grads);
+    }
+    grads
 }
 
 /// How many recorded consumers each node reachable from `root` has.

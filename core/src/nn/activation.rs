@@ -15,7 +15,9 @@ macro_rules! unit_activation {
         impl<'a> Forward<&'a Tensor> for $name {
             type Output = Tensor;
 
+            #[track_caller]
             fn forward(&self, x: &'a Tensor) -> Tensor {
+                let _scope = crate::nn::ModuleScope::enter(self);
                 x.$method()
             }
         }
@@ -72,7 +74,9 @@ impl Default for LeakyReLU {
 impl<'a> Forward<&'a Tensor> for LeakyReLU {
     type Output = Tensor;
 
+    #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         x.leaky_relu(self.negative_slope)
     }
 }
@@ -132,7 +136,9 @@ impl Default for GELU {
 impl<'a> Forward<&'a Tensor> for GELU {
     type Output = Tensor;
 
+    #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         if self.tanh { x.gelu_tanh() } else { x.gelu() }
     }
 }
@@ -165,6 +171,7 @@ macro_rules! dim_activation {
 
             #[track_caller]
             fn forward(&self, x: &'a Tensor) -> Tensor {
+                let _scope = crate::nn::ModuleScope::enter(self);
                 x.$method(self.dim)
             }
         }

@@ -207,6 +207,7 @@ macro_rules! batch_norm {
             /// running ones; in evaluation mode, uses the running statistics.
             #[track_caller]
             fn forward(&self, x: &'a Tensor) -> Tensor {
+                let _scope = crate::nn::ModuleScope::enter(self);
                 self.stats().forward(x, &$dims)
             }
         }

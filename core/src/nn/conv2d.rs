@@ -195,6 +195,7 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     /// If the input is not `[N, in_channels, H, W]` or smaller than the kernel.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let y = if self.dilation == [1, 1] && self.groups == 1 {
             x.conv2d(&self.weight, self.stride, self.padding)
         } else {

@@ -52,7 +52,9 @@ impl Default for Dropout {
 impl<'a> Forward<&'a Tensor> for Dropout {
     type Output = Tensor;
 
+    #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         if !self.training || self.p == 0.0 {
             return x.clone();
         }

@@ -110,6 +110,7 @@ impl<'a> Forward<&'a Tensor> for Embedding {
     /// If an index is out of range or the indices are not i64.
     #[track_caller]
     fn forward(&self, indices: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let Some(row) = self.padding_idx else {
             return self.weight.embedding(indices);
         };

@@ -51,6 +51,7 @@ impl<'a> Forward<&'a Tensor> for Flatten {
 
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         x.flatten(self.start_dim, self.end_dim)
     }
 }
@@ -62,7 +63,9 @@ pub struct Identity;
 impl<'a> Forward<&'a Tensor> for Identity {
     type Output = Tensor;
 
+    #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         x.clone()
     }
 }

@@ -99,6 +99,7 @@ impl<'a> Forward<&'a Tensor> for LayerNorm {
     /// If the input's trailing dimensions are not `normalized_shape`.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let shape = x.shape();
         let k = self.normalized_shape.len();
         if shape.len() < k || shape[shape.len() - k..] != self.normalized_shape[..] {

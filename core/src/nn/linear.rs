@@ -103,6 +103,7 @@ impl<'a> Forward<&'a Tensor> for Linear {
     /// If the input's last dimension is not `in_features`.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let shape = x.shape();
         if shape.last() != Some(&self.in_features()) {
             linear_input_error(self, &shape);

@@ -24,11 +24,12 @@ mod module;
 mod parameter;
 mod pooling;
 mod rnn;
+mod scope;
 mod sequential;
 mod size;
-mod state_dict;
 mod transformer;
 
+pub use crate::state_dict::{IncompatibleKeys, StateDict};
 pub use activation::{GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use adaptive_pool::AdaptiveAvgPool2d;
 pub use attention::{
@@ -55,9 +56,9 @@ pub use module::{Member, MemberMut, Module, fmt_module};
 pub use parameter::{Buffer, Parameter};
 pub use pooling::{AvgPool2d, MaxPool2d};
 pub use rnn::{GRU, LSTM, RNN};
+pub use scope::ModuleScope;
 pub use sequential::{Layers, Sequential};
 pub use size::Size2;
-pub use state_dict::{IncompatibleKeys, StateDict};
 pub use torchlet_macros::{Module, sequential};
 pub use transformer::{
     Activation, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,

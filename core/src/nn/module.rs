@@ -12,7 +12,7 @@ use crate::autograd::no_grad;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::nn::parameter::{Buffer, Parameter};
-use crate::nn::state_dict::{IncompatibleKeys, StateDict};
+use crate::state_dict::{IncompatibleKeys, StateDict, Stateful};
 use std::fmt;
 
 /// One member of a module, as [`Module::visit`] reports it.
@@ -245,18 +245,31 @@ pub trait Module {
     /// Copies the values of `state_dict` into this module's parameters and buffers.
     ///
     /// With `strict`, every key must match; without, missing and unexpected keys are
-    /// returned instead of refused. Values are converted to each tensor's dtype.
+    /// returned instead of refused. Floating-point values are converted to each tensor's
+    /// precision.
     ///
     /// # Errors
-    /// [`Error::StateDict`] listing every missing key, unexpected key and shape mismatch at
-    /// once; a shape mismatch is an error even when not strict, and so is a state dict of
-    /// which no key matches. Nothing is copied when an error is returned.
+    /// [`Error::StateDict`] listing every missing key, unexpected key, shape mismatch and
+    /// dtype-kind mismatch (an integer tensor for a float one, or the other way round) at
+    /// once; a mismatch is an error even when not strict, and so is a state dict of which
+    /// no key matches. Nothing is copied when an error is returned.
     fn load_state_dict(
         &mut self,
         state_dict: &StateDict,
         strict: bool,
     ) -> Result<IncompatibleKeys> {
         load_state_dict_into(self.as_dyn(), state_dict, strict)
+    }
+}
+
+/// What `serialize` saves and loads.
+impl<M: Module + ?Sized> Stateful for M {
+    fn save_state(&self) -> StateDict {
+        self.state_dict()
+    }
+
+    fn load_state(&mut self, state: &StateDict, strict: bool) -> Result<IncompatibleKeys> {
+        self.load_state_dict(state, strict)
     }
 }
 
@@ -288,12 +301,18 @@ fn load_state_dict_into(
     let own = state_dict_of(module);
     let mut missing = Vec::new();
     let mut mismatched = Vec::new();
+    let mut wrong_dtype = Vec::new();
     let mut pairs = Vec::new();
     for (key, target) in own.iter() {
         match state_dict.get(key) {
             None => missing.push(key.clone()),
             Some(src) if src.shape() != target.shape() => {
                 mismatched.push((key.clone(), src.shape(), target.shape()))
+            }
+            // Floats convert to the module's precision; an integer tensor for a float one
+            // (or the other way round) is another tensor, not a rounding of this one.
+            Some(src) if src.dtype().is_float() != target.dtype().is_float() => {
+                wrong_dtype.push((key.clone(), src.dtype(), target.dtype()))
             }
             Some(src) => pairs.push((target.clone(), src.clone())),
         }
@@ -303,8 +322,10 @@ fn load_state_dict_into(
         .filter(|k| own.get(k).is_none())
         .cloned()
         .collect();
-    let nothing_matched = pairs.is_empty() && mismatched.is_empty() && !own.is_empty();
+    let nothing_matched =
+        pairs.is_empty() && mismatched.is_empty() && wrong_dtype.is_empty() && !own.is_empty();
     if !mismatched.is_empty()
+        || !wrong_dtype.is_empty()
         || nothing_matched
         || (strict && !(missing.is_empty() && unexpected.is_empty()))
     {
@@ -314,6 +335,7 @@ fn load_state_dict_into(
             missing,
             unexpected,
             mismatched,
+            wrong_dtype,
         });
     }
     no_grad(|| {

@@ -70,6 +70,7 @@ impl<'a> Forward<&'a Tensor> for MaxPool2d {
 
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         x.max_pool2d(self.kernel_size, self.stride, self.padding)
     }
 }
@@ -130,6 +131,7 @@ impl<'a> Forward<&'a Tensor> for AvgPool2d {
 
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         x.avg_pool2d(self.kernel_size, self.stride, self.padding)
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::nn::forward::{Forward, Layer};
 use crate::nn::module::{Member, MemberMut, Module};
+use crate::nn::scope::ModuleScope;
 use crate::tensor::Tensor;
 
 /// A chain of layers, run in order (PyTorch's `nn.Sequential`).
@@ -166,14 +167,16 @@ impl<L: Layers> std::fmt::Display for Sequential<L> {
 
 impl<'x> Forward<&'x Tensor> for Sequential {
     type Output = Tensor;
+
+    /// # Panics
+    /// Where a layer panics, pointing at the caller's line.
+    #[track_caller]
     fn forward(&self, input: &'x Tensor) -> Tensor {
-        let mut layers = self.layers.iter();
-        let Some(first) = layers.next() else {
-            return input.clone();
-        };
-        let mut x = first.forward(input);
-        for layer in layers {
-            x = layer.forward(&x);
+        let _scope = ModuleScope::enter(self);
+        let mut x = input.clone();
+        for (layer, name) in self.layers.iter().zip(&self.names) {
+            let _child = ModuleScope::child(name, layer.as_dyn());
+            x = layer.forward_layer(&x);
         }
         x
     }
@@ -198,14 +201,22 @@ macro_rules! tuple_chain {
 
         impl<In, $A, $OA $(, $T, $O)*> Forward<In> for Sequential<($A, $($T,)*)>
         where
-            $A: Forward<In, Output = $OA>,
-            $($T: for<'o> Forward<&'o $P, Output = $O>,)*
+            $A: Module + Forward<In, Output = $OA>,
+            $($T: Module + for<'o> Forward<&'o $P, Output = $O>,)*
         {
             type Output = tuple_chain!(@last $OA $(, $O)*);
 
+            #[track_caller]
             fn forward(&self, input: In) -> Self::Output {
-                let x = self.layers.0.forward(input);
-                $(let x = self.layers.$i.forward(&x);)*
+                let _scope = ModuleScope::enter(self);
+                let x = {
+                    let _child = ModuleScope::child(&self.names[0], &self.layers.0);
+                    self.layers.0.forward(input)
+                };
+                $(let x = {
+                    let _child = ModuleScope::child(&self.names[$i], &self.layers.$i);
+                    self.layers.$i.forward(&x)
+                };)*
                 x
             }
         }

@@ -39,7 +39,18 @@ impl Rule for AdagradConfig {
     const NAME: &'static str = "Adagrad";
     const BUFFERS: &'static [&'static str] = &["sum"];
     const COUNTS_STEPS: bool = true;
-    const MOMENTUM: Option<&'static str> = None;
+
+    fn lr_mut(&mut self) -> &mut f64 {
+        &mut self.lr
+    }
+
+    fn weight_decay_mut(&mut self) -> &mut f64 {
+        &mut self.weight_decay
+    }
+
+    fn momentum_mut(&mut self) -> Option<&mut f64> {
+        None
+    }
 
     fn hyper(&mut self) -> Vec<(&'static str, Hyper<'_>)> {
         vec![

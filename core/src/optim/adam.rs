@@ -100,7 +100,18 @@ impl Rule for AdamConfig {
     const NAME: &'static str = "Adam";
     const BUFFERS: &'static [&'static str] = ADAM_BUFFERS;
     const COUNTS_STEPS: bool = true;
-    const MOMENTUM: Option<&'static str> = Some("betas.0");
+
+    fn lr_mut(&mut self) -> &mut f64 {
+        &mut self.lr
+    }
+
+    fn weight_decay_mut(&mut self) -> &mut f64 {
+        &mut self.weight_decay
+    }
+
+    fn momentum_mut(&mut self) -> Option<&mut f64> {
+        Some(&mut self.betas.0)
+    }
 
     fn hyper(&mut self) -> Vec<(&'static str, Hyper<'_>)> {
         vec![

@@ -2,6 +2,7 @@
 //! applied between `backward()` and `opt.step()`.
 
 use crate::autograd::no_grad;
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// The `norm_type`-norm of one gradient, accumulated in f64.
@@ -44,31 +45,88 @@ pub fn clip_grad_norm_<P: AsRef<Tensor>>(
     max_norm: f64,
     norm_type: f64,
 ) -> f64 {
+    let grads = gradients(params, norm_type);
+    let total = total_norm(&grads, norm_type);
+    scale(&grads, max_norm, total);
+    total
+}
+
+/// [`clip_grad_norm_`] with PyTorch's `error_if_nonfinite`: when it is true and the total
+/// norm is NaN or infinite, no gradient is touched and an error is returned instead of
+/// scaling every gradient by a non-finite factor.
+///
+/// # Errors
+/// [`Error::NonFinite`] naming the norm, when `error_if_nonfinite` is set and the norm is not
+/// finite.
+///
+/// # Panics
+/// If `norm_type` is not positive.
+///
+/// ```
+/// use torchlet_core::{Tensor, optim::clip_grad_norm_with};
+/// let w = Tensor::zeros(&[2]).requires_grad_(true);
+/// w.set_grad(Some(Tensor::from_vec(vec![f32::NAN, 4.0], &[2])));
+/// let err = clip_grad_norm_with([&w], 1.0, 2.0, true).unwrap_err();
+/// assert!(err.to_string().starts_with("clip_grad_norm_: the total norm of order 2 of the gradients of 1 parameters is NaN"));
+/// assert_eq!(w.grad().unwrap().to_vec::<f32>()[1], 4.0);
+/// ```
+#[track_caller]
+pub fn clip_grad_norm_with<P: AsRef<Tensor>>(
+    params: impl IntoIterator<Item = P>,
+    max_norm: f64,
+    norm_type: f64,
+    error_if_nonfinite: bool,
+) -> Result<f64> {
+    let grads = gradients(params, norm_type);
+    let total = total_norm(&grads, norm_type);
+    if error_if_nonfinite && !total.is_finite() {
+        return Err(Error::NonFinite(format!(
+            "clip_grad_norm_: the total norm of order {norm_type} of the gradients of {} \
+             parameters is {total}, so they cannot be clipped; look for the NaN with \
+             torchlet::autograd::detect_anomaly, or pass error_if_nonfinite = false to scale \
+             them by the non-finite norm anyway",
+            grads.len()
+        )));
+    }
+    scale(&grads, max_norm, total);
+    Ok(total)
+}
+
+/// The gradients of `params` (those that have one), after checking `norm_type`.
+#[track_caller]
+fn gradients<P: AsRef<Tensor>>(params: impl IntoIterator<Item = P>, norm_type: f64) -> Vec<Tensor> {
     if norm_type.is_nan() || norm_type <= 0.0 {
         panic!(
             "clip_grad_norm_: norm_type must be positive (2.0, f64::INFINITY, ...), got {norm_type}"
         );
     }
-    let grads: Vec<Tensor> = params
+    params
         .into_iter()
         .filter_map(|p| p.as_ref().grad())
-        .collect();
+        .collect()
+}
+
+/// The norm of all `grads` together, as if concatenated.
+fn total_norm(grads: &[Tensor], norm_type: f64) -> f64 {
     let norms = grads.iter().map(|g| norm(g, norm_type));
-    let total = if norm_type == f64::INFINITY {
-        norms.fold(0.0, f64::max)
+    if norm_type == f64::INFINITY {
+        norms.fold(0.0, |m, n| if n.is_nan() { n } else { m.max(n) })
     } else {
         norms
             .map(|n| n.powf(norm_type))
             .sum::<f64>()
             .powf(1.0 / norm_type)
-    };
+    }
+}
+
+/// Multiplies `grads` by `min(1, max_norm / (total + 1e-6))`, PyTorch's clip coefficient.
+fn scale(grads: &[Tensor], max_norm: f64, total: f64) {
     let scale = (max_norm / (total + 1e-6)).min(1.0);
     no_grad(|| {
-        for g in &grads {
+        for g in grads {
             g.mul_scalar_(scale);
         }
     });
-    total
 }
 
 /// Clamps every gradient of `params` to `[-clip_value, clip_value]`, in place.

@@ -10,8 +10,10 @@
 //! `set_lr` or a second scheduler composes as it does in PyTorch, and values match
 //! PyTorch's to rounding.
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::optim::{GroupRates, Optimizer};
+use crate::state_dict::StateDict;
 use crate::tensor::Tensor;
 
 /// A schedule for the learning rate of an optimizer's param groups, stepped once per epoch
@@ -44,13 +46,16 @@ pub trait LrScheduler {
     /// The epoch counter and learning rates as named f64 tensors (`last_epoch`,
     /// `base_lrs`, `last_lr`, plus what the schedule keeps), for a checkpoint. The
     /// optimizer's own state dict restores the group learning rates.
-    fn state_dict(&self) -> Vec<(String, Tensor)>;
+    fn state_dict(&self) -> StateDict;
 
     /// Restores a [`state_dict`](LrScheduler::state_dict).
     ///
     /// # Errors
-    /// If a key is missing or unexpected, or the number of groups differs.
-    fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+    /// [`Error::Config`] when a key is missing or unexpected, or an entry has the wrong
+    /// shape or an impossible value (a vector where a scalar belongs, a fractional epoch, a
+    /// negative or NaN learning rate), each named by its key; nothing is changed then. See
+    /// NOTE [ Restoring untrusted state ].
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()>;
 }
 
 /// What every scheduler keeps: the groups' shared learning rates, their initial values,
@@ -81,78 +86,112 @@ impl Base {
     pub(crate) fn advance(&mut self, next: impl Fn(i64, f64, f64) -> f64) {
         self.last_epoch += 1;
         for (i, g) in self.groups.iter().enumerate() {
-            g.set_lr(next(self.last_epoch, g.lr(), self.base_lrs[i]));
+            g.store_lr(next(self.last_epoch, g.lr(), self.base_lrs[i]));
         }
         self.last_lr = self.groups.iter().map(GroupRates::lr).collect();
     }
 
-    pub(crate) fn state_dict(&self, extra: &[(&str, f64)]) -> Vec<(String, Tensor)> {
+    pub(crate) fn state_dict(&self, extra: &[(&str, f64)]) -> StateDict {
         let n = self.groups.len();
-        let mut out = vec![
-            (
-                "last_epoch".to_string(),
-                Tensor::from_vec(vec![self.last_epoch as f64], &[]),
-            ),
-            (
-                "base_lrs".to_string(),
-                Tensor::from_vec(self.base_lrs.clone(), &[n]),
-            ),
-            (
-                "last_lr".to_string(),
-                Tensor::from_vec(self.last_lr.clone(), &[n]),
-            ),
-        ];
-        out.extend(
-            extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), Tensor::from_vec(vec![*v], &[]))),
+        let mut out = StateDict::new();
+        out.insert(
+            "last_epoch",
+            Tensor::from_vec(vec![self.last_epoch as f64], &[]),
         );
+        out.insert("base_lrs", Tensor::from_vec(self.base_lrs.clone(), &[n]));
+        out.insert("last_lr", Tensor::from_vec(self.last_lr.clone(), &[n]));
+        for (k, v) in extra {
+            out.insert(*k, Tensor::from_vec(vec![*v], &[]));
+        }
         out
     }
 
     /// Restores the common state; `extra` receives the schedule's own scalars, named in
-    /// `extra_names`, in that order.
+    /// `extra_names`, in that order (any value but NaN: a best metric may be infinite).
     pub(crate) fn load_state_dict(
         &mut self,
-        state: &[(String, Tensor)],
+        state: &StateDict,
         extra_names: &[&str],
     ) -> Result<Vec<f64>> {
-        let find = |k: &str| state.iter().find(|(n, _)| n == k).map(|(_, t)| t);
         let mut known = vec!["last_epoch", "base_lrs", "last_lr"];
         known.extend_from_slice(extra_names);
         let missing: Vec<&str> = known
             .iter()
             .copied()
-            .filter(|k| find(k).is_none())
+            .filter(|k| !state.contains_key(k))
             .collect();
         let unexpected: Vec<&str> = state
-            .iter()
-            .map(|(k, _)| k.as_str())
+            .keys()
+            .map(String::as_str)
             .filter(|k| !known.contains(k))
             .collect();
+        let mut problems = Vec::new();
+        if !missing.is_empty() || !unexpected.is_empty() {
+            problems.push(format!(
+                "missing keys {missing:?}, unexpected keys {unexpected:?}"
+            ));
+        }
         let n = self.groups.len();
-        let lens_ok = ["base_lrs", "last_lr"]
-            .iter()
-            .all(|k| find(k).is_none_or(|t| t.numel() == n));
-        if !missing.is_empty() || !unexpected.is_empty() || !lens_ok {
-            return Err(Error::Config(format!(
-                "{}.load_state_dict: missing keys {missing:?}, unexpected keys {unexpected:?}{}",
-                self.name,
-                if lens_ok {
-                    String::new()
+        let mut lrs = |key: &str| match state.tensor_like(key, &[n], DType::F64) {
+            Ok(Some(t)) => {
+                let v = t.to_vec::<f64>();
+                if v.iter().all(|lr| lr.is_finite() && *lr >= 0.0) {
+                    v
                 } else {
-                    format!("; base_lrs and last_lr must have one value per param group ({n})")
+                    problems.push(format!(
+                        "`{key}` holds {v:?}; learning rates are finite and non-negative"
+                    ));
+                    Vec::new()
                 }
+            }
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                problems.push(format!("{e} (one learning rate per param group)"));
+                Vec::new()
+            }
+        };
+        let base_lrs = lrs("base_lrs");
+        let last_lr = lrs("last_lr");
+        let last_epoch = match state.scalar_f64("last_epoch") {
+            Ok(Some(v)) if v >= -1.0 && v.fract() == 0.0 && v < 9e15 => v as i64,
+            Ok(Some(v)) => {
+                problems.push(format!(
+                    "`last_epoch` is {v}; expected a whole number from -1 on"
+                ));
+                0
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                problems.push(e.to_string());
+                0
+            }
+        };
+        let extra: Vec<f64> = extra_names
+            .iter()
+            .map(|k| match state.tensor_like(k, &[], DType::F64) {
+                Ok(Some(t)) if !t.to_vec::<f64>()[0].is_nan() => t.to_vec::<f64>()[0],
+                Ok(Some(_)) => {
+                    problems.push(format!("`{k}` is NaN"));
+                    0.0
+                }
+                Ok(None) => 0.0,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    0.0
+                }
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(Error::Config(format!(
+                "{}.load_state_dict: {}",
+                self.name,
+                problems.join("; ")
             )));
         }
-        let get = |k: &str| find(k).map(|t| t.to_vec::<f64>()).unwrap_or_default();
-        self.last_epoch = get("last_epoch").first().copied().unwrap_or(0.0) as i64;
-        self.base_lrs = get("base_lrs");
-        self.last_lr = get("last_lr");
-        Ok(extra_names
-            .iter()
-            .map(|k| get(k).first().copied().unwrap_or(0.0))
-            .collect())
+        self.last_epoch = last_epoch;
+        self.base_lrs = base_lrs;
+        self.last_lr = last_lr;
+        Ok(extra)
     }
 }
 
@@ -166,12 +205,12 @@ macro_rules! scheduler_common {
         fn last_epoch(&self) -> i64 {
             self.base.last_epoch
         }
-        fn state_dict(&self) -> Vec<(String, $crate::tensor::Tensor)> {
+        fn state_dict(&self) -> $crate::state_dict::StateDict {
             self.base.state_dict(&[])
         }
         fn load_state_dict(
             &mut self,
-            state: &[(String, $crate::tensor::Tensor)],
+            state: &$crate::state_dict::StateDict,
         ) -> $crate::error::Result<()> {
             self.base.load_state_dict(state, &[]).map(drop)
         }
@@ -435,11 +474,23 @@ mod tests {
         b.load_state_dict(&saved).unwrap();
         assert_eq!(b.last_epoch(), 1);
         assert_eq!(b.get_last_lr(), [0.5]);
-        let err = b.load_state_dict(&saved[..1]).unwrap_err().to_string();
+        let first: StateDict = saved.clone().into_iter().take(1).collect();
+        let err = b.load_state_dict(&first).unwrap_err().to_string();
         assert_eq!(
             err,
             "ExponentialLr.load_state_dict: missing keys [\"base_lrs\", \"last_lr\"], unexpected keys []"
         );
+        // A vector where the epoch belongs, a fractional epoch and a NaN rate are named.
+        let mut bad = saved.clone();
+        bad.insert("last_epoch", Tensor::from_vec(vec![1.0f64, 2.0], &[2]));
+        bad.insert("last_lr", Tensor::from_vec(vec![f64::NAN], &[1]));
+        let err = b.load_state_dict(&bad).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "ExponentialLr.load_state_dict: `last_lr` holds [NaN]; learning rates are finite and \
+             non-negative; `last_epoch` must be a scalar (shape []), got float64 of shape [2]"
+        );
+        assert_eq!(b.last_epoch(), 1, "nothing changes on error");
     }
 
     #[test]

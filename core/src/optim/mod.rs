@@ -16,7 +16,7 @@ mod sgd;
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig};
 pub use adamw::{AdamW, AdamWConfig};
-pub use clip_grad::{clip_grad_norm_, clip_grad_value_};
+pub use clip_grad::{clip_grad_norm_, clip_grad_norm_with, clip_grad_value_};
 pub use lambda_lr::LambdaLr;
 pub use lr_scheduler::{
     CosineAnnealingLr, ExponentialLr, LinearLr, LrScheduler, MultiStepLr, StepLr,

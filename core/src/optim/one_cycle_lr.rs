@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::optim::lr_scheduler::{Base, LrScheduler};
 use crate::optim::{GroupRates, Optimizer};
-use crate::tensor::Tensor;
+use crate::state_dict::StateDict;
 
 /// How OneCycleLR moves between two values within a phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,7 +140,7 @@ impl OneCycleLr {
         }
         let initial = c.max_lr / c.div_factor;
         for g in &groups {
-            g.set_lr(initial);
+            g.store_lr(initial);
             if c.cycle_momentum {
                 g.set_momentum(c.max_momentum);
             }
@@ -250,11 +250,11 @@ impl LrScheduler for OneCycleLr {
         self.base.last_epoch
     }
 
-    fn state_dict(&self) -> Vec<(String, Tensor)> {
+    fn state_dict(&self) -> StateDict {
         self.base.state_dict(&[])
     }
 
-    fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
         self.base.load_state_dict(state, &[]).map(drop)
     }
 }

@@ -19,6 +19,7 @@
 use crate::dtype::{DType, Float, Storage};
 use crate::error::{Error, Result};
 use crate::nn::Parameter;
+use crate::state_dict::StateDict;
 use crate::tensor::Tensor;
 use ndarray::{ArcArray, IxDyn};
 use std::collections::{BTreeMap, HashSet};
@@ -80,14 +81,16 @@ pub trait Optimizer: Send {
     ///   `momentum`, `betas.0`, booleans as 0/1).
     ///
     /// The tensors are copies: later steps do not change them.
-    fn state_dict(&self) -> Vec<(String, Tensor)>;
+    fn state_dict(&self) -> StateDict;
 
     /// Restores a [`state_dict`](Optimizer::state_dict), matching parameters by name.
     ///
     /// # Errors
-    /// Lists every missing and unexpected parameter, parameters in another group, unknown
-    /// keys and mis-shaped buffers; nothing is changed then.
-    fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+    /// [`Error::Config`] listing every missing and unexpected key and parameter, parameters
+    /// in another group, and every entry of the wrong shape or dtype (a vector where a
+    /// scalar belongs, a negative step, an integer buffer, a NaN hyper-parameter), each by
+    /// its key; nothing is changed then. See NOTE [ Restoring untrusted state ].
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()>;
 
     /// The number of param groups.
     fn num_param_groups(&self) -> usize {
@@ -100,11 +103,27 @@ pub trait Optimizer: Send {
     }
 
     /// Sets the learning rate of every param group.
-    fn set_lr(&mut self, lr: f64) {
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `lr` is negative, NaN or infinite; no group is changed then.
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        check_lr(lr)?;
         for g in self.group_rates() {
-            g.set_lr(lr);
+            g.set_lr(lr)?;
         }
+        Ok(())
     }
+}
+
+/// `Ok` for a learning rate an optimizer can use: finite and non-negative.
+fn check_lr(lr: f64) -> Result<()> {
+    require(
+        "set_lr",
+        "lr",
+        lr,
+        lr >= 0.0 && lr.is_finite(),
+        "a finite non-negative number",
+    )
 }
 
 /// A parameter for an optimizer: `(name, tensor)` pairs as `named_parameters()` gives them,
@@ -217,7 +236,18 @@ impl GroupRates {
     }
 
     /// Sets the learning rate used by the next steps.
-    pub fn set_lr(&self, lr: f64) {
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `lr` is negative, NaN or infinite; the rate is unchanged then.
+    pub fn set_lr(&self, lr: f64) -> Result<()> {
+        check_lr(lr)?;
+        self.store_lr(lr);
+        Ok(())
+    }
+
+    /// Sets the learning rate without checking it: for schedulers, whose rates come from
+    /// checked ones.
+    pub(crate) fn store_lr(&self, lr: f64) {
         self.0.lr.store(lr.to_bits(), Ordering::Relaxed);
     }
 
@@ -244,6 +274,9 @@ pub(crate) enum Hyper<'a> {
 }
 
 /// An optimizer's configuration and update rule; implemented by the `*Config` structs.
+///
+/// The step reads the hyper-parameters as fields; the table of [`hyper`](Rule::hyper)
+/// names them only for the state dict.
 pub(crate) trait Rule: Copy + Send + Sync + 'static {
     /// The optimizer's name, for messages.
     const NAME: &'static str;
@@ -251,8 +284,15 @@ pub(crate) trait Rule: Copy + Send + Sync + 'static {
     const BUFFERS: &'static [&'static str];
     /// Whether the state has a `step` counter.
     const COUNTS_STEPS: bool;
-    /// The hyper-parameter OneCycleLR cycles (`momentum` or `betas.0`), if any.
-    const MOMENTUM: Option<&'static str>;
+
+    /// The learning rate.
+    fn lr_mut(&mut self) -> &mut f64;
+
+    /// The weight decay.
+    fn weight_decay_mut(&mut self) -> &mut f64;
+
+    /// The value OneCycleLR cycles (`momentum` or Adam's `beta1`), if any.
+    fn momentum_mut(&mut self) -> Option<&mut f64>;
 
     /// Every hyper-parameter by its PyTorch name (tuples as `betas.0`, `betas.1`).
     fn hyper(&mut self) -> Vec<(&'static str, Hyper<'_>)>;
@@ -264,23 +304,24 @@ pub(crate) trait Rule: Copy + Send + Sync + 'static {
     /// empty buffer has not been created yet.
     fn update<T: Float>(&self, step: u64, p: &mut [T], g: &[T], bufs: &mut [Vec<T>]);
 
-    fn get(mut self, name: &str) -> Option<f64> {
-        self.hyper()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, h)| match h {
-                Hyper::Float(v) => *v,
-                Hyper::Bool(b) => f64::from(u8::from(*b)),
-            })
+    /// This configuration with the group's current learning rate and momentum.
+    fn with_rates(mut self, rates: &GroupRates) -> Self {
+        *self.lr_mut() = rates.lr();
+        if let (Some(m), Some(v)) = (self.momentum_mut(), rates.momentum()) {
+            *m = v;
+        }
+        self
     }
 
-    fn set(&mut self, name: &str, value: f64) -> bool {
-        match self.hyper().into_iter().find(|(n, _)| *n == name) {
-            Some((_, Hyper::Float(v))) => *v = value,
-            Some((_, Hyper::Bool(b))) => *b = value != 0.0,
-            None => return false,
+    /// [`validate`](Rule::validate), after refusing NaN and infinite values of every
+    /// hyper-parameter (those a `validate` forgets included).
+    fn check(mut self) -> Result<()> {
+        for (name, h) in self.hyper() {
+            if let Hyper::Float(v) = h {
+                require(Self::NAME, name, *v, v.is_finite(), "a finite number")?;
+            }
         }
-        true
+        self.validate()
     }
 }
 
@@ -365,7 +406,7 @@ impl<C: Rule> Core<C> {
         params: impl IntoIterator<Item = P>,
         config: C,
     ) -> Result<Core<C>> {
-        config.validate()?;
+        config.check()?;
         let mut core = Core {
             defaults: config,
             groups: Vec::new(),
@@ -377,17 +418,15 @@ impl<C: Rule> Core<C> {
     pub(crate) fn add_group(&mut self, group: ParamGroup) -> Result<()> {
         let mut config = self.defaults;
         if let Some(lr) = group.lr {
-            config.set("lr", lr);
+            *config.lr_mut() = lr;
         }
         if let Some(wd) = group.weight_decay {
-            config.set("weight_decay", wd);
+            *config.weight_decay_mut() = wd;
         }
-        config.validate()?;
+        config.check()?;
         let slots = self.check_params(group.params)?;
-        let rates = GroupRates::new(
-            config.get("lr").unwrap_or(0.0),
-            C::MOMENTUM.and_then(|m| config.get(m)),
-        );
+        let lr = *config.lr_mut();
+        let rates = GroupRates::new(lr, config.momentum_mut().map(|m| *m));
         self.groups.push(Group {
             slots,
             config,
@@ -406,6 +445,10 @@ impl<C: Rule> Core<C> {
             )));
         }
         let mut seen: HashSet<String> = self.slots().map(|s| s.name.clone()).collect();
+        let mut tensors: BTreeMap<usize, String> = self
+            .slots()
+            .map(|s| (s.tensor.identity(), s.name.clone()))
+            .collect();
         let offset = seen.len();
         let mut slots = Vec::with_capacity(params.len());
         for (i, (name, tensor)) in params.into_iter().enumerate() {
@@ -430,6 +473,14 @@ impl<C: Rule> Core<C> {
                     C::NAME
                 )));
             }
+            if let Some(first) = tensors.insert(tensor.identity(), name.clone()) {
+                return Err(Error::Config(format!(
+                    "{}: some parameters appear in more than one parameter group: the tensor \
+                     of `{name}` is already in the optimizer as `{first}`; pass each tensor \
+                     once",
+                    C::NAME
+                )));
+            }
             slots.push(Slot {
                 name,
                 tensor,
@@ -445,11 +496,7 @@ impl<C: Rule> Core<C> {
 
     pub(crate) fn step(&mut self) {
         for group in &mut self.groups {
-            let mut config = group.config;
-            config.set("lr", group.rates.lr());
-            if let (Some(key), Some(m)) = (C::MOMENTUM, group.rates.momentum()) {
-                config.set(key, m);
-            }
+            let config = group.config.with_rates(&group.rates);
             for slot in &mut group.slots {
                 let Some(grad) = slot.tensor.grad() else {
                     continue;
@@ -482,12 +529,12 @@ impl<C: Rule> Core<C> {
     }
 
     /// See [`Optimizer::state_dict`] for the keys.
-    pub(crate) fn state_dict(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::new();
+    pub(crate) fn state_dict(&self) -> StateDict {
+        let mut out = StateDict::new();
         for (i, group) in self.groups.iter().enumerate() {
             for slot in &group.slots {
                 let key = |k: &str| format!("state.{}.{k}", slot.name);
-                out.push((key("group"), Tensor::from_vec(vec![i as i64], &[])));
+                out.insert(key("group"), Tensor::from_vec(vec![i as i64], &[]));
                 let shape = slot.tensor.shape();
                 let (step, bufs) = match &slot.state {
                     None => continue,
@@ -495,38 +542,36 @@ impl<C: Rule> Core<C> {
                     Some(ParamState::F64(s)) => (s.step, s.tensors(C::BUFFERS, &shape)),
                 };
                 if C::COUNTS_STEPS {
-                    out.push((key("step"), Tensor::from_vec(vec![step as f64], &[])));
+                    out.insert(key("step"), Tensor::from_vec(vec![step as f64], &[]));
                 }
-                out.extend(bufs.into_iter().map(|(k, t)| (key(&k), t)));
+                for (k, t) in bufs {
+                    out.insert(key(&k), t);
+                }
             }
         }
         for (i, group) in self.groups.iter().enumerate() {
-            let mut config = group.config;
-            config.set("lr", group.rates.lr());
-            if let (Some(key), Some(m)) = (C::MOMENTUM, group.rates.momentum()) {
-                config.set(key, m);
-            }
+            let mut config = group.config.with_rates(&group.rates);
             for (name, h) in config.hyper() {
                 let v = match h {
                     Hyper::Float(v) => *v,
                     Hyper::Bool(b) => f64::from(u8::from(*b)),
                 };
-                out.push((
+                out.insert(
                     format!("param_groups.{i}.{name}"),
                     Tensor::from_vec(vec![v], &[]),
-                ));
+                );
             }
         }
         out
     }
 
-    pub(crate) fn load_state_dict(&mut self, entries: &[(String, Tensor)]) -> Result<()> {
-        let plan = self.plan_load(entries)?;
-        for (group, config) in self.groups.iter_mut().zip(plan.configs) {
+    pub(crate) fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
+        let plan = self.plan_load(state)?;
+        for (group, mut config) in self.groups.iter_mut().zip(plan.configs) {
             group.config = config;
-            group.rates.set_lr(config.get("lr").unwrap_or(0.0));
-            if let Some(m) = C::MOMENTUM.and_then(|k| config.get(k)) {
-                group.rates.set_momentum(m);
+            group.rates.store_lr(*config.lr_mut());
+            if let Some(m) = config.momentum_mut() {
+                group.rates.set_momentum(*m);
             }
         }
         let mut states = plan.states;
@@ -536,85 +581,86 @@ impl<C: Rule> Core<C> {
         Ok(())
     }
 
-    /// Checks a state dict against this optimizer, collecting every problem.
-    fn plan_load(&self, entries: &[(String, Tensor)]) -> Result<LoadPlan<C>> {
+    /// Checks a state dict against this optimizer, looking up the keys it expects and
+    /// collecting every problem (see NOTE [ Restoring untrusted state ]).
+    fn plan_load(&self, state: &StateDict) -> Result<LoadPlan<C>> {
         let mut problems = Vec::new();
-        let mut member: BTreeMap<&str, i64> = BTreeMap::new();
-        let mut fields: BTreeMap<&str, Vec<(&str, &Tensor)>> = BTreeMap::new();
-        let mut configs: Vec<C> = self.groups.iter().map(|g| g.config).collect();
-        for (key, t) in entries {
-            if let Some((param, field)) =
-                key.strip_prefix("state.").and_then(|r| r.rsplit_once('.'))
-            {
-                if field == "group" {
-                    member.insert(param, t.item() as i64);
-                } else {
-                    fields.entry(param).or_default().push((field, t));
-                }
-            } else if let Some((i, name)) = key
-                .strip_prefix("param_groups.")
-                .and_then(|r| r.split_once('.'))
-            {
-                match i.parse::<usize>().ok().and_then(|i| configs.get_mut(i)) {
-                    Some(c) => {
-                        if !c.set(name, t.item()) {
-                            problems.push(format!("unknown hyper-parameter `{key}`"));
-                        }
-                    }
-                    None => problems.push(format!(
-                        "`{key}` names a param group the optimizer does not have ({} groups)",
-                        self.groups.len()
-                    )),
-                }
-            } else {
-                problems.push(format!("unexpected key `{key}`"));
-            }
-        }
-        let names: HashSet<&str> = self.slots().map(|s| s.name.as_str()).collect();
-        let missing: Vec<&str> = self
-            .slots()
-            .map(|s| s.name.as_str())
-            .filter(|n| !member.contains_key(n))
-            .collect();
-        let unexpected: Vec<&str> = member
-            .keys()
-            .chain(fields.keys())
-            .copied()
-            .filter(|n| !names.contains(n))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if !missing.is_empty() {
-            problems.push(format!("missing parameters {missing:?}"));
-        }
-        if !unexpected.is_empty() {
-            problems.push(format!("unexpected parameters {unexpected:?}"));
-        }
+        let mut expected: HashSet<String> = HashSet::new();
+        let mut configs = Vec::with_capacity(self.groups.len());
+        let mut missing = Vec::new();
         let mut states = BTreeMap::new();
         for (i, group) in self.groups.iter().enumerate() {
-            for slot in &group.slots {
-                match member.get(slot.name.as_str()) {
-                    Some(&g) if g != i as i64 => problems.push(format!(
-                        "parameter `{}` was in param group {g}, but is in group {i} now",
-                        slot.name
-                    )),
-                    _ => {}
+            let mut config = group.config;
+            for (name, h) in config.hyper() {
+                let key = format!("param_groups.{i}.{name}");
+                match (state.scalar_f64(&key), h) {
+                    (Err(e), _) => note(&mut problems, Err(e)),
+                    (Ok(None), _) => note(
+                        &mut problems,
+                        Err(Error::Config(format!("missing key `{key}`"))),
+                    ),
+                    (Ok(Some(v)), Hyper::Float(f)) => *f = v,
+                    (Ok(Some(v)), Hyper::Bool(b)) if v == 0.0 || v == 1.0 => *b = v == 1.0,
+                    (Ok(Some(v)), Hyper::Bool(_)) => note(
+                        &mut problems,
+                        Err(Error::Config(format!("`{key}` is {v}; expected 0 or 1"))),
+                    ),
                 }
-                let Some(f) = fields.get(slot.name.as_str()) else {
-                    continue;
-                };
-                match load_state::<C>(&slot.name, &slot.tensor, f) {
-                    Ok(s) => {
+                expected.insert(key);
+            }
+            note(&mut problems, config.check());
+            configs.push(config);
+            for slot in &group.slots {
+                let key = |k: &str| format!("state.{}.{k}", slot.name);
+                expected.insert(key("group"));
+                match state.count(&key("group")) {
+                    Err(e) => note(&mut problems, Err(e)),
+                    Ok(None) => missing.push(slot.name.as_str()),
+                    Ok(Some(g)) if g != i as u64 => note(
+                        &mut problems,
+                        Err(Error::Config(format!(
+                            "parameter `{}` was in param group {g}, but is in group {i} now",
+                            slot.name
+                        ))),
+                    ),
+                    Ok(Some(_)) => {}
+                }
+                expected.extend(C::BUFFERS.iter().map(|b| key(b)));
+                if C::COUNTS_STEPS {
+                    expected.insert(key("step"));
+                }
+                match load_state::<C>(&slot.name, &slot.tensor, state) {
+                    Ok(Some(s)) => {
                         states.insert(slot.name.clone(), s);
                     }
+                    Ok(None) => {}
                     Err(p) => problems.extend(p),
                 }
             }
         }
-        for c in &configs {
-            if let Err(Error::Config(e)) = c.validate() {
-                problems.push(e);
-            }
+        if !missing.is_empty() {
+            problems.push(format!("missing parameters {missing:?}"));
+        }
+        let unexpected: Vec<&String> = state.keys().filter(|k| !expected.contains(*k)).collect();
+        // A parameter is known by its `group` entry; its other entries need no listing.
+        let params: Vec<&str> = unexpected
+            .iter()
+            .filter_map(|k| k.strip_prefix("state.")?.strip_suffix(".group"))
+            .collect();
+        let keys: Vec<&String> = unexpected
+            .iter()
+            .copied()
+            .filter(|k| !params.iter().any(|p| k.starts_with(&format!("state.{p}."))))
+            .collect();
+        if !params.is_empty() {
+            problems.push(format!("unexpected parameters {params:?}"));
+        }
+        if !keys.is_empty() {
+            problems.push(format!(
+                "unexpected keys {keys:?} (groups this optimizer does not have, or state a {} \
+                 does not keep)",
+                C::NAME
+            ));
         }
         if !problems.is_empty() {
             return Err(Error::Config(format!(
@@ -627,54 +673,66 @@ impl<C: Rule> Core<C> {
     }
 }
 
+/// Keeps the message of a failed check.
+fn note(problems: &mut Vec<String>, result: Result<()>) {
+    if let Err(e) = result {
+        problems.push(e.to_string());
+    }
+}
+
 struct LoadPlan<C> {
     configs: Vec<C>,
     states: BTreeMap<String, ParamState>,
 }
 
-/// The state of parameter `name` from its `state.{name}.*` entries.
+/// The state of parameter `name` from its `state.{name}.*` entries: `None` when it has
+/// none yet, every problem otherwise.
 fn load_state<C: Rule>(
     name: &str,
     param: &Tensor,
-    fields: &[(&str, &Tensor)],
-) -> std::result::Result<ParamState, Vec<String>> {
+    state: &StateDict,
+) -> std::result::Result<Option<ParamState>, Vec<String>> {
     fn build<T: Float, C: Rule>(
         name: &str,
-        shape: &[usize],
-        fields: &[(&str, &Tensor)],
-    ) -> std::result::Result<State<T>, Vec<String>> {
-        let mut state = State::<T>::new(C::BUFFERS.len());
+        param: &Tensor,
+        state: &StateDict,
+    ) -> std::result::Result<Option<State<T>>, Vec<String>> {
+        let key = |k: &str| format!("state.{name}.{k}");
+        let mut out = State::<T>::new(C::BUFFERS.len());
         let mut problems = Vec::new();
-        for &(field, t) in fields {
-            if field == "step" && C::COUNTS_STEPS {
-                state.step = t.item().max(0.0) as u64;
-            } else if let Some(i) = C::BUFFERS.iter().position(|b| *b == field) {
-                if t.shape() != shape {
-                    problems.push(format!(
-                        "`state.{name}.{field}` has shape {:?} but the parameter has shape {shape:?}",
-                        t.shape()
-                    ));
+        let mut present = false;
+        if C::COUNTS_STEPS {
+            match state.count(&key("step")) {
+                Ok(Some(step)) => {
+                    out.step = step;
+                    present = true;
                 }
-                state.bufs[i] = t.to_vec::<T>();
-            } else {
-                problems.push(format!(
-                    "unknown state `state.{name}.{field}` (a {} has {:?}{})",
-                    C::NAME,
-                    C::BUFFERS,
-                    if C::COUNTS_STEPS { " and step" } else { "" }
-                ));
+                Ok(None) => {}
+                Err(e) => problems.push(e.to_string()),
             }
         }
-        if problems.is_empty() {
-            Ok(state)
-        } else {
-            Err(problems)
+        let shape = param.shape();
+        for (i, buffer) in C::BUFFERS.iter().enumerate() {
+            match state.tensor_like(&key(buffer), &shape, param.dtype()) {
+                Ok(Some(t)) => {
+                    out.bufs[i] = t.to_vec::<T>();
+                    present = true;
+                }
+                Ok(None) => {}
+                Err(e) => problems.push(e.to_string()),
+            }
         }
+        if present && C::COUNTS_STEPS && !state.contains_key(&key("step")) {
+            problems.push(format!("missing key `{}` next to its buffers", key("step")));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(present.then_some(out))
     }
-    let shape = param.shape();
     match param.dtype() {
-        DType::F32 => build::<f32, C>(name, &shape, fields).map(ParamState::F32),
-        _ => build::<f64, C>(name, &shape, fields).map(ParamState::F64),
+        DType::F32 => build::<f32, C>(name, param, state).map(|s| s.map(ParamState::F32)),
+        _ => build::<f64, C>(name, param, state).map(|s| s.map(ParamState::F64)),
     }
 }
 
@@ -761,12 +819,12 @@ macro_rules! delegate_optimizer {
             fn named_parameters(&self) -> Vec<(String, $crate::tensor::Tensor)> {
                 self.core.named_parameters()
             }
-            fn state_dict(&self) -> Vec<(String, $crate::tensor::Tensor)> {
+            fn state_dict(&self) -> $crate::state_dict::StateDict {
                 self.core.state_dict()
             }
             fn load_state_dict(
                 &mut self,
-                state: &[(String, $crate::tensor::Tensor)],
+                state: &$crate::state_dict::StateDict,
             ) -> $crate::error::Result<()> {
                 self.core.load_state_dict(state)
             }

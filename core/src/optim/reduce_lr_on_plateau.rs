@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::optim::Optimizer;
 use crate::optim::lr_scheduler::Base;
-use crate::tensor::Tensor;
+use crate::state_dict::StateDict;
 
 /// Whether the watched metric should go down (a loss) or up (an accuracy).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,7 +146,7 @@ impl ReduceLrOnPlateau {
                 let old = g.lr();
                 let new = (old * self.config.factor).max(self.config.min_lr);
                 if old - new > self.config.eps {
-                    g.set_lr(new);
+                    g.store_lr(new);
                 }
             }
             self.cooldown_counter = self.config.cooldown;
@@ -167,7 +167,7 @@ impl ReduceLrOnPlateau {
 
     /// The best metric so far, the bad-epoch and cooldown counters and the epoch counter,
     /// as named f64 tensors.
-    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+    pub fn state_dict(&self) -> StateDict {
         self.base.state_dict(&[
             ("best", self.best),
             ("num_bad_epochs", self.num_bad_epochs as f64),
@@ -178,14 +178,23 @@ impl ReduceLrOnPlateau {
     /// Restores a [`state_dict`](ReduceLrOnPlateau::state_dict).
     ///
     /// # Errors
-    /// If a key is missing or unexpected, or the number of groups differs.
-    pub fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+    /// As [`LrScheduler::load_state_dict`](crate::optim::LrScheduler::load_state_dict);
+    /// the counters must be non-negative whole numbers.
+    pub fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
+        let counter = |key: &str| {
+            state
+                .count(key)
+                .map_err(|e| Error::Config(format!("ReduceLrOnPlateau.load_state_dict: {e}")))
+                .map(|c| usize::try_from(c.unwrap_or(0)).unwrap_or(usize::MAX))
+        };
+        let (num_bad_epochs, cooldown_counter) =
+            (counter("num_bad_epochs")?, counter("cooldown_counter")?);
         let extra = self
             .base
             .load_state_dict(state, &["best", "num_bad_epochs", "cooldown_counter"])?;
         self.best = extra[0];
-        self.num_bad_epochs = extra[1] as usize;
-        self.cooldown_counter = extra[2] as usize;
+        self.num_bad_epochs = num_bad_epochs;
+        self.cooldown_counter = cooldown_counter;
         Ok(())
     }
 }
@@ -201,6 +210,7 @@ fn worst(mode: PlateauMode) -> f64 {
 mod tests {
     use super::*;
     use crate::optim::{Sgd, SgdConfig};
+    use crate::tensor::Tensor;
 
     #[test]
     fn plateau_in_max_mode_waits_out_the_cooldown() {

@@ -44,7 +44,18 @@ impl Rule for RmsPropConfig {
     const NAME: &'static str = "RmsProp";
     const BUFFERS: &'static [&'static str] = &["square_avg", "momentum_buffer", "grad_avg"];
     const COUNTS_STEPS: bool = true;
-    const MOMENTUM: Option<&'static str> = Some("momentum");
+
+    fn lr_mut(&mut self) -> &mut f64 {
+        &mut self.lr
+    }
+
+    fn weight_decay_mut(&mut self) -> &mut f64 {
+        &mut self.weight_decay
+    }
+
+    fn momentum_mut(&mut self) -> Option<&mut f64> {
+        Some(&mut self.momentum)
+    }
 
     fn hyper(&mut self) -> Vec<(&'static str, Hyper<'_>)> {
         vec![

@@ -40,7 +40,18 @@ impl Rule for SgdConfig {
     const NAME: &'static str = "Sgd";
     const BUFFERS: &'static [&'static str] = &["momentum_buffer"];
     const COUNTS_STEPS: bool = false;
-    const MOMENTUM: Option<&'static str> = Some("momentum");
+
+    fn lr_mut(&mut self) -> &mut f64 {
+        &mut self.lr
+    }
+
+    fn weight_decay_mut(&mut self) -> &mut f64 {
+        &mut self.weight_decay
+    }
+
+    fn momentum_mut(&mut self) -> Option<&mut f64> {
+        Some(&mut self.momentum)
+    }
 
     fn hyper(&mut self) -> Vec<(&'static str, Hyper<'_>)> {
         vec![

@@ -6,10 +6,19 @@
 //! header's JSON in `json.rs`) rather than with the safetensors crate: the layout is small,
 //! and the crate brought serde, serde_json and tempfile into every build of torchlet.
 //!
+//! This module knows tensors and state dicts only: modules come in through
+//! [`Stateful`], which every module implements.
+//!
 //! NOTE [ Checkpoint writes ]
 //! A checkpoint is written to a temporary file in the same directory, flushed to disk and
-//! renamed over the destination: a crash or a full disk leaves the previous checkpoint
-//! whole rather than a truncated one.
+//! renamed over the destination, and the directory is flushed so that the rename itself
+//! survives a power cut: a crash or a full disk leaves the previous checkpoint whole rather
+//! than a truncated one.
+//! - Each call writes its own temporary file, `{file}.tmp-{pid}-{n}`, so that two threads or
+//!   two processes saving to one path both succeed (the last rename wins, whole).
+//! - A failed write removes its temporary file; one left by a save that was killed is
+//!   removed by the next save to the same path, once its process is gone (on Linux, where
+//!   `/proc` tells; elsewhere once it is an hour old).
 
 mod format;
 mod half;
@@ -19,12 +28,15 @@ pub use half::Precision;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::nn::{IncompatibleKeys, Module, StateDict};
+use crate::state_dict::{IncompatibleKeys, StateDict, Stateful};
 use crate::tensor::Tensor;
 use format::{Entry, FileDtype};
 use std::borrow::Cow;
-use std::io::Write;
+use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// One tensor's little-endian, row-major bytes; floating-point tensors in `precision` when
 /// one is given (NOTE [ Half precision in files ] in `half.rs`).
@@ -143,36 +155,179 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
+    let file_name = path.file_name().unwrap_or_default().to_os_string();
+    let tmp = TempFile::new(path, &file_name);
+    remove_stale_temps(path, &file_name);
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = std::fs::File::create(&tmp.path)?;
         file.write_all(bytes)?;
         file.sync_all()
     };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(&tmp)(e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(path)(e)
-    })
+    write().map_err(io(&tmp.path))?;
+    std::fs::rename(&tmp.path, path).map_err(io(path))?;
+    tmp.renamed();
+    sync_dir(path).map_err(io(path.parent().unwrap_or(Path::new("."))))
 }
 
-/// Reads a safetensors file into a state dict (keys in file order: the order of their data).
+/// The `n` of the temporary files this process is writing now (see NOTE [ Checkpoint
+/// writes ]); the next free one comes from `NEXT_TEMP`.
+static WRITING: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary file of this process, removed when dropped unless renamed into place.
+struct TempFile {
+    path: PathBuf,
+    n: u64,
+    renamed: bool,
+}
+
+impl TempFile {
+    fn new(path: &Path, file_name: &std::ffi::OsStr) -> TempFile {
+        let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+        writing(|w| w.insert(n));
+        let mut name = file_name.to_os_string();
+        name.push(format!(".tmp-{}-{n}", std::process::id()));
+        TempFile {
+            path: path.with_file_name(name),
+            n,
+            renamed: false,
+        }
+    }
+
+    fn renamed(mut self) {
+        self.renamed = true;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        writing(|w| w.remove(&self.n));
+    }
+}
+
+fn writing<R>(f: impl FnOnce(&mut HashSet<u64>) -> R) -> R {
+    let mut guard = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+    f(guard.get_or_insert_with(HashSet::new))
+}
+
+/// Removes the temporary files of earlier saves to `path` whose writer is gone.
+fn remove_stale_temps(path: &Path, file_name: &std::ffi::OsStr) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{}.tmp-", file_name.to_string_lossy());
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if temp_is_stale(rest, &entry) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether the temporary file `{pid}-{n}` (or an older `{pid}`) has no live writer.
+fn temp_is_stale(suffix: &str, entry: &std::fs::DirEntry) -> bool {
+    let (pid, n) = match suffix.split_once('-') {
+        Some((pid, n)) => (pid.parse::<u32>().ok(), n.parse::<u64>().ok()),
+        None => (suffix.parse::<u32>().ok(), None),
+    };
+    let Some(pid) = pid else { return false };
+    if pid == std::process::id() {
+        // Ours, unless a save of this process is writing it now (an earlier process with
+        // the same pid left it otherwise).
+        return n.is_none_or(|n| !writing(|w| w.contains(&n)));
+    }
+    if cfg!(target_os = "linux") {
+        return !Path::new(&format!("/proc/{pid}")).exists();
+    }
+    let age = entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    age.is_some_and(|a| a.as_secs() > 3600)
+}
+
+/// Flushes the directory entry of `path` after a rename, where the platform allows it.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            // Some file systems cannot flush a directory; the rename is done all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Ok(()),
+            r => r,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+/// The largest file [`load_file`] reads: 16 GiB, more than any single-machine checkpoint
+/// torchlet trains, and a bound on what a wrong path (a disk image, a dataset) costs.
+/// [`load_file_limited`] sets another.
+pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
+
+/// Reads a safetensors file into a state dict (keys in file order: the order of their data),
+/// refusing files larger than [`DEFAULT_MAX_BYTES`].
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the file (and the
-/// key, where one is at fault) when it is truncated or corrupt, or holds a dtype other than
-/// F16, BF16 (both read as f32), F32, F64 and I64.
+/// key, where one is at fault) when it is truncated or corrupt, larger than the limit, or
+/// holds a dtype other than F16, BF16 (both read as f32), F32, F64 and I64.
 pub fn load_file(path: impl AsRef<Path>) -> Result<StateDict> {
+    load_file_limited(path, DEFAULT_MAX_BYTES)
+}
+
+/// [`load_file`] for files of at most `max_bytes` bytes: nothing larger is read into memory.
+///
+/// # Errors
+/// As [`load_file`]; the limit is checked before reading and while reading (a file that
+/// grows meanwhile is refused too).
+pub fn load_file_limited(path: impl AsRef<Path>, max_bytes: u64) -> Result<StateDict> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let too_large = |len: u64| {
+        format_error(
+            path,
+            format!(
+                "the file has {len} bytes or more, over the limit of {max_bytes} bytes; read \
+                 it with serialize::load_file_limited and a larger max_bytes if it is the \
+                 checkpoint you meant"
+            ),
+        )
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > max_bytes {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
     let entries = format::deserialize(&bytes).map_err(|message| format_error(path, message))?;
     let mut out = StateDict::new();
     for entry in entries {
@@ -183,20 +338,21 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<StateDict> {
 }
 
 /// Loads the safetensors file at `path` into `model` (see
-/// [`Module::load_state_dict`]), checking each tensor against the model first.
+/// [`Module::load_state_dict`](crate::nn::Module::load_state_dict)), checking each tensor
+/// against the model first.
 ///
 /// # Errors
 /// As [`load_file`], and [`Error::Format`] naming the file and every key whose dtype kind
 /// (floating point or integer) or shape differs from the model's, or that is missing or
 /// unexpected (with `strict`).
-pub fn load_into<M: Module + ?Sized>(
+pub fn load_into<M: Stateful + ?Sized>(
     model: &mut M,
     path: impl AsRef<Path>,
     strict: bool,
 ) -> Result<IncompatibleKeys> {
     let path = path.as_ref();
     let file = load_file(path)?;
-    let own = model.state_dict();
+    let own = model.save_state();
     let mut problems = Vec::new();
     for (key, target) in own.iter() {
         let Some(src) = file.get(key) else { continue };
@@ -219,7 +375,7 @@ pub fn load_into<M: Module + ?Sized>(
         return Err(format_error(path, problems.join("; ")));
     }
     model
-        .load_state_dict(&file, strict)
+        .load_state(&file, strict)
         .map_err(|e| format_error(path, e.to_string()))
 }
 
@@ -227,8 +383,8 @@ pub fn load_into<M: Module + ?Sized>(
 ///
 /// # Errors
 /// As [`save_file`].
-pub fn save<M: Module + ?Sized>(model: &M, path: impl AsRef<Path>) -> Result<()> {
-    save_file(&model.state_dict(), path)
+pub fn save<M: Stateful + ?Sized>(model: &M, path: impl AsRef<Path>) -> Result<()> {
+    save_file(&model.save_state(), path)
 }
 
 /// Writes `model`'s state dict with its floating-point tensors in `precision` (shorthand for
@@ -236,12 +392,12 @@ pub fn save<M: Module + ?Sized>(model: &M, path: impl AsRef<Path>) -> Result<()>
 ///
 /// # Errors
 /// As [`save_file`].
-pub fn save_as<M: Module + ?Sized>(
+pub fn save_as<M: Stateful + ?Sized>(
     model: &M,
     path: impl AsRef<Path>,
     precision: Precision,
 ) -> Result<()> {
-    save_file_as(&model.state_dict(), path, precision)
+    save_file_as(&model.save_state(), path, precision)
 }
 
 /// A fresh path under the system's temporary directory, for tests and examples.
@@ -286,6 +442,96 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(back.keys().collect::<Vec<_>>(), ["n", "d", "a", "w"]);
         assert_eq!(back.get("a").unwrap().shape(), [0, 4]);
+    }
+
+    #[test]
+    fn two_threads_saving_to_one_path_both_succeed() {
+        let path = temp_path("two-writers.safetensors");
+        let writers: Vec<_> = (0..2)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut sd = StateDict::new();
+                    sd.insert("w", Tensor::full(&[1000], f64::from(i)));
+                    (0..20).try_for_each(|_| save_file(&sd, &path))
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join()
+                .expect("writer thread")
+                .expect("every save succeeds");
+        }
+        let back = load_file(&path).unwrap();
+        let v = back.get("w").unwrap().to_vec::<f32>();
+        assert!(v == [0.0; 1000] || v == [1.0; 1000], "one whole file wins");
+        assert_eq!(
+            temps_of(&path),
+            Vec::<String>::new(),
+            "no temporary file is left"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    fn temps_of(path: &Path) -> Vec<String> {
+        let prefix = format!("{}.tmp-", path.file_name().unwrap().to_string_lossy());
+        std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    }
+
+    #[test]
+    fn temporary_files_of_killed_saves_are_removed_by_the_next_save() {
+        let path = temp_path("stale.safetensors");
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let with = |suffix: &str| path.with_file_name(format!("{name}{suffix}"));
+        // A save killed before this change (`.tmp-{pid}`), one killed after, both by a
+        // process that is gone (pid 0 is never a user process), one of ours from an earlier
+        // process with our pid, and a file that only looks alike.
+        let stale = [
+            ".tmp-0",
+            ".tmp-0-17",
+            &format!(".tmp-{}-999999", std::process::id()),
+        ];
+        for s in stale {
+            std::fs::write(with(s), b"half a checkpoint").unwrap();
+        }
+        std::fs::write(with(".tmp-notes"), b"keep").unwrap();
+        save_file(&StateDict::new(), &path).unwrap();
+        assert_eq!(temps_of(&path), [format!("{name}.tmp-notes")]);
+        std::fs::remove_file(with(".tmp-notes")).unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file() {
+        let dir = temp_path("missing-dir");
+        let err = save_file(&StateDict::new(), dir.join("x.safetensors")).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_before_they_are_read() {
+        let path = temp_path("limit.safetensors");
+        let mut sd = StateDict::new();
+        sd.insert("w", Tensor::zeros(&[100]));
+        save_file(&sd, &path).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(load_file_limited(&path, len).is_ok());
+        let err = load_file_limited(&path, len - 1).unwrap_err().to_string();
+        assert!(
+            err.contains("limit.safetensors")
+                && err.contains(&format!(
+                    "has {len} bytes or more, over the limit of {} bytes",
+                    len - 1
+                )),
+            "{err}"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
