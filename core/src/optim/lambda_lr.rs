@@ -6,7 +6,6 @@
 use crate::error::{Error, Result};
 use crate::optim::Optimizer;
 use crate::optim::lr_scheduler::{Base, LrScheduler};
-use crate::tensor::Tensor;
 
 /// Sets each group's learning rate to `base_lr · lr_lambda(epoch)` at every `step`
 /// (`epoch` counts the `step` calls, 0 at construction).
@@ -101,11 +100,11 @@ impl LrScheduler for LambdaLr {
         self.base.last_epoch
     }
 
-    fn state_dict(&self) -> Vec<(String, Tensor)> {
+    fn state_dict(&self) -> crate::state_dict::StateDict {
         self.base.state_dict(&[])
     }
 
-    fn load_state_dict(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+    fn load_state_dict(&mut self, state: &crate::state_dict::StateDict) -> Result<()> {
         self.base.load_state_dict(state, &[]).map(drop)
     }
 }
