@@ -35,7 +35,7 @@ pub use loss::{BceWithLogitsLoss, CrossEntropyLoss, L1Loss, MseLoss, NllLoss, Sm
 pub use module::{Member, MemberMut, Module, fmt_module};
 pub use parameter::{Buffer, Parameter};
 pub use pooling::{AvgPool2d, MaxPool2d};
-pub use sequential::{Layers, Sequential};
+pub use sequential::{Layers, MAX_LAYERS, Sequential, probe};
 pub use size::Size2;
 pub use state_dict::{IncompatibleKeys, StateDict};
 pub use torchlet_macros::{Module, sequential};
