@@ -67,7 +67,7 @@ impl Epoch {
 }
 
 fn main() -> ExitCode {
-    match args::parse(std::env::args().skip(1)) {
+    match args::parse(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
             print!("{}", args::HELP);
             ExitCode::SUCCESS

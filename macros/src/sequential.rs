@@ -64,7 +64,10 @@ pub fn expand(input: TokenStream) -> TokenStream {
             let _ = (#(#layers,)*);
             ::core::unreachable!()
         });
-        return with_error(syn::Error::new_spanned(&item.layer, too_long()), Some(value));
+        return with_error(
+            syn::Error::new_spanned(&item.layer, too_long()),
+            Some(value),
+        );
     }
     let chain = chain(&items);
     match validate(&items) {
