@@ -7,6 +7,7 @@
 use torchlet::data::{DataLoader, Mnist, RandomSampler, TensorDataset};
 use torchlet::metrics::{Accuracy, Mean};
 use torchlet::nn::functional::cross_entropy;
+use torchlet::nn::summary;
 use torchlet::prelude::*;
 
 type TestLoader = DataLoader<TensorDataset<(Tensor, Tensor)>>;
@@ -37,12 +38,13 @@ fn main() -> torchlet::Result<()> {
         .batch_size(500)
         .build()?;
 
-    let model = sequential![Linear::new(784, 128), ReLU, Linear::new(128, 10)];
+    let mut model = sequential![Linear::new(784, 128), ReLU, Linear::new(128, 10)];
     for (name, p) in model.named_parameters() {
         println!("{name}: {:?}", p.shape());
     }
     println!("{model}");
-    println!("parameters: {}", model.num_parameters());
+    // torchinfo's table: each layer's output shape and parameter count, for a batch of 64.
+    println!("{}", summary(&mut model, &Tensor::zeros(&[bs, 784])));
 
     for epoch in 0..epochs {
         for (xb, yb) in &train_dl {

@@ -16,7 +16,9 @@ macro_rules! unit_activation {
             type Output = Tensor;
 
             fn forward(&self, x: &'a Tensor) -> Tensor {
-                x.$method()
+                let y = x.$method();
+                crate::nn::summary::record(self, &y);
+                y
             }
         }
     };
@@ -73,7 +75,9 @@ impl<'a> Forward<&'a Tensor> for LeakyReLU {
     type Output = Tensor;
 
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        x.leaky_relu(self.negative_slope)
+        let y = x.leaky_relu(self.negative_slope);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 
@@ -133,7 +137,9 @@ impl<'a> Forward<&'a Tensor> for GELU {
     type Output = Tensor;
 
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        if self.tanh { x.gelu_tanh() } else { x.gelu() }
+        let y = if self.tanh { x.gelu_tanh() } else { x.gelu() };
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 
@@ -165,7 +171,9 @@ macro_rules! dim_activation {
 
             #[track_caller]
             fn forward(&self, x: &'a Tensor) -> Tensor {
-                x.$method(self.dim)
+                let y = x.$method(self.dim);
+                crate::nn::summary::record(self, &y);
+                y
             }
         }
     };

@@ -207,7 +207,9 @@ macro_rules! batch_norm {
             /// running ones; in evaluation mode, uses the running statistics.
             #[track_caller]
             fn forward(&self, x: &'a Tensor) -> Tensor {
-                self.stats().forward(x, &$dims)
+                let y = self.stats().forward(x, &$dims);
+                crate::nn::summary::record(self, &y);
+                y
             }
         }
     };

@@ -134,10 +134,12 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let y = x.conv2d(&self.weight, self.stride, self.padding);
-        match &self.bias {
+        let y = match &self.bias {
             Some(b) => &y + &b.reshape(&[1, -1, 1, 1]),
             None => y,
-        }
+        };
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

@@ -53,6 +53,8 @@ impl<'a> Forward<&'a Tensor> for Dropout {
     type Output = Tensor;
 
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        // The output has the input's shape, whichever way it is made.
+        crate::nn::summary::record(self, x);
         if !self.training || self.p == 0.0 {
             return x.clone();
         }

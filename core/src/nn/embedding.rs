@@ -58,7 +58,9 @@ impl<'a> Forward<&'a Tensor> for Embedding {
     /// If an index is out of range or the indices are not i64.
     #[track_caller]
     fn forward(&self, indices: &'a Tensor) -> Tensor {
-        self.weight.embedding(indices)
+        let y = self.weight.embedding(indices);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

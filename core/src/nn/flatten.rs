@@ -51,7 +51,9 @@ impl<'a> Forward<&'a Tensor> for Flatten {
 
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        x.flatten(self.start_dim, self.end_dim)
+        let y = x.flatten(self.start_dim, self.end_dim);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 
@@ -63,6 +65,7 @@ impl<'a> Forward<&'a Tensor> for Identity {
     type Output = Tensor;
 
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        crate::nn::summary::record(self, x);
         x.clone()
     }
 }

@@ -20,6 +20,7 @@ mod pooling;
 mod sequential;
 mod size;
 mod state_dict;
+mod summary;
 
 pub use activation::{GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
@@ -38,4 +39,5 @@ pub use pooling::{AvgPool2d, MaxPool2d};
 pub use sequential::{Layers, MAX_LAYERS, Sequential, probe};
 pub use size::Size2;
 pub use state_dict::{IncompatibleKeys, StateDict};
+pub use summary::{Summary, summary};
 pub use torchlet_macros::{Module, sequential};

@@ -70,7 +70,9 @@ impl<'a> Forward<&'a Tensor> for MaxPool2d {
 
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        x.max_pool2d(self.kernel_size, self.stride, self.padding)
+        let y = x.max_pool2d(self.kernel_size, self.stride, self.padding);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 
@@ -130,7 +132,9 @@ impl<'a> Forward<&'a Tensor> for AvgPool2d {
 
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        x.avg_pool2d(self.kernel_size, self.stride, self.padding)
+        let y = x.avg_pool2d(self.kernel_size, self.stride, self.padding);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 
