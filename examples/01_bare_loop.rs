@@ -5,13 +5,9 @@
 //! Run with `cargo run --release --example 01_bare_loop`; the next stage is `02_dataloader`.
 
 use torchlet::data::Mnist;
+use torchlet::metrics::accuracy;
 use torchlet::nn::functional::cross_entropy;
 use torchlet::prelude::*;
-
-/// The fraction of rows whose largest logit is at the label.
-fn accuracy(out: &Tensor, yb: &Tensor) -> f64 {
-    out.argmax(1, false).eq(yb).float().mean().item()
-}
 
 fn main() -> torchlet::Result<()> {
     manual_seed(0);

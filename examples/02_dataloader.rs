@@ -5,27 +5,21 @@
 //! Run with `cargo run --release --example 02_dataloader`; the next stage is `03_module`.
 
 use torchlet::data::{DataLoader, Mnist, RandomSampler, TensorDataset};
+use torchlet::metrics::{Accuracy, Mean};
 use torchlet::nn::functional::cross_entropy;
 use torchlet::prelude::*;
 
 type TestLoader = DataLoader<TensorDataset<(Tensor, Tensor)>>;
 
-/// The fraction of rows whose largest logit is at the label.
-fn accuracy(out: &Tensor, yb: &Tensor) -> f64 {
-    out.argmax(1, false).eq(yb).float().mean().item()
-}
-
-/// Mean loss and accuracy over the batches of `dl`, weighting each batch by its size.
+/// Mean loss (each batch weighted by its size) and accuracy over the batches of `dl`.
 fn evaluate(model: &impl Fn(&Tensor) -> Tensor, dl: &TestLoader) -> (f64, f64) {
-    let (mut loss, mut acc, mut n) = (0.0, 0.0, 0.0);
+    let (mut loss, mut acc) = (Mean::new(), Accuracy::new());
     for (xb, yb) in dl {
         let out = model(&xb);
-        let bs = xb.shape()[0] as f64;
-        loss += cross_entropy(&out, &yb).item() * bs;
-        acc += accuracy(&out, &yb) * bs;
-        n += bs;
+        loss.update_weighted(cross_entropy(&out, &yb).item(), xb.shape()[0] as f64);
+        acc.update(&out, &yb);
     }
-    (loss / n, acc / n)
+    (loss.compute(), acc.compute())
 }
 
 fn main() -> torchlet::Result<()> {

@@ -6,6 +6,7 @@
 //! Run with `cargo run --release --example 03_module`; the next stage is `04_sequential`.
 
 use torchlet::data::{DataLoader, Mnist, RandomSampler, TensorDataset};
+use torchlet::metrics::{Accuracy, Mean};
 use torchlet::nn::functional::cross_entropy;
 use torchlet::prelude::*;
 
@@ -35,22 +36,15 @@ impl Forward<&Tensor> for OurModule {
 
 type TestLoader = DataLoader<TensorDataset<(Tensor, Tensor)>>;
 
-/// The fraction of rows whose largest logit is at the label.
-fn accuracy(out: &Tensor, yb: &Tensor) -> f64 {
-    out.argmax(1, false).eq(yb).float().mean().item()
-}
-
-/// Mean loss and accuracy over the batches of `dl`, weighting each batch by its size.
+/// Mean loss (each batch weighted by its size) and accuracy over the batches of `dl`.
 fn evaluate(model: &OurModule, dl: &TestLoader) -> (f64, f64) {
-    let (mut loss, mut acc, mut n) = (0.0, 0.0, 0.0);
+    let (mut loss, mut acc) = (Mean::new(), Accuracy::new());
     for (xb, yb) in dl {
         let out = model.forward(&xb);
-        let bs = xb.shape()[0] as f64;
-        loss += cross_entropy(&out, &yb).item() * bs;
-        acc += accuracy(&out, &yb) * bs;
-        n += bs;
+        loss.update_weighted(cross_entropy(&out, &yb).item(), xb.shape()[0] as f64);
+        acc.update(&out, &yb);
     }
-    (loss / n, acc / n)
+    (loss.compute(), acc.compute())
 }
 
 fn main() -> torchlet::Result<()> {

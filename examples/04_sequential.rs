@@ -5,27 +5,22 @@
 //! Run with `cargo run --release --example 04_sequential`; the next stage is `05_optimizer`.
 
 use torchlet::data::{DataLoader, Mnist, RandomSampler, TensorDataset};
+use torchlet::metrics::{Accuracy, Mean};
 use torchlet::nn::functional::cross_entropy;
+use torchlet::nn::summary;
 use torchlet::prelude::*;
 
 type TestLoader = DataLoader<TensorDataset<(Tensor, Tensor)>>;
 
-/// The fraction of rows whose largest logit is at the label.
-fn accuracy(out: &Tensor, yb: &Tensor) -> f64 {
-    out.argmax(1, false).eq(yb).float().mean().item()
-}
-
-/// Mean loss and accuracy over the batches of `dl`, weighting each batch by its size.
+/// Mean loss (each batch weighted by its size) and accuracy over the batches of `dl`.
 fn evaluate(model: &impl Layer, dl: &TestLoader) -> (f64, f64) {
-    let (mut loss, mut acc, mut n) = (0.0, 0.0, 0.0);
+    let (mut loss, mut acc) = (Mean::new(), Accuracy::new());
     for (xb, yb) in dl {
         let out = model.forward(&xb);
-        let bs = xb.shape()[0] as f64;
-        loss += cross_entropy(&out, &yb).item() * bs;
-        acc += accuracy(&out, &yb) * bs;
-        n += bs;
+        loss.update_weighted(cross_entropy(&out, &yb).item(), xb.shape()[0] as f64);
+        acc.update(&out, &yb);
     }
-    (loss / n, acc / n)
+    (loss.compute(), acc.compute())
 }
 
 fn main() -> torchlet::Result<()> {
@@ -43,12 +38,13 @@ fn main() -> torchlet::Result<()> {
         .batch_size(500)
         .build()?;
 
-    let model = sequential![Linear::new(784, 128), ReLU, Linear::new(128, 10)];
+    let mut model = sequential![Linear::new(784, 128), ReLU, Linear::new(128, 10)];
     for (name, p) in model.named_parameters() {
         println!("{name}: {:?}", p.shape());
     }
     println!("{model}");
-    println!("parameters: {}", model.num_parameters());
+    // torchinfo's table: each layer's output shape and parameter count, for a batch of 64.
+    println!("{}", summary(&mut model, &Tensor::zeros(&[bs, 784])));
 
     for epoch in 0..epochs {
         for (xb, yb) in &train_dl {

@@ -12,6 +12,7 @@ mod w5;
 
 use std::time::Instant;
 use torchlet::data::Mnist;
+use torchlet::metrics::accuracy;
 use torchlet::optim::SgdConfig;
 use torchlet::prelude::*;
 
@@ -139,14 +140,7 @@ where
     }
     let secs = start.elapsed().as_secs_f64();
     model.eval();
-    let acc = no_grad(|| {
-        model
-            .forward(&test.images())
-            .argmax(1, false)
-            .eq(&test.labels())
-            .mean()
-            .item()
-    });
+    let acc = no_grad(|| accuracy(&model.forward(&test.images()), &test.labels()));
     emit(
         name,
         seen as f64 / secs,

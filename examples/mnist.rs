@@ -13,22 +13,21 @@
 mod args;
 #[path = "mnist/plot.rs"]
 mod plot;
-#[path = "mnist/progress.rs"]
-mod progress;
 
 use args::{Args, Command, ModelKind, OptimizerKind, SchedulerKind};
-use progress::Progress;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 use torchlet::checkpoint::{TrainingCheckpoint, seed_epoch};
 use torchlet::data::{DataLoader, MNIST_MEAN, MNIST_STD, Mnist};
+use torchlet::metrics::{Accuracy, Mean};
 use torchlet::nn::functional::cross_entropy;
 use torchlet::optim::{
     Adam, AdamConfig, AdamW, AdamWConfig, CosineAnnealingLr, LrScheduler, Optimizer, Sgd,
     SgdConfig, StepLr,
 };
 use torchlet::prelude::*;
+use torchlet::progress::Progress;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -67,7 +66,7 @@ impl Epoch {
 }
 
 fn main() -> ExitCode {
-    match args::parse(std::env::args().skip(1)) {
+    match args::parse(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
             print!("{}", args::HELP);
             ExitCode::SUCCESS
@@ -206,8 +205,8 @@ fn run(args: &Args) -> Result<(), Error> {
         train_dl.set_epoch(epoch as u64);
         let lr = opt.lr();
         model.train();
-        let mut bar = Progress::new(epoch, args.epochs, train_dl.len());
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let mut bar = Progress::epoch(epoch, args.epochs, train_dl.len());
+        let mut train_loss = Mean::new();
         for (batch, (xb, yb)) in train_dl.iter().enumerate() {
             let mut step = || {
                 let loss = cross_entropy(&model.forward(&xb), &yb);
@@ -222,9 +221,8 @@ fn run(args: &Args) -> Result<(), Error> {
                 step()
             };
             let n = yb.numel();
-            loss_sum += loss.item() * n as f64;
-            seen += n;
-            bar.batch(n, loss_sum / seen as f64);
+            train_loss.update_weighted(loss.item(), n as f64);
+            bar.batch(n, train_loss.compute());
         }
         bar.finish();
         if let Some(s) = sched.as_mut() {
@@ -233,7 +231,7 @@ fn run(args: &Args) -> Result<(), Error> {
         model.eval();
         let (test_loss, test_acc) = evaluate(&model, &test_dl);
         let row = Epoch {
-            train_loss: loss_sum / seen.max(1) as f64,
+            train_loss: train_loss.compute(),
             test_loss,
             test_acc,
             lr,
@@ -302,15 +300,13 @@ fn checked<R>(step: impl FnOnce() -> R) -> Result<R, String> {
 /// Mean cross-entropy and accuracy over the test set, without building a graph.
 fn evaluate(model: &dyn Layer, dl: &DataLoader<Mnist>) -> (f64, f64) {
     no_grad(|| {
-        let (mut loss, mut correct, mut n) = (0.0, 0.0, 0.0);
+        let (mut loss, mut acc) = (Mean::new(), Accuracy::new());
         for (xb, yb) in dl {
             let out = model.forward(&xb);
-            let bs = yb.numel() as f64;
-            loss += cross_entropy(&out, &yb).item() * bs;
-            correct += out.argmax(1, false).eq(&yb).float().sum().item();
-            n += bs;
+            loss.update_weighted(cross_entropy(&out, &yb).item(), yb.numel() as f64);
+            acc.update(&out, &yb);
         }
-        (loss / n, correct / n)
+        (loss.compute(), acc.compute())
     })
 }
 

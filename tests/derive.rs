@@ -170,3 +170,30 @@ fn nested_modules_get_dotted_names() {
         ]
     );
 }
+
+#[derive(Module)]
+struct ParameterLists {
+    fc: Linear,
+    extra: Vec<Parameter>,
+    stats: [Buffer; 2],
+}
+
+#[test]
+fn vec_of_parameters_is_a_parameter_list() {
+    // PyTorch: `self.extra = nn.ParameterList([...])` gives keys `extra.0`, `extra.1`.
+    let m = ParameterLists {
+        fc: Linear::new(1, 1),
+        extra: vec![
+            Parameter::new(Tensor::ones(&[2])),
+            Parameter::new(Tensor::ones(&[3])),
+        ],
+        stats: [
+            Buffer::new(Tensor::zeros(&[1])),
+            Buffer::new(Tensor::zeros(&[1])),
+        ],
+    };
+    let params: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(params, ["fc.weight", "fc.bias", "extra.0", "extra.1"]);
+    assert_eq!(m.named_buffers()[1].0, "stats.1");
+    assert_eq!(m.num_parameters(), 2 + 2 + 3);
+}

@@ -165,6 +165,10 @@ fn is_plain(ty: &Type) -> bool {
         "DType",
     ];
     match ty {
+        // A list or box of plain values (`Vec<Tensor>`) is as plain as what it holds.
+        Type::Path(_) if let Some(inner) = generic_arg(ty, "Vec").or(generic_arg(ty, "Box")) => {
+            is_plain(inner)
+        }
         Type::Path(p) if p.qself.is_none() => {
             last_ident(ty).is_some_and(|name| PLAIN.contains(&name.as_str()))
         }
@@ -232,6 +236,12 @@ mod tests {
             ("(Linear, Linear)", Kind::Plain),
             ("&'a Linear", Kind::Plain),
             ("[f32; 4]", Kind::Plain),
+            ("Vec<Tensor>", Kind::Plain),
+            ("Box<[Tensor; 2]>", Kind::Plain),
+            ("Vec<usize>", Kind::Plain),
+            ("Vec<Parameter>", Kind::Module),
+            ("Vec<Buffer>", Kind::Module),
+            ("Box<dyn Layer>", Kind::Module),
         ];
         for (src, want) in cases {
             let ty: Type = syn::parse_str(src).unwrap();

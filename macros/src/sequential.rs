@@ -1,12 +1,18 @@
 //! `sequential![..]`: the grammar (`layer, …` or `label = layer, …`), a check of literal
-//! sizes between neighbouring layers, and the expansion to a typed `Sequential<(A, B, …)>`.
+//! sizes between neighbouring layers, and the expansion to a typed `Sequential<(A, B, …)>`
+//! in which each layer passes through a check spanned at the layer (see
+//! `torchlet::nn::probe`), so that a layer that is not one is reported where it is written.
 
 use crate::ctxt::Ctxt;
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, quote};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
 use syn::{Expr, Token};
+
+/// `torchlet::nn::MAX_LAYERS`: the longest flat tuple the chain impls are generated for.
+const MAX_LAYERS: usize = 64;
 
 /// One entry: a layer and its optional label.
 struct Item {
@@ -50,6 +56,19 @@ pub fn expand(input: TokenStream) -> TokenStream {
         // No chain to build: a placeholder of type `!` keeps the surrounding code quiet.
         return with_error(syn::Error::new(Span::call_site(), EMPTY), None);
     }
+    if let Some(item) = items.get(MAX_LAYERS) {
+        // Past the longest chain there is no type to build: the placeholder stands in, after
+        // the layers, which are still evaluated so that their imports count as used.
+        let layers = items.iter().map(|i| &i.layer);
+        let value = quote!({
+            let _ = (#(#layers,)*);
+            ::core::unreachable!()
+        });
+        return with_error(
+            syn::Error::new_spanned(&item.layer, too_long()),
+            Some(value),
+        );
+    }
     let chain = chain(&items);
     match validate(&items) {
         Ok(()) => chain,
@@ -57,15 +76,35 @@ pub fn expand(input: TokenStream) -> TokenStream {
     }
 }
 
+/// `{ let __l0 = a; let __l0 = check(__l0); …; Sequential::from_layers((__l0, …), names) }`:
+/// each check is written with the layer's span, so its error points at the layer.
 fn chain(items: &[Item]) -> TokenStream {
-    let layers = items.iter().map(|i| &i.layer);
+    let locals: Vec<syn::Ident> = (0..items.len())
+        .map(|i| format_ident!("__l{}", i))
+        .collect();
+    let checks = items.iter().zip(&locals).map(|(item, local)| {
+        let layer = &item.layer;
+        let check = quote_spanned! {layer.span()=>
+            (&&&&::torchlet::nn::probe::Probe::of(&#local)).__check(#local)
+        };
+        quote! {
+            let #local = #layer;
+            #[allow(clippy::needless_borrow)]
+            let #local = #check;
+        }
+    });
     let names = items.iter().enumerate().map(|(i, item)| match &item.label {
         Some(label) => label.to_string(),
         None => i.to_string(),
     });
-    quote! {
-        ::torchlet::nn::Sequential::from_layers((#(#layers,)*), &[#(#names),*])
-    }
+    quote! {{
+        #[allow(unused_imports)]
+        use ::torchlet::nn::probe::{
+            ModuleOnly as _, NotModule as _, OtherLayer as _, TensorLayer as _,
+        };
+        #(#checks)*
+        ::torchlet::nn::Sequential::from_layers((#(#locals,)*), &[#(#names),*])
+    }}
 }
 
 fn with_error(error: syn::Error, value: Option<TokenStream>) -> TokenStream {
@@ -80,6 +119,15 @@ fn with_error(error: syn::Error, value: Option<TokenStream>) -> TokenStream {
 const EMPTY: &str = "sequential! needs at least one layer, as in \
                      `sequential![Linear::new(784, 128), ReLU]`; for a chain built at run time \
                      use `Sequential::new()` and `push`";
+
+/// The message at the first layer past [`MAX_LAYERS`].
+fn too_long() -> String {
+    format!(
+        "sequential! takes at most {MAX_LAYERS} layers and this is layer {MAX_LAYERS} (counting \
+         from 0); nest chains, as in `sequential![sequential![…], sequential![…]]`, or build a \
+         run-time chain with `Sequential::new()` and `push`"
+    )
+}
 
 fn validate(items: &[Item]) -> syn::Result<()> {
     let cx = Ctxt::default();
@@ -259,6 +307,27 @@ mod tests {
                 .unwrap()
                 .contains("labelled `a`")
         );
+    }
+
+    #[test]
+    fn chains_longer_than_max_layers_are_refused_at_the_first_extra_layer() {
+        let layers = vec!["ReLU"; MAX_LAYERS].join(", ");
+        let out = expand(syn::parse_str(&layers).unwrap()).to_string();
+        assert!(!out.contains("compile_error"), "{out}");
+        let out = expand(syn::parse_str(&format!("{layers}, Tanh")).unwrap()).to_string();
+        assert!(out.contains("at most 64 layers"), "{out}");
+        assert!(!out.contains("from_layers"), "{out}");
+    }
+
+    #[test]
+    fn each_layer_passes_through_the_probe() {
+        let out = expand(quote!(Linear::new(2, 3), ReLU)).to_string();
+        assert!(out.contains("let __l1 = ReLU"), "{out}");
+        assert!(
+            out.contains("Probe :: of (& __l1)) . __check (__l1)"),
+            "{out}"
+        );
+        assert!(out.contains("from_layers ((__l0 , __l1 ,)"), "{out}");
     }
 
     #[test]

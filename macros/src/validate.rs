@@ -113,6 +113,16 @@ fn type_text(ty: &syn::Type) -> String {
 
 fn plain_message(field: &Field<'_>) -> String {
     let ty = type_text(field.ty);
+    if let Some(list) = tensor_list(&ty) {
+        let params = list.replace("Tensor", "Parameter");
+        let buffers = list.replace("Tensor", "Buffer");
+        return format!(
+            "field `{}` holds plain `Tensor`s, which a module does not register; make it \
+             `{params}` (trained and saved, PyTorch's `ParameterList`) or `{buffers}` (saved, \
+             not trained), or mark it `#[module(skip)]`",
+            field.name
+        );
+    }
     if ty == "Tensor" || ty.ends_with("::Tensor") {
         return format!(
             "field `{}` is a plain `Tensor`, which a module does not register; make it a \
@@ -126,6 +136,21 @@ fn plain_message(field: &Field<'_>) -> String {
          `#[module(skip)]` to keep it out of the module's registry",
         field.name
     )
+}
+
+/// `ty` with its element spelled `Tensor` when it is a list of tensors (`Vec<Tensor>`,
+/// `[Tensor; 4]`, `Vec<torchlet::Tensor>`).
+fn tensor_list(ty: &str) -> Option<String> {
+    let inner = ty
+        .strip_prefix("Vec<")
+        .and_then(|t| t.strip_suffix('>'))
+        .or_else(|| {
+            ty.strip_prefix('[')
+                .and_then(|t| t.split_once(';'))
+                .map(|t| t.0)
+        })?;
+    let is_tensor = inner == "Tensor" || inner.ends_with("::Tensor");
+    is_tensor.then(|| ty.replacen(inner, "Tensor", 1))
 }
 
 #[cfg(test)]
@@ -156,6 +181,18 @@ mod tests {
         let cases = [
             ("struct S { n: usize }", "mark it `#[module(skip)]`"),
             ("struct S { t: Tensor }", "make it a `Parameter`"),
+            (
+                "struct S { extra: Vec<Tensor> }",
+                "make it `Vec<Parameter>` (trained and saved, PyTorch's `ParameterList`)",
+            ),
+            (
+                "struct S { extra: [torchlet::Tensor; 2] }",
+                "make it `[Parameter; 2]`",
+            ),
+            (
+                "struct S { ids: Vec<usize> }",
+                "of type `Vec<usize>` is not a Module",
+            ),
             (
                 "struct S { #[module(skip)] w: Parameter }",
                 "cannot be skipped",

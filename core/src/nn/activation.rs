@@ -18,7 +18,9 @@ macro_rules! unit_activation {
             #[track_caller]
             fn forward(&self, x: &'a Tensor) -> Tensor {
                 let _scope = crate::nn::ModuleScope::enter(self);
-                x.$method()
+                let y = x.$method();
+                crate::nn::summary::record(self, &y);
+                y
             }
         }
     };
@@ -77,7 +79,9 @@ impl<'a> Forward<&'a Tensor> for LeakyReLU {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
-        x.leaky_relu(self.negative_slope)
+        let y = x.leaky_relu(self.negative_slope);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 
@@ -139,7 +143,9 @@ impl<'a> Forward<&'a Tensor> for GELU {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
-        if self.tanh { x.gelu_tanh() } else { x.gelu() }
+        let y = if self.tanh { x.gelu_tanh() } else { x.gelu() };
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 
@@ -172,7 +178,9 @@ macro_rules! dim_activation {
             #[track_caller]
             fn forward(&self, x: &'a Tensor) -> Tensor {
                 let _scope = crate::nn::ModuleScope::enter(self);
-                x.$method(self.dim)
+                let y = x.$method(self.dim);
+                crate::nn::summary::record(self, &y);
+                y
             }
         }
     };

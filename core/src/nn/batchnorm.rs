@@ -208,7 +208,9 @@ macro_rules! batch_norm {
             #[track_caller]
             fn forward(&self, x: &'a Tensor) -> Tensor {
                 let _scope = crate::nn::ModuleScope::enter(self);
-                self.stats().forward(x, &$dims)
+                let y = self.stats().forward(x, &$dims);
+                crate::nn::summary::record(self, &y);
+                y
             }
         }
     };

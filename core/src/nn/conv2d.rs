@@ -202,10 +202,12 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
             let (s, p, d) = (self.stride, self.padding, self.dilation);
             x.conv2d_grouped(&self.weight, s, p, d, self.groups)
         };
-        match &self.bias {
+        let y = match &self.bias {
             Some(b) => &y + &b.reshape(&[1, -1, 1, 1]),
             None => y,
-        }
+        };
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

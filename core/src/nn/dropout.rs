@@ -55,6 +55,8 @@ impl<'a> Forward<&'a Tensor> for Dropout {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
+        // The output has the input's shape, whichever way it is made.
+        crate::nn::summary::record(self, x);
         if !self.training || self.p == 0.0 {
             return x.clone();
         }

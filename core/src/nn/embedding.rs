@@ -112,7 +112,9 @@ impl<'a> Forward<&'a Tensor> for Embedding {
     fn forward(&self, indices: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
         let Some(row) = self.padding_idx else {
-            return self.weight.embedding(indices);
+            let y = self.weight.embedding(indices);
+            crate::nn::summary::record(self, &y);
+            return y;
         };
         // weight · keep + weight.detach() · (1 - keep), with keep 0 on the padding row only:
         // the same values, and no gradient path into that row.
@@ -120,7 +122,9 @@ impl<'a> Forward<&'a Tensor> for Embedding {
         let keep: Vec<f64> = (0..n).map(|i| if i == row { 0.0 } else { 1.0 }).collect();
         let keep = Tensor::from_vec(keep, &[n, 1]).to_dtype(self.weight.dtype());
         let w = &(self.weight.tensor() * &keep) + &(&self.weight.detach() * &(1.0 - &keep));
-        w.embedding(indices)
+        let y = w.embedding(indices);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

@@ -52,7 +52,9 @@ impl<'a> Forward<&'a Tensor> for Flatten {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
-        x.flatten(self.start_dim, self.end_dim)
+        let y = x.flatten(self.start_dim, self.end_dim);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 
@@ -66,6 +68,7 @@ impl<'a> Forward<&'a Tensor> for Identity {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
+        crate::nn::summary::record(self, x);
         x.clone()
     }
 }

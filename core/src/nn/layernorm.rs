@@ -118,10 +118,12 @@ impl<'a> Forward<&'a Tensor> for LayerNorm {
             Some(w) => &y * &**w,
             None => y,
         };
-        match &self.bias {
+        let y = match &self.bias {
             Some(b) => &y + &**b,
             None => y,
-        }
+        };
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

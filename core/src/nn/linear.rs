@@ -108,7 +108,9 @@ impl<'a> Forward<&'a Tensor> for Linear {
         if shape.last() != Some(&self.in_features()) {
             linear_input_error(self, &shape);
         }
-        x.linear(&self.weight, self.bias.as_deref())
+        let y = x.linear(&self.weight, self.bias.as_deref());
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

@@ -27,6 +27,7 @@ mod rnn;
 mod scope;
 mod sequential;
 mod size;
+mod summary;
 mod transformer;
 
 pub use crate::state_dict::{IncompatibleKeys, StateDict};
@@ -57,8 +58,9 @@ pub use parameter::{Buffer, Parameter};
 pub use pooling::{AvgPool2d, MaxPool2d};
 pub use rnn::{GRU, LSTM, RNN};
 pub use scope::ModuleScope;
-pub use sequential::{Layers, Sequential};
+pub use sequential::{Layers, MAX_LAYERS, Sequential, probe};
 pub use size::Size2;
+pub use summary::{Summary, summary};
 pub use torchlet_macros::{Module, sequential};
 pub use transformer::{
     Activation, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,

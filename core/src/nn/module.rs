@@ -154,9 +154,22 @@ pub trait Module {
         self.named_modules().into_iter().map(|(_, m)| m).collect()
     }
 
-    /// The number of parameter elements (buffers are not counted, as in PyTorch).
+    /// The number of parameter elements (buffers are not counted, as in PyTorch); Hugging
+    /// Face's `model.num_parameters()`.
     fn num_parameters(&self) -> usize {
         self.parameters().iter().map(|p| p.numel()).sum()
+    }
+
+    /// The number of parameter elements that require a gradient: Hugging Face's
+    /// `model.num_parameters(only_trainable=True)`, PyTorch's
+    /// `sum(p.numel() for p in model.parameters() if p.requires_grad)`.
+    #[doc(alias = "only_trainable")]
+    fn num_trainable_parameters(&self) -> usize {
+        self.parameters()
+            .iter()
+            .filter(|p| p.requires_grad())
+            .map(|p| p.numel())
+            .sum()
     }
 
     // ---- modes and gradients -------------------------------------------------------------

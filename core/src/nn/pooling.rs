@@ -71,7 +71,9 @@ impl<'a> Forward<&'a Tensor> for MaxPool2d {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
-        x.max_pool2d(self.kernel_size, self.stride, self.padding)
+        let y = x.max_pool2d(self.kernel_size, self.stride, self.padding);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 
@@ -132,7 +134,9 @@ impl<'a> Forward<&'a Tensor> for AvgPool2d {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
-        x.avg_pool2d(self.kernel_size, self.stride, self.padding)
+        let y = x.avg_pool2d(self.kernel_size, self.stride, self.padding);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

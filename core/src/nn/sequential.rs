@@ -33,6 +33,9 @@ pub struct Sequential<L = Vec<Box<dyn Layer>>> {
     names: Vec<String>,
 }
 
+/// The longest chain `sequential!` builds (see NOTE [ Chain length ]); nest chains for more.
+pub const MAX_LAYERS: usize = 64;
+
 /// What a [`Sequential`] can hold: a tuple of modules or a `Vec` of boxed layers.
 pub trait Layers {
     /// Calls `f` with each layer in order.
@@ -165,28 +168,176 @@ impl<L: Layers> std::fmt::Display for Sequential<L> {
     }
 }
 
+/// The check `sequential!` makes of each layer, spanned at the layer so that a mistake is
+/// reported there and not at the call of `forward` (not for use outside the macro).
+///
+/// The macro calls `(&&&Probe::of(&layer)).__check(layer)`: method resolution takes the
+/// first of four impls whose bounds hold (autoref specialisation, as `anyhow!` does),
+///
+/// 1. `&&&Probe<T, _>` for a module with `Forward<&Tensor>`, the common case;
+/// 2. `&&Probe<T, I>` for a module with `Forward<I>`, `I` inferred from its only impl;
+/// 3. `&Probe<T, _>` for a module without `Forward`, reported by [`NoForward`](probe::NoForward);
+/// 4. `Probe<T, _>` for anything else (a closure, a tensor), reported by
+///    [`NotALayer`](probe::NotALayer).
+///
+/// Cases 3 and 4 give `<T as NoForward>::Never` (or `NotALayer`'s), which nothing a user
+/// writes defines, so the chain's type is an error and the compiler adds no follow-up
+/// message to the one at the layer (at the call of `forward`, say).
+#[doc(hidden)]
+pub mod probe {
+    use crate::nn::forward::Forward;
+    use crate::nn::module::Module;
+    use crate::tensor::Tensor;
+    use std::marker::PhantomData;
+
+    /// A layer's type, and the input its `forward` takes, under inspection.
+    pub struct Probe<T, I>(PhantomData<(fn() -> T, fn(I))>);
+
+    impl<T, I> Probe<T, I> {
+        /// The probe for `layer`'s type.
+        pub fn of(_layer: &T) -> Probe<T, I> {
+            Probe(PhantomData)
+        }
+    }
+
+    /// Case 1: a module from tensors.
+    pub trait TensorLayer {
+        type Layer;
+        fn __check(self, layer: Self::Layer) -> Self::Layer;
+    }
+
+    impl<T: Module + for<'a> Forward<&'a Tensor>> TensorLayer for &&&Probe<T, Tensor> {
+        type Layer = T;
+        fn __check(self, layer: T) -> T {
+            layer
+        }
+    }
+
+    /// Case 2: a module that takes something other than `&Tensor`.
+    pub trait OtherLayer {
+        type Layer;
+        fn __check(self, layer: Self::Layer) -> Self::Layer;
+    }
+
+    impl<T: Module + Forward<I>, I> OtherLayer for &&Probe<T, I> {
+        type Layer = T;
+        fn __check(self, layer: T) -> T {
+            layer
+        }
+    }
+
+    /// Case 3: a module without `Forward`.
+    pub trait ModuleOnly {
+        type Layer;
+        fn __check(self, layer: Self::Layer) -> <Self::Layer as NoForward>::Never
+        where
+            Self::Layer: NoForward;
+    }
+
+    impl<T: Module, I> ModuleOnly for &Probe<T, I> {
+        type Layer = T;
+        fn __check(self, layer: T) -> <T as NoForward>::Never
+        where
+            T: NoForward,
+        {
+            layer.absurd()
+        }
+    }
+
+    /// Case 4: not a module.
+    pub trait NotModule {
+        type Layer;
+        fn __check(self, layer: Self::Layer) -> <Self::Layer as NotALayer>::Never
+        where
+            Self::Layer: NotALayer;
+    }
+
+    impl<T, I> NotModule for Probe<T, I> {
+        type Layer = T;
+        fn __check(self, layer: T) -> <T as NotALayer>::Never
+        where
+            T: NotALayer,
+        {
+            layer.absurd()
+        }
+    }
+
+    /// What case 3 reports; implemented by nothing a user can write.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a layer of `sequential!`: it has no `forward`",
+        label = "this module does not implement `Forward`",
+        note = "give it one beside its `#[derive(Module)]`: `impl Forward<&Tensor> for {Self} {{ type Output = Tensor; fn forward(&self, x: &Tensor) -> Tensor {{ … }} }}`"
+    )]
+    pub trait NoForward {
+        type Never;
+        fn absurd(self) -> Self::Never;
+    }
+
+    /// What case 4 reports; implemented by nothing a user can write.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a layer of `sequential!`: it is not a module",
+        label = "not a layer",
+        note = "a layer is a module with a `forward`: one of torchlet's layers (`Linear`, `ReLU`, …) or a struct with `#[derive(Module)]` and `impl Forward<&Tensor>`",
+        note = "a closure or function cannot be a layer; call it in the `forward` of your own module, or use a layer that does the same (`ReLU` for `|x| x.relu()`)"
+    )]
+    pub trait NotALayer {
+        type Never;
+        fn absurd(self) -> Self::Never;
+    }
+
+    /// The one implementor of [`NoForward`] and [`NotALayer`], so that neither reads as a
+    /// trait without impls; it has no values.
+    pub enum Never {}
+
+    impl NoForward for Never {
+        type Never = Never;
+        fn absurd(self) -> Never {
+            match self {}
+        }
+    }
+
+    impl NotALayer for Never {
+        type Never = Never;
+        fn absurd(self) -> Never {
+            match self {}
+        }
+    }
+}
+
 impl<'x> Forward<&'x Tensor> for Sequential {
     type Output = Tensor;
 
+    /// Runs the layers in order (the input itself when there are none).
+    ///
     /// # Panics
-    /// Where a layer panics, pointing at the caller's line.
+    /// Where a layer panics; the panic points at the caller of this `forward`.
     #[track_caller]
     fn forward(&self, input: &'x Tensor) -> Tensor {
         let _scope = ModuleScope::enter(self);
         let mut x = input.clone();
         for (layer, name) in self.layers.iter().zip(&self.names) {
             let _child = ModuleScope::child(name, layer.as_dyn());
-            x = layer.forward_layer(&x);
+            // On the `dyn Layer` itself: `Box<dyn Layer>` is a `Layer` too, but its `forward`
+            // reaches the layer through `Forward`'s vtable, which drops the caller's location.
+            x = (**layer).forward_layer(&x);
         }
         x
     }
 }
 
-/// `Layers` and `Forward` for the tuple `(A, B, …)`: `$In: $T $Out $i` says that layer `$i`
-/// of type `$T` takes `$In` (the chain's input for the first, a reference to the previous
-/// output for the others) and gives `$Out`.
+/// `Layers` and `Forward` for the tuple `(A, B, …)`: `($T $O $P $i)` says that layer `$i`
+/// of type `$T` takes a reference to `$P`, the previous layer's output, and gives `$O`; the
+/// first layer takes the chain's input. `$Last` is the last layer's output.
+///
+/// NOTE [ Chain length ]
+/// A typed chain is a flat tuple so that its type reads as the layers it holds
+/// (`Sequential<(Conv2d, ReLU, MaxPool2d)>`); Rust has no variadic generics, so the impls
+/// are generated for every length up to [`MAX_LAYERS`]. That is deeper than any flat stack
+/// in torchvision (VGG-19 with batch norm has 53 layers in `features`); `sequential!`
+/// refuses a longer chain at its 65th layer and says to nest chains, which works at any
+/// depth since a chain is itself a layer.
 macro_rules! tuple_chain {
-    ($A:ident $OA:ident 0 $(, $T:ident $O:ident $P:ident $i:tt)*) => {
+    (($A:ident $OA:ident 0) $(($T:ident $O:ident $P:ident $i:tt))*; $Last:ident) => {
         impl<$A: Module $(, $T: Module)*> Layers for ($A, $($T,)*) {
             fn visit_layers<'a>(&'a self, f: &mut dyn FnMut(usize, &'a dyn Module)) {
                 f(0, &self.0);
@@ -204,8 +355,13 @@ macro_rules! tuple_chain {
             $A: Module + Forward<In, Output = $OA>,
             $($T: Module + for<'o> Forward<&'o $P, Output = $O>,)*
         {
-            type Output = tuple_chain!(@last $OA $(, $O)*);
+            type Output = $Last;
 
+            /// Runs the layers in order.
+            ///
+            /// # Panics
+            /// Where a layer panics (a shape that does not fit); the panic points at the
+            /// caller of this `forward`, not inside the chain.
             #[track_caller]
             fn forward(&self, input: In) -> Self::Output {
                 let _scope = ModuleScope::enter(self);
@@ -221,19 +377,27 @@ macro_rules! tuple_chain {
             }
         }
     };
-    (@last $O:ident) => { $O };
-    (@last $O:ident, $($rest:ident),+) => { tuple_chain!(@last $($rest),+) };
 }
 
-tuple_chain!(A OA 0);
-tuple_chain!(A OA 0, B OB OA 1);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2, D OD OC 3);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2, D OD OC 3, E OE OD 4);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2, D OD OC 3, E OE OD 4, F OF OE 5);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2, D OD OC 3, E OE OD 4, F OF OE 5, G OG OF 6);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2, D OD OC 3, E OE OD 4, F OF OE 5, G OG OF 6, H OH OG 7);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2, D OD OC 3, E OE OD 4, F OF OE 5, G OG OF 6, H OH OG 7, I OI OH 8);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2, D OD OC 3, E OE OD 4, F OF OE 5, G OG OF 6, H OH OG 7, I OI OH 8, J OJ OI 9);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2, D OD OC 3, E OE OD 4, F OF OE 5, G OG OF 6, H OH OG 7, I OI OH 8, J OJ OI 9, K OK OJ 10);
-tuple_chain!(A OA 0, B OB OA 1, C OC OB 2, D OD OC 3, E OE OD 4, F OF OE 5, G OG OF 6, H OH OG 7, I OI OH 8, J OJ OI 9, K OK OJ 10, L OL OK 11);
+/// `tuple_chain!` for every prefix of the list: lengths 1 to [`MAX_LAYERS`].
+macro_rules! tuple_chains {
+    ([$($done:tt)*]) => {};
+    ([$($done:tt)*] ($T:ident $O:ident $($more:tt)*) $($rest:tt)*) => {
+        tuple_chain!($($done)* ($T $O $($more)*); $O);
+        tuple_chains!([$($done)* ($T $O $($more)*)] $($rest)*);
+    };
+}
+
+tuple_chains!([] (L0 O0 0) (L1 O1 O0 1) (L2 O2 O1 2) (L3 O3 O2 3) (L4 O4 O3 4) (L5 O5 O4 5)
+    (L6 O6 O5 6) (L7 O7 O6 7) (L8 O8 O7 8) (L9 O9 O8 9) (L10 O10 O9 10) (L11 O11 O10 11)
+    (L12 O12 O11 12) (L13 O13 O12 13) (L14 O14 O13 14) (L15 O15 O14 15) (L16 O16 O15 16)
+    (L17 O17 O16 17) (L18 O18 O17 18) (L19 O19 O18 19) (L20 O20 O19 20) (L21 O21 O20 21)
+    (L22 O22 O21 22) (L23 O23 O22 23) (L24 O24 O23 24) (L25 O25 O24 25) (L26 O26 O25 26)
+    (L27 O27 O26 27) (L28 O28 O27 28) (L29 O29 O28 29) (L30 O30 O29 30) (L31 O31 O30 31)
+    (L32 O32 O31 32) (L33 O33 O32 33) (L34 O34 O33 34) (L35 O35 O34 35) (L36 O36 O35 36)
+    (L37 O37 O36 37) (L38 O38 O37 38) (L39 O39 O38 39) (L40 O40 O39 40) (L41 O41 O40 41)
+    (L42 O42 O41 42) (L43 O43 O42 43) (L44 O44 O43 44) (L45 O45 O44 45) (L46 O46 O45 46)
+    (L47 O47 O46 47) (L48 O48 O47 48) (L49 O49 O48 49) (L50 O50 O49 50) (L51 O51 O50 51)
+    (L52 O52 O51 52) (L53 O53 O52 53) (L54 O54 O53 54) (L55 O55 O54 55) (L56 O56 O55 56)
+    (L57 O57 O56 57) (L58 O58 O57 58) (L59 O59 O58 59) (L60 O60 O59 60) (L61 O61 O60 61)
+    (L62 O62 O61 62) (L63 O63 O62 63));

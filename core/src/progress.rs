@@ -1,5 +1,5 @@
-//! The progress line of one epoch, by hand rather than with a progress-bar crate, so that
-//! building the examples stays quick.
+//! [`Progress`]: the progress line of a training epoch (tqdm's bar, in a few lines and no
+//! dependency: a progress-bar crate would more than double what a build of torchlet compiles).
 //!
 //! When stderr is a terminal, the line
 //!
@@ -39,9 +39,27 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts the line of epoch `epoch` (0-based) of `epochs`, which has `total` batches.
-    pub fn new(epoch: usize, epochs: usize, total: usize) -> Progress {
-        let prefix = format!("epoch {}/{epochs}", epoch + 1);
+    /// Starts the line of epoch `epoch` (0-based) of `epochs`, which has `total` batches:
+    /// `epoch 3/10 [====>   ] …`.
+    ///
+    /// ```no_run
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::progress::Progress;
+    ///
+    /// let batches = [0.9, 0.7, 0.6];
+    /// let mut bar = Progress::epoch(0, 5, batches.len());
+    /// for (i, loss) in batches.iter().enumerate() {
+    ///     bar.batch(64, *loss / (i + 1) as f64);
+    /// }
+    /// bar.finish();
+    /// ```
+    pub fn epoch(epoch: usize, epochs: usize, total: usize) -> Progress {
+        Progress::new(format!("epoch {}/{epochs}", epoch + 1), total)
+    }
+
+    /// Starts a line that begins with `prefix` for a loop of `total` batches.
+    pub fn new(prefix: impl Into<String>, total: usize) -> Progress {
+        let prefix = prefix.into();
         let columns = std::env::var("COLUMNS")
             .ok()
             .and_then(|c| c.parse::<usize>().ok())
@@ -50,7 +68,7 @@ impl Progress {
         // `prefix [bar] stats` one column short of the terminal, so that it never wraps, with
         // room for stats as wide as they usually get; fixed, so that the bar does not jitter.
         let stats = 2 * total.to_string().len() + " loss 0.0000, 100000 samples/s, 0:00<0:00".len();
-        let room = columns.saturating_sub(prefix.len() + stats + 5);
+        let room = columns.saturating_sub(prefix.chars().count() + stats + 5);
         let mut p = Progress {
             prefix,
             total,
@@ -119,6 +137,15 @@ impl Progress {
         if !self.terminal {
             return;
         }
+        let line = self.line();
+        let width = line.chars().count();
+        let pad = self.drawn.saturating_sub(width);
+        self.drawn = width;
+        write_stderr(&format!("\r{line}{}", " ".repeat(pad)));
+    }
+
+    /// `prefix [bar] stats`, cut to one column short of the terminal.
+    fn line(&self) -> String {
         let width = self.bar;
         let filled = (self.done * width)
             .checked_div(self.total)
@@ -129,11 +156,8 @@ impl Progress {
             bar.push('>');
             bar += &" ".repeat(width - filled - 1);
         }
-        let mut line = format!("{} [{bar}] {}", self.prefix, self.stats());
-        line.truncate(self.columns.saturating_sub(1));
-        let pad = self.drawn.saturating_sub(line.len());
-        self.drawn = line.len();
-        write_stderr(&format!("\r{line}{}", " ".repeat(pad)));
+        let line = format!("{} [{bar}] {}", self.prefix, self.stats());
+        line.chars().take(self.columns.saturating_sub(1)).collect()
     }
 }
 
@@ -158,5 +182,46 @@ fn clock(seconds: f64) -> String {
     match s / 3600 {
         0 => format!("{}:{:02}", s / 60, s % 60),
         h => format!("{h}:{:02}:{:02}", s / 60 % 60, s % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_shows_the_bar_counts_loss_and_times() {
+        let mut p = Progress::epoch(2, 10, 4);
+        (p.terminal, p.columns, p.bar) = (false, 200, 8);
+        assert!(
+            p.line().starts_with("epoch 3/10 [>       ] 0/4 0:00"),
+            "{}",
+            p.line()
+        );
+        p.batch(64, 0.5);
+        p.batch(64, 0.25);
+        let line = p.line();
+        assert!(
+            line.starts_with("epoch 3/10 [====>   ] 2/4 loss 0.2500, "),
+            "{line}"
+        );
+        assert!(line.contains(" samples/s, 0:00<0:00"), "{line}");
+        p.columns = 12;
+        assert_eq!(p.line(), "epoch 3/10 ");
+    }
+
+    #[test]
+    fn a_prefix_beyond_ascii_is_cut_between_characters() {
+        let mut p = Progress::new("époque ①", 1);
+        // Byte 9 is inside `①`: cutting bytes there would panic.
+        (p.terminal, p.columns) = (false, 10);
+        assert_eq!(p.line(), "époque ① ");
+    }
+
+    #[test]
+    fn clock_reads_minutes_then_hours() {
+        assert_eq!(clock(65.4), "1:05");
+        assert_eq!(clock(3725.0), "1:02:05");
+        assert_eq!(clock(-1.0), "0:00");
     }
 }
