@@ -38,7 +38,7 @@ where
     }
 }
 
-impl<In, M: Forward<In> + ?Sized> Forward<In> for Box<M> {
+impl<In, M: Forward<In>> Forward<In> for Box<M> {
     type Output = M::Output;
 
     #[track_caller]

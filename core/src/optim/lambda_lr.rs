@@ -121,6 +121,7 @@ impl std::fmt::Debug for LambdaLr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Tensor;
     use crate::optim::{Sgd, SgdConfig};
 
     #[test]
