@@ -21,6 +21,9 @@ pub enum Error {
     Config(String),
     /// A data set item that could not be produced.
     Data(String),
+    /// A distributed job that cannot go on: MPI could not start, or the ranks disagree
+    /// (different models on different ranks).
+    Distributed(String),
     /// A state dict that does not fit a module: every missing key, unexpected key and
     /// shape mismatch (`(key, shape in the state dict, shape in the module)`) at once;
     /// `matched` counts the keys that fit.
@@ -40,7 +43,9 @@ impl std::fmt::Display for Error {
         match self {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
-            Error::Config(message) | Error::Data(message) => f.write_str(message),
+            Error::Config(message) | Error::Data(message) | Error::Distributed(message) => {
+                f.write_str(message)
+            }
             Error::StateDict {
                 module,
                 matched,

@@ -1,11 +1,12 @@
 //! Data sets and loaders, as PyTorch's `torch.utils.data`: [`Dataset`], [`TensorDataset`],
-//! [`Subset`], [`ConcatDataset`], [`random_split`], the streaming [`IterableDataset`] and [`StreamLoader`], samplers, collation and [`DataLoader`];
+//! [`Subset`], [`ConcatDataset`], [`random_split`], [`DistributedSampler`], the streaming [`IterableDataset`] and [`StreamLoader`], samplers, collation and [`DataLoader`];
 //! readers for MNIST ([`Mnist`], [`IdxArray`]) and CSV.
 
 pub mod collate;
 pub mod csv;
 pub mod dataloader;
 pub mod dataset;
+pub mod distributed_sampler;
 pub mod idx;
 pub mod iterable;
 pub mod mnist;
@@ -16,6 +17,7 @@ pub use collate::{Collate, DefaultCollate, Stack};
 pub use csv::{CsvOptions, CsvTable};
 pub use dataloader::{DataLoader, DataLoaderBuilder, Iter, TryIter};
 pub use dataset::{ConcatDataset, Dataset, Lengths, Subset, random_split};
+pub use distributed_sampler::DistributedSampler;
 pub use idx::IdxArray;
 pub use iterable::{
     FromFn, IterableDataset, Stream, StreamIter, StreamLoader, StreamLoaderBuilder, from_fn,
