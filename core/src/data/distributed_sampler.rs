@@ -305,10 +305,7 @@ mod tests {
             (0..2)
                 .map(|epoch| {
                     sampler.set_epoch(epoch);
-                    loader
-                        .iter()
-                        .map(|x| x.to_vec::<i64>())
-                        .collect::<Vec<_>>()
+                    loader.iter().map(|x| x.to_vec::<i64>()).collect::<Vec<_>>()
                 })
                 .collect::<Vec<_>>()
         };
