@@ -4,8 +4,17 @@
 //!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | gemm
 //!     cargo run --release --example bench -- w2 --threads 1
 //!
+//! W2 data-parallel over MPI (PyTorch's peer: `../shared/bench/torch_ddp_peer.py 2 1`):
+//!
+//!     cargo build --release --features distributed --example bench
+//!     mpirun -np 2 target/release/examples/bench w2ddp --threads 1
+//!
 //! Prints one JSON line in the format of `../shared/bench/torch_peer.py`, so the two can be
 //! compared side by side (`python3 benches/compare.py` runs both alternately).
+
+#[cfg(feature = "distributed")]
+#[path = "bench/w2ddp.rs"]
+mod w2ddp;
 
 use std::time::Instant;
 use torchlet::data::Mnist;
@@ -37,14 +46,14 @@ fn run() -> Res<()> {
                 torchlet::set_num_threads(n)?;
                 i += 1;
             }
-            w @ ("w1" | "w2" | "w3" | "gemm") => workload = Some(w.to_string()),
+            w @ ("w1" | "w2" | "w3" | "gemm" | "w2ddp") => workload = Some(w.to_string()),
             "-h" | "--help" => {
-                println!("usage: bench <w1|w2|w3|gemm> [--threads N]");
+                println!("usage: bench <w1|w2|w3|gemm|w2ddp> [--threads N]");
                 return Ok(());
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: bench <w1|w2|w3|gemm> [--threads N]"
+                    "unknown argument {other:?}; usage: bench <w1|w2|w3|gemm|w2ddp> [--threads N]"
                 )
                 .into());
             }
@@ -56,6 +65,17 @@ fn run() -> Res<()> {
         Some("w2") => mnist_workload("w2", 1024, Some(1024), 0.05, 512, 3),
         Some("w3") => w3(),
         Some("gemm") => gemm(1024, 10),
+        #[cfg(feature = "distributed")]
+        Some("w2ddp") => {
+            torchlet::distributed::run(w2ddp::run);
+            Ok(())
+        }
+        #[cfg(not(feature = "distributed"))]
+        Some("w2ddp") => Err(
+            "w2ddp needs MPI: build with --features distributed and start it \
+             with mpirun -np 2"
+                .into(),
+        ),
         _ => Err("name a workload: bench <w1|w2|w3|gemm> [--threads N]".into()),
     }
 }
@@ -256,7 +276,7 @@ fn w3_data(n: usize, seed: u64) -> (Tensor, Tensor) {
 }
 
 /// Peak resident memory in MB (VmHWM), or 0 where /proc is missing.
-fn peak_rss_mb() -> f64 {
+pub(crate) fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

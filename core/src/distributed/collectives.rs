@@ -45,7 +45,9 @@ impl ReduceOp {
 }
 
 /// An element type MPI can carry, with mutable access to a storage of that type.
-pub(super) trait MpiElement: Element + Equivalence + Default {
+pub(super) trait MpiElement:
+    Element + Equivalence + Default + std::ops::Mul<Output = Self>
+{
     fn array_mut(s: &mut Storage) -> Option<&mut ArcArray<Self, IxDyn>>;
 }
 

@@ -427,6 +427,7 @@ fn reduce_bucket<T: MpiElement>(params: &[Tensor], send: &mut Vec<T>, recv: &mut
     recv.resize(send.len(), T::default());
     sum_into(send, recv);
     let counts = &recv[recv.len() - params.len()..];
+    let scale = T::from_f64(1.0 / n);
     let mut offset = 0;
     for ((p, g), count) in params.iter().zip(grads).zip(counts) {
         let values = &recv[offset..offset + p.numel()];
@@ -441,7 +442,7 @@ fn reduce_bucket<T: MpiElement>(params: &[Tensor], send: &mut Vec<T>, recv: &mut
         });
         g.update_in_place(|s| {
             let a = T::array_mut(s).expect("a gradient has its parameter's dtype");
-            let average = values.iter().map(|v| T::from_f64(v.to_f64() / n));
+            let average = values.iter().map(|&v| v * scale);
             match a.as_slice_mut() {
                 Some(dst) => dst.iter_mut().zip(average).for_each(|(d, v)| *d = v),
                 None => a.iter_mut().zip(average).for_each(|(d, v)| *d = v),
