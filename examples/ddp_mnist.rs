@@ -144,7 +144,7 @@ fn build_model(cnn: bool) -> Box<dyn Layer> {
 fn train(args: &Args) -> Result<()> {
     let (rank, world) = (distributed::rank(), distributed::world_size());
     torchlet::set_num_threads(args.threads)?;
-    if args.batch_size % world != 0 || args.batch_size == 0 {
+    if !args.batch_size.is_multiple_of(world) || args.batch_size == 0 {
         return Err(Error::Config(format!(
             "--batch-size {} does not split into {world} equal shares; pass a multiple of {world}",
             args.batch_size

@@ -256,7 +256,7 @@ fn equivalence_work() -> torchlet::Result<()> {
         momentum: 0.9,
         ..Default::default()
     };
-    let mut opt = Sgd::new(ddp.named_parameters(), cfg.clone())?;
+    let mut opt = Sgd::new(ddp.named_parameters(), cfg)?;
     let losses = train(&ddp, &mut opt, shard(), local_batch, 0..EPOCHS, true);
     let mut ref_opt = Sgd::new(reference.named_parameters(), cfg)?;
     let ref_losses = train(
@@ -292,7 +292,7 @@ fn equivalence_work() -> torchlet::Result<()> {
         lr: 1e-2,
         ..Default::default()
     };
-    let mut opt = Adam::new(ddp.named_parameters(), cfg.clone())?;
+    let mut opt = Adam::new(ddp.named_parameters(), cfg)?;
     train(&ddp, &mut opt, shard(), local_batch, 0..EPOCHS, true);
     let mut ref_opt = Adam::new(reference.named_parameters(), cfg)?;
     train(

@@ -110,7 +110,7 @@ impl<M: Module> DistributedDataParallel<M> {
     /// `bucket_cap_mb` is not positive.
     pub fn with_config(module: M, config: DdpConfig) -> Result<Self> {
         world("DistributedDataParallel::new");
-        if !(config.bucket_cap_mb > 0.0) {
+        if config.bucket_cap_mb.is_nan() || config.bucket_cap_mb <= 0.0 {
             return Err(Error::Config(format!(
                 "DistributedDataParallel: bucket_cap_mb must be positive, got {}",
                 config.bucket_cap_mb
