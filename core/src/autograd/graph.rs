@@ -176,6 +176,7 @@ where
 /// pass that reaches it (NOTE [ Callbacks at the end of backward ]). Without a graph to
 /// record (grad mode off, or `t` does not require grad) no backward can reach it, and `t`
 /// comes back unchanged.
+#[cfg(any(test, feature = "distributed"))]
 pub(crate) fn with_end_callback(name: &'static str, t: &Tensor, at_end: EndCallback) -> Tensor {
     let out = record(name, t.storage(), &[t], || {
         |g: &Tensor, _: &[bool]| vec![Some(g.clone())]
@@ -337,4 +338,40 @@ fn count_consumers(root: &Arc<Node>) -> AddrMap<(Arc<Node>, usize)> {
         }
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn end_callbacks_run_once_after_every_gradient_is_accumulated() {
+        let w = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).requires_grad_(true);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (seen, c) = (Arc::new(Mutex::new(None)), calls.clone());
+        let (w2, s) = (w.clone(), seen.clone());
+        let y = with_end_callback(
+            "probe",
+            &(&w * 3.0),
+            Arc::new(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+                *s.lock().unwrap() = w2.grad().map(|g| g.to_vec::<f64>());
+            }),
+        );
+        // w reaches the loss along two paths; the callback sees the sum of both.
+        let loss = (&y + &w).sum();
+        loss.backward();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(*seen.lock().unwrap(), Some(vec![4.0, 4.0]));
+        assert_eq!(y.grad_fn().unwrap().name(), "probe");
+    }
+
+    #[test]
+    fn without_a_graph_there_is_no_callback_node() {
+        let x = Tensor::from_vec(vec![1.0f32], &[1]);
+        let y = with_end_callback("probe", &x, Arc::new(|| unreachable!()));
+        assert!(y.grad_fn().is_none());
+        assert_eq!(y.to_vec::<f32>(), [1.0]);
+    }
 }
