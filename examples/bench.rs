@@ -4,9 +4,17 @@
 //!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | w5 | gemm
 //!     cargo run --release --example bench -- w2 --threads 1
 //!
+//! W2 data-parallel over MPI (PyTorch's peer: `../shared/bench/torch_ddp_peer.py 2 1`):
+//!
+//!     cargo build --release --features distributed --example bench
+//!     mpirun -np 2 target/release/examples/bench w2ddp --threads 1
+//!
 //! Prints one JSON line in the format of `../shared/bench/torch_peer.py`, so the two can be
 //! compared side by side (`python3 benches/compare.py` runs both alternately).
 
+#[cfg(feature = "distributed")]
+#[path = "bench/w2ddp.rs"]
+mod w2ddp;
 #[path = "bench/w5.rs"]
 mod w5;
 
@@ -41,14 +49,14 @@ fn run() -> Res<()> {
                 torchlet::set_num_threads(n)?;
                 i += 1;
             }
-            w @ ("w1" | "w2" | "w3" | "w5" | "gemm") => workload = Some(w.to_string()),
+            w @ ("w1" | "w2" | "w3" | "w5" | "gemm" | "w2ddp") => workload = Some(w.to_string()),
             "-h" | "--help" => {
-                println!("usage: bench <w1|w2|w3|w5|gemm> [--threads N]");
+                println!("usage: bench <w1|w2|w3|w5|gemm|w2ddp> [--threads N]");
                 return Ok(());
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: bench <w1|w2|w3|w5|gemm> [--threads N]"
+                    "unknown argument {other:?}; usage: bench <w1|w2|w3|w5|gemm|w2ddp> [--threads N]"
                 )
                 .into());
             }
@@ -66,6 +74,17 @@ fn run() -> Res<()> {
             Ok(())
         }
         Some("gemm") => gemm(1024, 10),
+        #[cfg(feature = "distributed")]
+        Some("w2ddp") => {
+            torchlet::distributed::run(w2ddp::run);
+            Ok(())
+        }
+        #[cfg(not(feature = "distributed"))]
+        Some("w2ddp") => Err(
+            "w2ddp needs MPI: build with --features distributed and start it \
+             with mpirun -np 2"
+                .into(),
+        ),
         _ => Err("name a workload: bench <w1|w2|w3|w5|gemm> [--threads N]".into()),
     }
 }
@@ -259,7 +278,7 @@ fn w3_data(n: usize, seed: u64) -> (Tensor, Tensor) {
 }
 
 /// Peak resident memory in MB (VmHWM), or 0 where /proc is missing.
-fn peak_rss_mb() -> f64 {
+pub(crate) fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

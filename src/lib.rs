@@ -24,6 +24,11 @@ pub use torchlet_core::{
 };
 pub use torchlet_macros::sequential;
 
+/// Data-parallel training over MPI: [`distributed::DistributedDataParallel`], collectives,
+/// the process group. Only with the cargo feature `distributed` (see the README).
+#[cfg(feature = "distributed")]
+pub use torchlet_core::distributed;
+
 /// The names a training script needs: `use torchlet::prelude::*;`.
 pub mod prelude {
     pub use torchlet_core::autograd::{NoGradGuard, no_grad};

@@ -25,6 +25,9 @@ pub enum Error {
     /// A NaN or an infinity where a finite value is needed (`clip_grad_norm_with` with
     /// `error_if_nonfinite`).
     NonFinite(String),
+    /// A distributed job that cannot go on: MPI could not start, or the ranks disagree
+    /// (different models on different ranks).
+    Distributed(String),
     /// A state dict that does not fit a module: every missing key, unexpected key, shape
     /// mismatch (`(key, shape in the state dict, shape in the module)`) and dtype mismatch
     /// (an integer tensor for a floating-point one or the other way round) at once;
@@ -47,9 +50,10 @@ impl std::fmt::Display for Error {
         match self {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Format { path, message } => write!(f, "{}: {message}", path.display()),
-            Error::Config(message) | Error::Data(message) | Error::NonFinite(message) => {
-                f.write_str(message)
-            }
+            Error::Config(message)
+            | Error::Data(message)
+            | Error::NonFinite(message)
+            | Error::Distributed(message) => f.write_str(message),
             Error::StateDict {
                 module,
                 matched,

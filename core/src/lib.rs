@@ -7,6 +7,8 @@ extern crate self as torchlet;
 pub mod autograd;
 pub mod checkpoint;
 pub mod data;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod dtype;
 pub mod error;
 pub mod metrics;

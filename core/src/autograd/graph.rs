@@ -11,6 +11,13 @@
 //! reach a node along several paths. Unless the graph is retained, each node drops its
 //! closure and edges as soon as it has run, freeing activations early; running it again
 //! panics with PyTorch's message.
+//!
+//! NOTE [ Callbacks at the end of backward ]
+//! A node may carry a callback that runs once the whole backward pass that reached it has
+//! finished, when every leaf holds its final gradient (PyTorch's
+//! `Variable._execution_engine.queue_callback`, which DistributedDataParallel uses to finish
+//! its gradient reduction). Callbacks run on the thread that called backward, in the order
+//! their nodes ran, after all gradients have been accumulated.
 
 use crate::autograd::anomaly::{self, OpContext};
 use crate::autograd::grad_mode::{is_grad_enabled, set_grad_enabled};
@@ -37,7 +44,12 @@ struct NodeState {
     /// The op's inputs in order; `None` for those that do not require grad.
     inputs: Vec<Option<Tensor>>,
     backward: BackwardFn,
+    /// See NOTE [ Callbacks at the end of backward ].
+    at_end: Option<EndCallback>,
 }
+
+/// A callback run after a backward pass (NOTE [ Callbacks at the end of backward ]).
+pub(crate) type EndCallback = Arc<dyn Fn() + Send + Sync>;
 
 impl Node {
     /// The op that recorded this node, as PyTorch names its `grad_fn` (`MulBackward0` → `mul`).
@@ -229,10 +241,31 @@ where
         state: Mutex::new(Some(NodeState {
             inputs,
             backward: Box::new(make_backward()),
+            at_end: None,
         })),
         context,
     };
     Tensor::from_parts(out, version, Some(Arc::new(node)))
+}
+
+/// `t` passed through an identity op `name` whose node runs `at_end` after every backward
+/// pass that reaches it (NOTE [ Callbacks at the end of backward ]). Without a graph to
+/// record (grad mode off, or `t` does not require grad) no backward can reach it, and `t`
+/// comes back unchanged.
+#[cfg(any(test, feature = "distributed"))]
+pub(crate) fn with_end_callback(name: &'static str, t: &Tensor, at_end: EndCallback) -> Tensor {
+    let out = record(name, t.storage(), &[t], || {
+        |g: &Tensor, _: &[bool]| vec![Some(g.clone())]
+    });
+    let Some(node) = out.grad_fn() else {
+        return out;
+    };
+    let mut state = node.state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(s) = state.as_mut() {
+        s.at_end = Some(at_end);
+    }
+    drop(state);
+    out
 }
 
 /// A hasher for node addresses: they are unique and well spread already.
@@ -294,10 +327,12 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, retain_graph: bool) {
     let mut grads: AddrMap<Tensor> = AddrMap::default();
     grads.insert(addr(&root_node), grad);
     let mut ready = vec![root_node];
+    let mut at_end = Vec::new();
     while let Some(node) = ready.pop() {
         // A node that no gradient reached still releases its inputs to run.
         let grad = grads.remove(&addr(&node));
-        let (inputs, input_grads) = run_node(&node, grad.as_ref(), retain_graph);
+        let (inputs, input_grads, callback) = run_node(&node, grad.as_ref(), retain_graph);
+        at_end.extend(callback);
         for (input, g) in inputs.into_iter().zip(input_grads) {
             let Some(input) = input else {
                 continue;
@@ -324,29 +359,39 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, retain_graph: bool) {
             }
         }
     }
+    for callback in at_end {
+        callback();
+    }
 }
+
+/// The inputs of a node that has run, their gradients, and its end-of-backward callback.
+type RunResult = (
+    Vec<Option<Tensor>>,
+    Vec<Option<Tensor>>,
+    Option<EndCallback>,
+);
 
 /// Calls one node's backward (when a gradient reached it); without `retain_graph` the node's
 /// closure and edges are freed.
 #[track_caller]
-fn run_node(
-    node: &Node,
-    grad: Option<&Tensor>,
-    retain_graph: bool,
-) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
+fn run_node(node: &Node, grad: Option<&Tensor>, retain_graph: bool) -> RunResult {
     let mut state = node.state.lock().unwrap_or_else(PoisonError::into_inner);
     if retain_graph {
         let Some(s) = state.as_ref() else {
             freed_graph(node.name)
         };
-        (s.inputs.clone(), node_grads(node, s, grad))
+        (
+            s.inputs.clone(),
+            node_grads(node, s, grad),
+            s.at_end.clone(),
+        )
     } else {
         let Some(s) = state.take() else {
             freed_graph(node.name)
         };
         drop(state);
         let grads = node_grads(node, &s, grad);
-        (s.inputs, grads)
+        (s.inputs, grads, s.at_end)
     }
 }
 
@@ -386,4 +431,40 @@ fn count_consumers(root: &Arc<Node>) -> AddrMap<(Arc<Node>, usize)> {
         }
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn end_callbacks_run_once_after_every_gradient_is_accumulated() {
+        let w = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).requires_grad_(true);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (seen, c) = (Arc::new(Mutex::new(None)), calls.clone());
+        let (w2, s) = (w.clone(), seen.clone());
+        let y = with_end_callback(
+            "probe",
+            &(&w * 3.0),
+            Arc::new(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+                *s.lock().unwrap() = w2.grad().map(|g| g.to_vec::<f64>());
+            }),
+        );
+        // w reaches the loss along two paths; the callback sees the sum of both.
+        let loss = (&y + &w).sum();
+        loss.backward();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(*seen.lock().unwrap(), Some(vec![4.0, 4.0]));
+        assert_eq!(y.grad_fn().unwrap().name(), "probe");
+    }
+
+    #[test]
+    fn without_a_graph_there_is_no_callback_node() {
+        let x = Tensor::from_vec(vec![1.0f32], &[1]);
+        let y = with_end_callback("probe", &x, Arc::new(|| unreachable!()));
+        assert!(y.grad_fn().is_none());
+        assert_eq!(y.to_vec::<f32>(), [1.0]);
+    }
 }

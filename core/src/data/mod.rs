@@ -1,12 +1,14 @@
 //! Data sets and loaders, as PyTorch's `torch.utils.data`: [`Dataset`], [`TensorDataset`],
-//! [`Subset`], [`ConcatDataset`], [`random_split`], the streaming [`IterableDataset`] and
-//! [`StreamLoader`], samplers, collation and [`DataLoader`] (both loaders run on one engine,
-//! `engine.rs`); readers for MNIST ([`Mnist`], [`IdxArray`]) and CSV.
+//! [`Subset`], [`ConcatDataset`], [`random_split`], [`DistributedSampler`], the streaming
+//! [`IterableDataset`] and [`StreamLoader`], samplers, collation and [`DataLoader`] (both
+//! loaders run on one engine, `engine.rs`); readers for MNIST ([`Mnist`], [`IdxArray`]) and
+//! CSV.
 
 pub mod collate;
 pub mod csv;
 pub mod dataloader;
 pub mod dataset;
+mod distributed_sampler;
 mod engine;
 mod guard;
 pub mod idx;
@@ -20,6 +22,7 @@ pub use collate::{Collate, DefaultCollate};
 pub use csv::{CsvOptions, CsvTable};
 pub use dataloader::{DataLoader, DataLoaderBuilder};
 pub use dataset::{ConcatDataset, Dataset, Lengths, Subset, random_split};
+pub use distributed_sampler::DistributedSampler;
 pub use engine::{Iter, MAX_NUM_WORKERS, TryIter};
 pub use idx::{IdxArray, IdxOptions};
 pub use iterable::{

@@ -62,6 +62,20 @@ impl<S: Sampler + ?Sized> Sampler for Box<S> {
     }
 }
 
+/// A sampler shared with the program, so that it can still reach it once the loader holds
+/// it (e.g. to call [`DistributedSampler::set_epoch`](crate::data::DistributedSampler)).
+impl<S: Sampler + ?Sized> Sampler for std::sync::Arc<S> {
+    type Item = S::Item;
+
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+
+    fn sample(&self, generator: &mut Generator) -> Vec<Self::Item> {
+        (**self).sample(generator)
+    }
+}
+
 /// The generator for epoch `epoch` of a run seeded with `seed`. See NOTE [ Seeded samplers ].
 pub fn epoch_generator(seed: u64, epoch: u64) -> Generator {
     // splitmix64 of the pair, so that nearby (seed, epoch) pairs give unrelated streams.

@@ -1,0 +1,268 @@
+//! Tensor collectives over the world communicator, in place, as PyTorch's
+//! `torch.distributed.all_reduce` and friends.
+//!
+//! NOTE [ Collectives work on the tensor's own buffer ]
+//! MPI reads and writes the tensor's storage directly whenever it is contiguous: `broadcast`
+//! and `all_gather_into_tensor` receive into it, `all_reduce` sends from it and receives
+//! into a new buffer that then becomes the tensor's storage (the `mpi` crate has no
+//! `MPI_IN_PLACE`, and a fresh buffer costs no more than the copy that would replace it). A
+//! non-contiguous tensor goes through one contiguous copy. Like every in-place op the
+//! tensor's version is bumped, and like an optimizer step the update is outside the graph:
+//! collectives are not recorded for backward.
+
+use super::{world, world_size};
+use crate::dtype::{DType, Element, Storage};
+use crate::tensor::Tensor;
+use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+use mpi::datatype::Equivalence;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use ndarray::{ArcArray, IxDyn};
+
+/// How [`all_reduce`] combines the ranks' values (PyTorch's `ReduceOp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// The sum over ranks.
+    Sum,
+    /// The mean over ranks (floating-point tensors only).
+    Avg,
+    /// The largest value.
+    Max,
+    /// The smallest value.
+    Min,
+    /// The product over ranks.
+    Product,
+}
+
+impl ReduceOp {
+    fn mpi(self) -> SystemOperation {
+        match self {
+            ReduceOp::Sum | ReduceOp::Avg => SystemOperation::sum(),
+            ReduceOp::Max => SystemOperation::max(),
+            ReduceOp::Min => SystemOperation::min(),
+            ReduceOp::Product => SystemOperation::product(),
+        }
+    }
+}
+
+/// An element type MPI can carry, with mutable access to a storage of that type.
+pub(super) trait MpiElement:
+    Element + Equivalence + Default + std::ops::Mul<Output = Self>
+{
+    fn array_mut(s: &mut Storage) -> Option<&mut ArcArray<Self, IxDyn>>;
+}
+
+macro_rules! impl_mpi_element {
+    ($t:ty, $variant:ident) => {
+        impl MpiElement for $t {
+            fn array_mut(s: &mut Storage) -> Option<&mut ArcArray<Self, IxDyn>> {
+                match s {
+                    Storage::$variant(a) => Some(a),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+impl_mpi_element!(f32, F32);
+impl_mpi_element!(f64, F64);
+impl_mpi_element!(i64, I64);
+
+/// Calls the generic `$f::<T>(array, args…)` with the tensor's data as a mutable array of
+/// its own element type, and bumps the version.
+macro_rules! dispatch_mut {
+    ($tensor:expr, $f:ident($($arg:expr),*)) => {
+        $tensor.update_in_place(|s| match s {
+            Storage::F32(a) => $f(a, $($arg),*),
+            Storage::F64(a) => $f(a, $($arg),*),
+            Storage::I64(a) => $f(a, $($arg),*),
+        })
+    };
+}
+
+/// Combines `tensor` across all ranks with `op`; every rank ends with the result, in place
+/// (PyTorch's `dist.all_reduce(tensor, op)`). See NOTE [ Collectives work on the tensor's
+/// own buffer ].
+///
+/// # Panics
+/// Before `init`, or for [`ReduceOp::Avg`] on an i64 tensor. Every rank must pass a tensor
+/// of the same shape and dtype (MPI cannot check it: a mismatch is an MPI error that aborts
+/// the job, or a wrong result).
+#[track_caller]
+pub fn all_reduce(tensor: &Tensor, op: ReduceOp) {
+    let comm = world("all_reduce");
+    if op == ReduceOp::Avg && !tensor.dtype().is_float() {
+        avg_of_integers(tensor.dtype())
+    }
+    dispatch_mut!(tensor, reduce_array(&comm, op));
+}
+
+fn reduce_array<T: MpiElement>(
+    a: &mut ArcArray<T, IxDyn>,
+    comm: &SimpleCommunicator,
+    op: ReduceOp,
+) {
+    let mut out = vec![T::default(); a.len()];
+    match a.as_slice() {
+        Some(send) => comm.all_reduce_into(send, &mut out[..], op.mpi()),
+        None => {
+            let send: Vec<T> = a.iter().copied().collect();
+            comm.all_reduce_into(&send[..], &mut out[..], op.mpi())
+        }
+    }
+    if op == ReduceOp::Avg {
+        let n = comm.size() as f64;
+        out.iter_mut()
+            .for_each(|x| *x = T::from_f64(x.to_f64() / n));
+    }
+    *a = ArcArray::from_shape_vec(a.raw_dim(), out).expect("same length as the input");
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn avg_of_integers(dtype: DType) -> ! {
+    panic!("all_reduce: ReduceOp::Avg needs a floating-point tensor, got {dtype}; use Sum")
+}
+
+/// Sends `src`'s `tensor` to every rank, in place (PyTorch's `dist.broadcast(tensor, src)`).
+///
+/// # Panics
+/// Before `init`, or if `src` is not a rank. Shapes and dtypes must agree across ranks.
+#[track_caller]
+pub fn broadcast(tensor: &Tensor, src: usize) {
+    let comm = world("broadcast");
+    if src >= world_size() {
+        bad_rank("broadcast", src)
+    }
+    dispatch_mut!(tensor, broadcast_array(&comm, src));
+}
+
+fn broadcast_array<T: MpiElement>(
+    a: &mut ArcArray<T, IxDyn>,
+    comm: &SimpleCommunicator,
+    src: usize,
+) {
+    let root = comm.process_at_rank(src as i32);
+    match a.as_slice_mut() {
+        Some(buf) => root.broadcast_into(buf),
+        None => {
+            let mut buf: Vec<T> = a.iter().copied().collect();
+            root.broadcast_into(&mut buf[..]);
+            a.iter_mut().zip(buf).for_each(|(x, v)| *x = v);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_rank(op: &str, src: usize) -> ! {
+    panic!(
+        "{op}: src rank {src} is not in the job of {} ranks; pass 0..{}",
+        world_size(),
+        world_size()
+    )
+}
+
+/// Gathers every rank's `input` into `output` (shape `[world_size * input.shape()[0], …]`,
+/// or any shape with `world_size` times the elements), rank by rank, in place (PyTorch's
+/// `dist.all_gather_into_tensor(output, input)`). MPI writes straight into `output`.
+///
+/// # Panics
+/// Before `init`, if `output` does not hold `world_size` times `input`'s elements, or if
+/// the dtypes differ.
+#[track_caller]
+pub fn all_gather_into_tensor(output: &Tensor, input: &Tensor) {
+    let comm = world("all_gather_into_tensor");
+    if output.numel() != input.numel() * world_size() || output.dtype() != input.dtype() {
+        gather_shape_error(
+            &output.shape(),
+            output.dtype(),
+            &input.shape(),
+            input.dtype(),
+        )
+    }
+    let send = input.storage();
+    dispatch_mut!(output, gather_array(&comm, &send));
+}
+
+fn gather_array<T: MpiElement>(
+    a: &mut ArcArray<T, IxDyn>,
+    comm: &SimpleCommunicator,
+    send: &Storage,
+) {
+    let send = T::from_storage(send);
+    let send = send.as_standard_layout();
+    let send = send.as_slice().expect("a standard-layout array is a slice");
+    match a.as_slice_mut() {
+        Some(recv) => comm.all_gather_into(send, recv),
+        None => {
+            let mut recv = vec![T::default(); a.len()];
+            comm.all_gather_into(send, &mut recv[..]);
+            a.iter_mut().zip(recv).for_each(|(x, v)| *x = v);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn gather_shape_error(out: &[usize], out_dtype: DType, input: &[usize], in_dtype: DType) -> ! {
+    panic!(
+        "all_gather: output {out:?} ({out_dtype}) must hold {} times input {input:?} \
+         ({in_dtype}), of the same dtype",
+        world_size()
+    )
+}
+
+/// Every rank's `tensor`, in rank order (PyTorch's `dist.all_gather(tensor_list, tensor)`,
+/// returning the list instead of filling one). One `MPI_Allgather` into a single buffer,
+/// then one copy per rank into its own tensor.
+///
+/// # Panics
+/// Before `init`.
+#[track_caller]
+pub fn all_gather(tensor: &Tensor) -> Vec<Tensor> {
+    let p = world_size();
+    let mut shape = tensor.shape();
+    shape.insert(0, p);
+    let all = Tensor::full_dtype(&shape, 0.0, tensor.dtype());
+    all_gather_into_tensor(&all, tensor);
+    (0..p).map(|r| all.select(0, r).contiguous_copy()).collect()
+}
+
+/// Waits until every rank has reached this call (PyTorch's `dist.barrier()`).
+///
+/// # Panics
+/// Before `init`.
+#[track_caller]
+pub fn barrier() {
+    world("barrier").barrier();
+}
+
+/// Sums `send` over all ranks into `recv` (same length), for the gradient buckets.
+pub(super) fn sum_into<T: MpiElement>(send: &[T], recv: &mut [T]) {
+    world("DistributedDataParallel").all_reduce_into(send, recv, SystemOperation::sum())
+}
+
+/// Broadcasts raw bytes from rank 0 (variable length: the length goes first).
+pub(super) fn broadcast_bytes(bytes: &[u8]) -> Vec<u8> {
+    let comm = world("broadcast");
+    let root = comm.process_at_rank(0);
+    let mut len = bytes.len() as u64;
+    root.broadcast_into(&mut len);
+    let mut buf = if comm.rank() == 0 {
+        bytes.to_vec()
+    } else {
+        vec![0u8; len as usize]
+    };
+    root.broadcast_into(&mut buf[..]);
+    buf
+}
+
+/// Every rank's `value`, in rank order.
+pub(super) fn all_gather_i64(value: i64) -> Vec<i64> {
+    let mut out = vec![0i64; world_size()];
+    world("all_gather").all_gather_into(&value, &mut out[..]);
+    out
+}
