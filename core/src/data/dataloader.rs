@@ -11,13 +11,15 @@
 
 use crate::data::collate::{Collate, DefaultCollate};
 use crate::data::dataset::Dataset;
-use crate::data::engine::{self, Iter, Job, MAX_NUM_WORKERS, Plan, TryIter, WorkerOptions};
+use crate::data::engine::{self, Job, Plan, WorkerOptions};
 use crate::data::sampler::epoch_generator;
 use crate::data::sampler::{BatchSampler, RandomSampler, Sampler, SequentialSampler};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+pub use crate::data::engine::{Iter, MAX_NUM_WORKERS, TryIter};
 
 type IndexSampler = Box<dyn Sampler<Item = usize>>;
 type IndexBatchSampler = Box<dyn Sampler<Item = Vec<usize>>>;
