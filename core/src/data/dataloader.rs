@@ -11,13 +11,15 @@
 
 use crate::data::collate::{Collate, DefaultCollate};
 use crate::data::dataset::Dataset;
-use crate::data::engine::{self, Iter, Job, MAX_NUM_WORKERS, Plan, TryIter, WorkerOptions};
+use crate::data::engine::{self, Job, Plan, WorkerOptions};
 use crate::data::sampler::epoch_generator;
 use crate::data::sampler::{BatchSampler, RandomSampler, Sampler, SequentialSampler};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+pub use crate::data::engine::{Iter, MAX_NUM_WORKERS, TryIter};
 
 type IndexSampler = Box<dyn Sampler<Item = usize>>;
 type IndexBatchSampler = Box<dyn Sampler<Item = Vec<usize>>>;
@@ -711,16 +713,17 @@ mod tests {
 
     #[test]
     fn a_finished_epoch_joins_its_workers() {
-        let dataset = Arc::new(numbers(100));
-        let loader = DataLoader::builder(Arc::clone(&dataset))
+        let loader = DataLoader::builder(numbers(100))
             .batch_size(8)
             .num_workers(3)
             .collate_fn(as_vec)
             .build()
             .unwrap();
-        assert_eq!(loader.iter().count(), 13);
-        // Only the loader's own MapJob holds the data set now.
-        assert_eq!(Arc::strong_count(&dataset), 2);
+        for _ in 0..3 {
+            assert_eq!(loader.iter().count(), 13);
+            // Each worker held a clone of the loader's Arc; joined, they hold none.
+            assert_eq!(Arc::strong_count(&loader.dataset), 1);
+        }
     }
 
     #[test]
@@ -734,9 +737,9 @@ mod tests {
             .build()
             .unwrap();
         let err = loader.try_iter().next().unwrap().unwrap_err().to_string();
+        // The worker may not have started it yet on a loaded machine; usually it is on it.
         assert!(
-            err.contains("batch 0 (indices [0]) did not arrive within the timeout of 20ms")
-                && err.contains("worker 0 is still on it"),
+            err.contains("batch 0 (indices [0]) did not arrive within the timeout of 20ms"),
             "{err}"
         );
     }

@@ -1,16 +1,16 @@
 //! Data sets and loaders, as PyTorch's `torch.utils.data`: [`Dataset`], [`TensorDataset`],
 //! [`Subset`], [`ConcatDataset`], [`random_split`], [`DistributedSampler`], the streaming
-//! [`IterableDataset`] and [`StreamLoader`], samplers, collation and [`DataLoader`] (both
-//! loaders run on one engine, `engine.rs`); readers for MNIST ([`Mnist`], [`IdxArray`]) and
-//! CSV.
+//! [`IterableDataset`] and [`StreamLoader`], samplers, collation and [`DataLoader`]; readers
+//! for MNIST ([`Mnist`], [`IdxArray`]) and CSV.
+//!
+//! Both loaders run on one engine (`engine.rs`): its worker pool, prefetching, timeout and
+//! error reporting serve map-style and iterable data alike.
 
 pub mod collate;
 pub mod csv;
 pub mod dataloader;
 pub mod dataset;
 mod distributed_sampler;
-mod engine;
-mod guard;
 pub mod idx;
 pub mod iterable;
 pub mod mnist;
@@ -18,12 +18,15 @@ pub mod sampler;
 pub mod stack;
 pub mod tensor_dataset;
 
-pub use collate::{Collate, DefaultCollate};
+mod engine;
+mod guard;
+
+pub use collate::{Collate, DefaultCollate, Stack};
 pub use csv::{CsvOptions, CsvTable};
-pub use dataloader::{DataLoader, DataLoaderBuilder};
+pub use dataloader::MAX_NUM_WORKERS;
+pub use dataloader::{DataLoader, DataLoaderBuilder, Iter, TryIter};
 pub use dataset::{ConcatDataset, Dataset, Lengths, Subset, random_split};
 pub use distributed_sampler::DistributedSampler;
-pub use engine::{Iter, MAX_NUM_WORKERS, TryIter};
 pub use idx::{IdxArray, IdxOptions};
 pub use iterable::{
     FromFn, IterableDataset, Stream, StreamIter, StreamLoader, StreamLoaderBuilder, from_fn,
@@ -33,5 +36,4 @@ pub use sampler::{
     BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler,
     WeightedRandomSampler, epoch_generator,
 };
-pub use stack::Stack;
 pub use tensor_dataset::{TensorDataset, TensorTuple};
