@@ -1,7 +1,7 @@
-//! The W1–W3 training benchmarks of DESIGN.md through torchlet's public API, written the
-//! way a user writes the loop (DataLoader, a `sequential!` model, `Sgd`).
+//! The W1–W4 training benchmarks of DESIGN.md through torchlet's public API, written the
+//! way a user writes the loop (DataLoader, a `sequential!` model, `Sgd` or `Adam`).
 //!
-//!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | gemm
+//!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | w4 | gemm
 //!     cargo run --release --example bench -- w2 --threads 1
 //!
 //! Prints one JSON line in the format of `../shared/bench/torch_peer.py`, so the two can be
@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 use torchlet::data::Mnist;
-use torchlet::optim::SgdConfig;
+use torchlet::optim::{AdamConfig, SgdConfig};
 use torchlet::prelude::*;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -37,14 +37,14 @@ fn run() -> Res<()> {
                 torchlet::set_num_threads(n)?;
                 i += 1;
             }
-            w @ ("w1" | "w2" | "w3" | "gemm") => workload = Some(w.to_string()),
+            w @ ("w1" | "w2" | "w3" | "w4" | "gemm") => workload = Some(w.to_string()),
             "-h" | "--help" => {
-                println!("usage: bench <w1|w2|w3|gemm> [--threads N]");
+                println!("usage: bench <w1|w2|w3|w4|gemm> [--threads N]");
                 return Ok(());
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: bench <w1|w2|w3|gemm> [--threads N]"
+                    "unknown argument {other:?}; usage: bench <w1|w2|w3|w4|gemm> [--threads N]"
                 )
                 .into());
             }
@@ -55,8 +55,9 @@ fn run() -> Res<()> {
         Some("w1") => mnist_workload("w1", 128, None, 0.1, 64, 5),
         Some("w2") => mnist_workload("w2", 1024, Some(1024), 0.05, 512, 3),
         Some("w3") => w3(),
+        Some("w4") => w4(),
         Some("gemm") => gemm(1024, 10),
-        _ => Err("name a workload: bench <w1|w2|w3|gemm> [--threads N]".into()),
+        _ => Err("name a workload: bench <w1|w2|w3|w4|gemm> [--threads N]".into()),
     }
 }
 
@@ -81,7 +82,8 @@ fn mnist_workload(
     match h2 {
         None => {
             let model = sequential![Linear::new(784, h1), ReLU, Linear::new(h1, 10)];
-            train_and_report(name, model, &loader, &test, lr, epochs)
+            let opt = sgd(&model, lr)?;
+            train_and_report(name, model, opt, &loader, &test, epochs)
         }
         Some(h2) => {
             let model = sequential![
@@ -91,29 +93,67 @@ fn mnist_workload(
                 ReLU,
                 Linear::new(h2, 10)
             ];
-            train_and_report(name, model, &loader, &test, lr, epochs)
+            let opt = sgd(&model, lr)?;
+            train_and_report(name, model, opt, &loader, &test, epochs)
         }
     }
 }
 
-fn train_and_report<M>(
-    name: &str,
-    mut model: M,
-    loader: &DataLoader<TensorDataset<(Tensor, Tensor)>>,
-    test: &Mnist,
-    lr: f64,
-    epochs: usize,
-) -> Res<()>
-where
-    M: Module + for<'a> Forward<&'a Tensor, Output = Tensor>,
-{
-    let mut opt = Sgd::new(
+fn sgd(model: &impl Module, lr: f64) -> Res<Sgd> {
+    Ok(Sgd::new(
         model.named_parameters(),
         SgdConfig {
             lr,
             ..Default::default()
         },
+    )?)
+}
+
+/// W4: the main job's CNN (`examples/mnist.rs --model cnn`): two blocks of conv 3×3
+/// (padding 1) → BatchNorm2d → ReLU → max-pool 2, then Flatten and Linear(32·7·7, 10);
+/// batch 64, Adam lr 1e-3, 2 epochs over the 8000 training digits, shuffled.
+fn w4() -> Res<()> {
+    let train = Mnist::vendored(true)?.to_tensor_dataset()?;
+    let test = Mnist::vendored(false)?;
+    manual_seed(0);
+    let loader = DataLoader::builder(train)
+        .batch_size(64)
+        .shuffle(true)
+        .seed(0)
+        .build()?;
+    let model = sequential![
+        Conv2d::new(1, 16, 3).with_padding(1),
+        BatchNorm2d::new(16),
+        ReLU,
+        MaxPool2d::new(2),
+        Conv2d::new(16, 32, 3).with_padding(1),
+        BatchNorm2d::new(32),
+        ReLU,
+        MaxPool2d::new(2),
+        Flatten::new(),
+        Linear::new(32 * 7 * 7, 10)
+    ];
+    let opt = Adam::new(
+        model.named_parameters(),
+        AdamConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
     )?;
+    train_and_report("w4", model, opt, &loader, &test, 2)
+}
+
+fn train_and_report<M>(
+    name: &str,
+    mut model: M,
+    mut opt: impl Optimizer,
+    loader: &DataLoader<TensorDataset<(Tensor, Tensor)>>,
+    test: &Mnist,
+    epochs: usize,
+) -> Res<()>
+where
+    M: Module + for<'a> Forward<&'a Tensor, Output = Tensor>,
+{
     model.train();
     let (mut steps, mut seen, mut last) = (0usize, 0usize, f64::NAN);
     let start = Instant::now();
