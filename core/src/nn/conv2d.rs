@@ -133,11 +133,8 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     /// If the input is not `[N, in_channels, H, W]` or smaller than the kernel.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        let y = x.conv2d(&self.weight, self.stride, self.padding);
-        match &self.bias {
-            Some(b) => &y + &b.reshape(&[1, -1, 1, 1]),
-            None => y,
-        }
+        let bias = self.bias.as_ref().map(|b| &**b);
+        x.conv2d_with_bias(&self.weight, bias, self.stride, self.padding)
     }
 }
 
