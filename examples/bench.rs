@@ -156,6 +156,7 @@ where
 {
     model.train();
     let (mut steps, mut seen, mut last) = (0usize, 0usize, f64::NAN);
+    let mut faults = FaultCounter::default();
     let start = Instant::now();
     for _ in 0..epochs {
         for (xb, yb) in loader {
@@ -166,6 +167,7 @@ where
             steps += 1;
             seen += xb.shape()[0];
             last = loss.item();
+            faults.step();
         }
     }
     let secs = start.elapsed().as_secs_f64();
@@ -185,6 +187,7 @@ where
         Some(acc),
         secs,
         last,
+        faults.per_step(),
     );
     Ok(())
 }
@@ -219,6 +222,7 @@ fn w3() -> Res<()> {
         },
     )?;
     let mut last = f64::NAN;
+    let mut faults = FaultCounter::default();
     let start = Instant::now();
     for s in 0..STEPS {
         let (xb, yb) = &batches[s % batches.len()];
@@ -229,6 +233,7 @@ fn w3() -> Res<()> {
         if s + 1 == STEPS {
             last = loss.item();
         }
+        faults.step();
     }
     let secs = start.elapsed().as_secs_f64();
     emit(
@@ -238,6 +243,7 @@ fn w3() -> Res<()> {
         None,
         secs,
         last,
+        faults.per_step(),
     );
     Ok(())
 }
@@ -308,6 +314,44 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Minor page faults (fresh pages the kernel zeroes and maps) per training step after the
+/// first, from `/proc/self/stat`: how much new memory a step in the steady state touches.
+#[derive(Default)]
+struct FaultCounter {
+    steps: usize,
+    after_first: Option<u64>,
+    last: u64,
+}
+
+impl FaultCounter {
+    fn step(&mut self) {
+        self.steps += 1;
+        self.last = minor_faults();
+        self.after_first.get_or_insert(self.last);
+    }
+
+    fn per_step(&self) -> f64 {
+        match self.after_first {
+            Some(first) if self.steps > 1 => {
+                (self.last - first) as f64 / (self.steps - 1) as f64
+            }
+            _ => f64::NAN,
+        }
+    }
+}
+
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at the state, the
+            // third field; minflt is the tenth.
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 fn emit(
     workload: &str,
     samples_per_s: f64,
@@ -315,10 +359,11 @@ fn emit(
     test_acc: Option<f64>,
     secs: f64,
     final_loss: f64,
+    faults_per_step: f64,
 ) {
     let acc = test_acc.map_or("null".to_string(), |a| format!("{a:.4}"));
     println!(
-        "{{\"peer\":\"torchlet\",\"workload\":\"{workload}\",\"samples_per_s\":{samples_per_s:.1},\"steps_per_s\":{steps_per_s:.1},\"test_acc\":{acc},\"threads\":{},\"peak_rss_mb\":{:.1},\"train_secs\":{secs:.4},\"final_loss\":{final_loss:.5}}}",
+        "{{\"peer\":\"torchlet\",\"workload\":\"{workload}\",\"samples_per_s\":{samples_per_s:.1},\"steps_per_s\":{steps_per_s:.1},\"test_acc\":{acc},\"threads\":{},\"peak_rss_mb\":{:.1},\"train_secs\":{secs:.4},\"final_loss\":{final_loss:.5},\"page_faults_per_step\":{faults_per_step:.1}}}",
         torchlet::get_num_threads(),
         peak_rss_mb()
     );
