@@ -82,8 +82,9 @@ fn data(n: usize, seed: u64) -> Tensor {
     Tensor::from_vec(out, &[n, BLOCK + 1])
 }
 
-/// Runs W5 and returns (tokens/s, steps/s, seconds, final loss, parameters).
-pub fn run() -> Result<(f64, f64, f64, f64, usize), torchlet::Error> {
+/// Runs W5 and returns (tokens/s, steps/s, seconds, final loss, parameters, page faults per
+/// step).
+pub fn run() -> Result<(f64, f64, f64, f64, usize, f64), torchlet::Error> {
     let data = data(BATCH * 8, 7);
     manual_seed(0);
     let model = TinyGPT::new();
@@ -118,8 +119,10 @@ pub fn run() -> Result<(f64, f64, f64, f64, usize), torchlet::Error> {
     }
     let start = Instant::now();
     let mut last = f64::NAN;
+    let mut faults = super::FaultCounter::default();
     for s in 0..STEPS {
         last = step(s);
+        faults.step();
     }
     let secs = start.elapsed().as_secs_f64();
     let tokens = (STEPS * BATCH * BLOCK) as f64;
@@ -129,5 +132,6 @@ pub fn run() -> Result<(f64, f64, f64, f64, usize), torchlet::Error> {
         secs,
         last,
         model.num_parameters(),
+        faults.per_step(),
     ))
 }

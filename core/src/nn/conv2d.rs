@@ -196,15 +196,16 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
+        let bias = self.bias.as_ref().map(|b| &**b);
         let y = if self.dilation == [1, 1] && self.groups == 1 {
-            x.conv2d(&self.weight, self.stride, self.padding)
+            x.conv2d_with_bias(&self.weight, bias, self.stride, self.padding)
         } else {
             let (s, p, d) = (self.stride, self.padding, self.dilation);
-            x.conv2d_grouped(&self.weight, s, p, d, self.groups)
-        };
-        let y = match &self.bias {
-            Some(b) => &y + &b.reshape(&[1, -1, 1, 1]),
-            None => y,
+            let y = x.conv2d_grouped(&self.weight, s, p, d, self.groups);
+            match bias {
+                Some(b) => &y + &b.reshape(&[1, -1, 1, 1]),
+                None => y,
+            }
         };
         crate::nn::summary::record(self, &y);
         y

@@ -369,9 +369,13 @@ macro_rules! tuple_chain {
                     let _child = ModuleScope::child(&self.names[0], &self.layers.0);
                     self.layers.0.forward(input)
                 };
+                // Each output moves into the next block and is dropped as soon as the next
+                // layer returns (a plain `let x = …(&x)` would keep every intermediate alive
+                // to the end: 5× the memory of evaluating a CNN over a big batch).
                 $(let x = {
+                    let prev = x;
                     let _child = ModuleScope::child(&self.names[$i], &self.layers.$i);
-                    self.layers.$i.forward(&x)
+                    self.layers.$i.forward(&prev)
                 };)*
                 x
             }
