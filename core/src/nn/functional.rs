@@ -26,6 +26,7 @@ pub enum Reduction {
 }
 
 impl Reduction {
+    #[track_caller]
     fn apply(self, loss: Tensor) -> Tensor {
         match self {
             Reduction::None => loss,
@@ -48,6 +49,7 @@ fn check_same_shape(loss: &str, input: &Tensor, target: &Tensor) {
 }
 
 /// `target` in `input`'s float dtype (targets and weights are constants of the loss).
+#[track_caller]
 fn like(t: &Tensor, input: &Tensor) -> Tensor {
     t.detach().to_dtype(input.dtype())
 }
@@ -197,6 +199,7 @@ fn check_targets(loss: &str, target: &Tensor, classes: usize) {
 }
 
 /// `-w[t] · log_probs[t]` per row, reduced; `picked_weights` are `w[t]` (None: all ones).
+#[track_caller]
 fn nll_rows(
     log_probs: &Tensor,
     target: &Tensor,

@@ -335,7 +335,7 @@ fn load_state_dict_into(
             missing,
             unexpected,
             mismatched,
-            wrong_dtype,
+            wrong_dtype: wrong_dtype.into_boxed_slice(),
         });
     }
     no_grad(|| {
