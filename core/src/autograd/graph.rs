@@ -155,10 +155,10 @@ fn defer_saved_error(error: SavedError) -> bool {
 fn call_backward(s: &NodeState, grad: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
     let outer = BACKWARD_STATE.with(|s| s.replace(INSIDE));
     let grads = (s.backward)(grad, needs);
-    if BACKWARD_STATE.with(|s| s.replace(outer)) == MET {
-        if let Some(error) = SAVED_ERROR.with(|e| e.borrow_mut().take()) {
-            error.raise();
-        }
+    if BACKWARD_STATE.with(|s| s.replace(outer)) == MET
+        && let Some(error) = SAVED_ERROR.with(|e| e.borrow_mut().take())
+    {
+        error.raise();
     }
     grads
 }
