@@ -401,3 +401,31 @@ fn checkpoints_with_mutated_values_and_shapes_restore_or_fail_but_never_panic() 
         "{errors} errors, {restored} restored"
     );
 }
+
+#[test]
+fn a_failed_restore_leaves_the_run_as_it_was() {
+    let _rng = lock_rng();
+    let (path, mut entries) = small_checkpoint("resume-atomic.safetensors");
+    // The model and optimizer parts are sound; the scheduler's epoch is not.
+    entries.insert("scheduler.last_epoch", Tensor::from_vec(vec![0.5f64], &[]));
+    torchlet::serialize::save_file(&entries, &path).expect("save");
+    let ckpt = TrainingCheckpoint::load(&path).expect("load");
+    std::fs::remove_file(&path).ok();
+    let (mut model, mut opt, mut sched) = small_run();
+    let values = |sd: StateDict| -> Vec<(String, Vec<f64>)> {
+        sd.iter()
+            .map(|(k, t)| (k.clone(), t.to_vec::<f64>()))
+            .collect()
+    };
+    let before = (values(model.state_dict()), values(opt.state_dict()));
+    let err = ckpt
+        .restore(&mut model, &mut opt, Some(&mut sched))
+        .expect_err("bad scheduler part")
+        .to_string();
+    assert!(
+        err.contains("`last_epoch` is 0.5; expected a whole number from -1 on"),
+        "{err}"
+    );
+    let after = (values(model.state_dict()), values(opt.state_dict()));
+    assert!(before == after, "the model or the optimizer changed");
+}

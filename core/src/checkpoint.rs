@@ -79,13 +79,8 @@ impl TrainingCheckpoint {
     ) -> TrainingCheckpoint {
         // state_dict() hands out the module's own tensors; copy them so that later steps do
         // not change the checkpoint.
-        let model = model
-            .state_dict()
-            .into_iter()
-            .map(|(k, t)| (k, t.detach().contiguous_copy()))
-            .collect();
         TrainingCheckpoint {
-            model,
+            model: copy_of(&model.state_dict()),
             optimizer: optimizer.state_dict(),
             scheduler: scheduler.map(LrScheduler::state_dict).unwrap_or_default(),
             epoch,
@@ -184,8 +179,8 @@ impl TrainingCheckpoint {
     /// the optimizer's state and learning rates, and the scheduler's counters.
     ///
     /// Every entry is checked before it is used (see NOTE [ Restoring untrusted state ] in
-    /// `state_dict.rs`). The parts are restored in order (model, optimizer, scheduler), each
-    /// whole or not at all.
+    /// `state_dict.rs`), and the run is left as it was when any part fails: the model and
+    /// the optimizer are put back from copies taken before.
     ///
     /// # Errors
     /// The errors of [`Module::load_state_dict`] (strict: every missing, unexpected and
@@ -207,36 +202,52 @@ impl TrainingCheckpoint {
             },
             None => e,
         };
+        let model_before = copy_of(&model.state_dict());
         model
             .load_state_dict(&self.model, true)
             .map_err(|e| in_file("model (keys `model.*`)", e))?;
-        optimizer
+        let optimizer_before = optimizer.state_dict();
+        let rest = optimizer
             .load_state_dict(&self.optimizer)
-            .map_err(|e| in_file("optimizer (keys `optimizer.*`)", e))?;
-        let scheduler = match (scheduler, self.scheduler.is_empty()) {
-            (Some(s), false) => Some(s),
-            (None, true) => None,
-            (Some(_), true) => {
-                return Err(Error::Config(
-                    "the checkpoint has no scheduler state but the run has a scheduler; resume \
-                     with the scheduler it was saved with"
-                        .to_string(),
-                ));
-            }
-            (None, false) => {
-                return Err(Error::Config(
-                    "the checkpoint has scheduler state but the run has no scheduler; resume \
-                     with the scheduler it was saved with"
-                        .to_string(),
-                ));
-            }
-        };
-        if let Some(s) = scheduler {
-            s.load_state_dict(&self.scheduler)
-                .map_err(|e| in_file("scheduler (keys `scheduler.*`)", e))?;
+            .map_err(|e| in_file("optimizer (keys `optimizer.*`)", e))
+            .and_then(|()| self.restore_scheduler(scheduler, &in_file));
+        if rest.is_err() {
+            // Both were taken from these very objects a moment ago: they load.
+            let _ = model.load_state_dict(&model_before, true);
+            let _ = optimizer.load_state_dict(&optimizer_before);
         }
-        Ok(())
+        rest
     }
+
+    fn restore_scheduler(
+        &self,
+        scheduler: Option<&mut dyn LrScheduler>,
+        in_file: &dyn Fn(&str, Error) -> Error,
+    ) -> Result<()> {
+        match (scheduler, self.scheduler.is_empty()) {
+            (Some(s), false) => s
+                .load_state_dict(&self.scheduler)
+                .map_err(|e| in_file("scheduler (keys `scheduler.*`)", e)),
+            (None, true) => Ok(()),
+            (Some(_), true) => Err(Error::Config(
+                "the checkpoint has no scheduler state but the run has a scheduler; resume with \
+                 the scheduler it was saved with"
+                    .to_string(),
+            )),
+            (None, false) => Err(Error::Config(
+                "the checkpoint has scheduler state but the run has no scheduler; resume with \
+                 the scheduler it was saved with"
+                    .to_string(),
+            )),
+        }
+    }
+}
+
+/// A copy of `sd` that later changes of its tensors do not reach.
+fn copy_of(sd: &StateDict) -> StateDict {
+    sd.iter()
+        .map(|(k, t)| (k.clone(), t.detach().contiguous_copy()))
+        .collect()
 }
 
 fn format_error(path: &Path, key: &str, what: String) -> Error {

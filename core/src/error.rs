@@ -38,8 +38,9 @@ pub enum Error {
         missing: Vec<String>,
         unexpected: Vec<String>,
         mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
-        /// `(key, dtype in the state dict, dtype in the module)`.
-        wrong_dtype: Vec<(String, DType, DType)>,
+        /// `(key, dtype in the state dict, dtype in the module)` (boxed: `Error` stays
+        /// small, every `Result` carries it).
+        wrong_dtype: Box<[(String, DType, DType)]>,
     },
 }
 

@@ -54,7 +54,6 @@ pub fn set_detect_anomaly(enabled: bool) -> bool {
 /// let message = caught.unwrap_err().downcast::<String>().unwrap();
 /// assert!(message.starts_with("anomaly detected: `log` gave -inf in its output [2]"));
 /// ```
-#[track_caller]
 pub fn detect_anomaly<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {

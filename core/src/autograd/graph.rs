@@ -23,6 +23,7 @@ use crate::autograd::anomaly::{self, OpContext};
 use crate::autograd::grad_mode::{is_grad_enabled, set_grad_enabled};
 use crate::dtype::Storage;
 use crate::tensor::Tensor;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,30 +137,39 @@ impl SavedError {
     }
 }
 
+/// Where this thread's backward stands: not in a node's backward, in one, or in one that
+/// met a modified saved value (kept in `SAVED_ERROR`). A `Cell<u8>` rather than a
+/// `RefCell<Option<_>>`: it is read twice per node on the W3 path.
+const OUTSIDE: u8 = 0;
+const INSIDE: u8 = 1;
+const MET: u8 = 2;
+
 thread_local! {
-    /// `Some` while a node's backward runs: the first [`SavedError`] it met, if any.
-    static DEFERRED: std::cell::RefCell<Option<Option<SavedError>>> =
-        const { std::cell::RefCell::new(None) };
+    static BACKWARD_STATE: Cell<u8> = const { Cell::new(OUTSIDE) };
+    static SAVED_ERROR: RefCell<Option<SavedError>> = const { RefCell::new(None) };
 }
 
 /// Keeps `error` for [`run_node`] to raise; false outside a node's backward.
 fn defer_saved_error(error: SavedError) -> bool {
-    DEFERRED.with(|d| match &mut *d.borrow_mut() {
-        Some(slot) => {
-            slot.get_or_insert(error);
+    match BACKWARD_STATE.with(Cell::get) {
+        OUTSIDE => false,
+        INSIDE => {
+            BACKWARD_STATE.with(|s| s.set(MET));
+            SAVED_ERROR.with(|e| *e.borrow_mut() = Some(error));
             true
         }
-        None => false,
-    })
+        _ => true,
+    }
 }
 
 /// Runs a node's backward, then raises the first modified saved value it met.
 #[track_caller]
 fn call_backward(s: &NodeState, grad: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-    let outer = DEFERRED.with(|d| d.replace(Some(None)));
+    let outer = BACKWARD_STATE.with(|s| s.replace(INSIDE));
     let grads = (s.backward)(grad, needs);
-    let met = DEFERRED.with(|d| d.replace(outer)).flatten();
-    if let Some(error) = met {
+    if BACKWARD_STATE.with(|s| s.replace(outer)) == MET
+        && let Some(error) = SAVED_ERROR.with(|e| e.borrow_mut().take())
+    {
         error.raise();
     }
     grads

@@ -75,6 +75,7 @@ fn check_same_shape(loss: &str, input: &Tensor, target: &Tensor) {
 }
 
 /// `target` in `input`'s float dtype (targets and weights are constants of the loss).
+#[track_caller]
 fn like(t: &Tensor, input: &Tensor) -> Tensor {
     t.detach().to_dtype(input.dtype())
 }

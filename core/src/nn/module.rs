@@ -265,7 +265,9 @@ pub trait Module {
     /// [`Error::StateDict`] listing every missing key, unexpected key, shape mismatch and
     /// dtype-kind mismatch (an integer tensor for a float one, or the other way round) at
     /// once; a mismatch is an error even when not strict, and so is a state dict of which
-    /// no key matches. Nothing is copied when an error is returned.
+    /// no key matches. Nothing is copied when an error is returned. Unlike PyTorch, which
+    /// copies an integer tensor into a float parameter, torchlet refuses it, as
+    /// `serialize::load_into` does: such an entry is not a saved value of that parameter.
     fn load_state_dict(
         &mut self,
         state_dict: &StateDict,
@@ -348,7 +350,7 @@ fn load_state_dict_into(
             missing,
             unexpected,
             mismatched,
-            wrong_dtype,
+            wrong_dtype: wrong_dtype.into_boxed_slice(),
         });
     }
     no_grad(|| {
