@@ -190,7 +190,7 @@ pub mod probe {
     use std::marker::PhantomData;
 
     /// A layer's type, and the input its `forward` takes, under inspection.
-    pub struct Probe<T, I>(PhantomData<(fn() -> T, fn(I))>);
+    pub struct Probe<T, I>(PhantomData<fn(I) -> T>);
 
     impl<T, I> Probe<T, I> {
         /// The probe for `layer`'s type.
