@@ -20,29 +20,33 @@ pub trait Forward<Input> {
 /// A module from tensor to tensor that can be boxed into a run-time
 /// [`Sequential`](crate::nn::Sequential): implemented for every such module.
 pub trait Layer: Module + for<'a> Forward<&'a Tensor, Output = Tensor> + Send + Sync {
-    /// [`Forward::forward`] through a `dyn Layer` that keeps the caller's location for a
-    /// panic: `#[track_caller]` on a trait's declaration is what carries the location
-    /// through a vtable, and `Forward` does not declare it (a panic inside a user's own
-    /// `forward` should point into that `forward`).
-    #[track_caller]
-    fn forward_layer(&self, input: &Tensor) -> Tensor;
-}
-
-impl<T> Layer for T
-where
-    T: Module + for<'a> Forward<&'a Tensor, Output = Tensor> + Send + Sync,
-{
+    /// [`Forward::forward`] through a trait object, keeping the caller's line for panics.
+    ///
+    /// `#[track_caller]` on an impl's `forward` is lost through `dyn`; declared here on the
+    /// trait, it holds for every layer, so a shape error inside a boxed layer points at the
+    /// line that called the chain.
     #[track_caller]
     fn forward_layer(&self, input: &Tensor) -> Tensor {
         self.forward(input)
     }
 }
 
-impl<In, M: Forward<In> + ?Sized> Forward<In> for Box<M> {
-    type Output = M::Output;
+impl<T> Layer for T where T: Module + for<'a> Forward<&'a Tensor, Output = Tensor> + Send + Sync {}
 
+impl<In, M: Forward<In>> Forward<In> for Box<M> {
+    type Output = M::Output;
     #[track_caller]
     fn forward(&self, input: In) -> M::Output {
         (**self).forward(input)
+    }
+}
+
+/// A boxed layer (the main job's model) calls through [`Layer::forward_layer`], so that a
+/// panic inside points at the caller's line.
+impl<'a> Forward<&'a Tensor> for Box<dyn Layer> {
+    type Output = Tensor;
+    #[track_caller]
+    fn forward(&self, input: &'a Tensor) -> Tensor {
+        (**self).forward_layer(input)
     }
 }
