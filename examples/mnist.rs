@@ -203,15 +203,16 @@ fn run(args: &Args) -> Result<(), Error> {
         let lr = opt.lr();
         model.train();
         let mut bar = Progress::epoch(epoch, args.epochs, train_dl.len());
-        let mut train_loss = Mean::new();
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
         for (xb, yb) in train_dl.iter() {
             let loss = cross_entropy(&model.forward(&xb), &yb);
             loss.backward();
             opt.step();
             opt.zero_grad();
             let n = yb.numel();
-            train_loss.update_weighted(loss.item(), n as f64);
-            bar.batch(n, train_loss.compute());
+            loss_sum += loss.item() * n as f64;
+            seen += n;
+            bar.batch(n, loss_sum / seen as f64);
         }
         bar.finish();
         if let Some(s) = sched.as_mut() {
@@ -220,7 +221,7 @@ fn run(args: &Args) -> Result<(), Error> {
         model.eval();
         let (test_loss, test_acc) = evaluate(&model, &test_dl);
         let row = Epoch {
-            train_loss: train_loss.compute(),
+            train_loss: loss_sum / seen.max(1) as f64,
             test_loss,
             test_acc,
             lr,

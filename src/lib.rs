@@ -19,9 +19,10 @@ pub use torchlet_core::{
     DType, Element, Error, Result, Tensor, get_num_threads, manual_seed, set_num_threads,
 };
 pub use torchlet_core::{
-    autograd, checkpoint, data, dtype, error, metrics, nn, ops, optim, parallel, progress, random,
-    serialize, shape, tensor,
+    autograd, checkpoint, data, dtype, error, nn, ops, optim, parallel, random, serialize, shape,
+    tensor,
 };
+pub use torchlet_core::{metrics, progress};
 pub use torchlet_macros::sequential;
 
 /// The names a training script needs: `use torchlet::prelude::*;`.

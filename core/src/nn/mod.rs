@@ -20,7 +20,6 @@ mod pooling;
 mod sequential;
 mod size;
 mod state_dict;
-mod summary;
 
 pub use activation::{GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use batchnorm::{BatchNorm1d, BatchNorm2d};
@@ -36,8 +35,11 @@ pub use loss::{BceWithLogitsLoss, CrossEntropyLoss, L1Loss, MseLoss, NllLoss, Sm
 pub use module::{Member, MemberMut, Module, fmt_module};
 pub use parameter::{Buffer, Parameter};
 pub use pooling::{AvgPool2d, MaxPool2d};
-pub use sequential::{Layers, MAX_LAYERS, Sequential, probe};
+pub use sequential::{Layers, Sequential};
 pub use size::Size2;
 pub use state_dict::{IncompatibleKeys, StateDict};
-pub use summary::{Summary, summary};
 pub use torchlet_macros::{Module, sequential};
+
+mod summary;
+pub use sequential::{MAX_LAYERS, probe};
+pub use summary::{Summary, summary};
