@@ -35,6 +35,10 @@ pub fn derive_module(input: TokenStream) -> TokenStream {
 /// A typed chain of layers, each one's output feeding the next: `sequential![a, b, c]`, or
 /// with names, `sequential![fc1 = a, act = b]`. Its children are named `0, 1, 2` (or by
 /// label) as in PyTorch's `nn.Sequential`.
+///
+/// Up to 64 layers (`torchlet::nn::MAX_LAYERS`; nest chains for more). Each layer is checked
+/// where it is written: something that is not a module (a closure) or a module without
+/// `impl Forward` is reported at that layer, with the fix.
 #[proc_macro]
 pub fn sequential(input: TokenStream) -> TokenStream {
     sequential::expand(input.into()).into()

@@ -2,7 +2,8 @@
 //!
 //! `sequential![a, b, c]` builds `Sequential<(A, B, C)>`, a chain whose type is known at
 //! compile time: each layer's output must fit the next layer's [`Forward`] input, or the
-//! program does not compile. `Sequential::new()` with [`push`](Sequential::push) builds
+//! program does not compile. It holds up to [`MAX_LAYERS`] layers (see NOTE [ Chain length ]),
+//! and each layer passes through [`probe`] so that a mistake is reported at the layer. `Sequential::new()` with [`push`](Sequential::push) builds
 //! `Sequential` (the default type parameter: boxed layers) for models assembled at run time.
 
 use crate::nn::forward::{Forward, Layer};
@@ -191,7 +192,7 @@ pub mod probe {
     use std::marker::PhantomData;
 
     /// A layer's type, and the input its `forward` takes, under inspection.
-    pub struct Probe<T, I>(PhantomData<(fn() -> T, fn(I))>);
+    pub struct Probe<T, I>(PhantomData<fn(I) -> T>);
 
     impl<T, I> Probe<T, I> {
         /// The probe for `layer`'s type.
