@@ -4,9 +4,11 @@
 pub(crate) mod binary;
 mod compare;
 pub(crate) mod conv;
+pub(crate) mod fastmath;
 mod gather;
 pub(crate) mod gemm;
 pub(crate) mod kernel;
+pub(crate) mod layer_norm;
 mod linear;
 mod matmul;
 mod norm;
