@@ -109,6 +109,15 @@ pub trait Float:
 {
     /// The error function (PyTorch's `erf`), for the exact GELU.
     fn erf(self) -> Self;
+    /// `erf` for element-wise kernels: exact for f64, within 2.5e-7 for f32, written so
+    /// that loops over it vectorise (NOTE [ Fast f32 exp and erf ] in `ops/fastmath.rs`).
+    fn erf_fast(self) -> Self {
+        self.erf()
+    }
+    /// `exp` for element-wise kernels: libm's for f64, about 1 ulp for f32 (see `erf_fast`).
+    fn exp_fast(self) -> Self {
+        num_traits::Float::exp(self)
+    }
     /// `v` converted to this type.
     fn lit(v: f64) -> Self {
         <Self as Element>::from_f64(v)
@@ -148,6 +157,14 @@ fn general_with_bias<T: Float>(
 impl Float for f32 {
     fn erf(self) -> Self {
         libm::erff(self)
+    }
+    #[inline(always)]
+    fn erf_fast(self) -> Self {
+        crate::ops::fastmath::erf_f32(self)
+    }
+    #[inline(always)]
+    fn exp_fast(self) -> Self {
+        crate::ops::fastmath::exp_f32(self)
     }
     /// See NOTE [ GEMM ] in `ops/gemm.rs`.
     fn gemm(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>, c: &mut ArrayViewMut2<'_, f32>) {

@@ -86,7 +86,9 @@ impl Unary {
             // Written so that it does not overflow for large |x|.
             Unary::Sigmoid => sigmoid(x),
             Unary::Tanh => x.tanh(),
-            Unary::Gelu => half * x * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+            Unary::Gelu => {
+                half * x * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf_fast())
+            }
             Unary::GeluTanh => {
                 let inner = T::lit(SQRT_2_OVER_PI) * (x + T::lit(0.044715) * x * x * x);
                 half * x * (one + inner.tanh())
@@ -147,8 +149,8 @@ impl Unary {
             Unary::Sigmoid => y * (one - y),
             Unary::Tanh => one - y * y,
             Unary::Gelu => {
-                let cdf = half * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf());
-                let pdf = T::lit(FRAC_1_SQRT_2PI) * (-half * x * x).exp();
+                let cdf = half * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf_fast());
+                let pdf = T::lit(FRAC_1_SQRT_2PI) * (-half * x * x).exp_fast();
                 cdf + x * pdf
             }
             Unary::GeluTanh => {
@@ -245,7 +247,9 @@ fn int_error(op: &str, t: &Tensor) -> ! {
 // The kernels below name the variant inside each closure, for the cheap functions, so that
 // the `match` in `f`/`df` folds away and the loop vectorises: a variant captured as a value
 // is data to the loop, and matching it per element made ReLU cost 3.5 ns an element. The
-// transcendental ones, whose cost is the function itself, share one loop.
+// exact GELU joins them since its f32 erf and exp are branch-free arithmetic (NOTE [ Fast
+// f32 exp and erf ]); the other transcendental ones, whose cost is the libm call itself,
+// share one loop.
 
 fn forward_kernel<T: Float>(a: &kernel::Arr<T>, op: Unary) -> kernel::Arr<T> {
     match op {
@@ -254,6 +258,7 @@ fn forward_kernel<T: Float>(a: &kernel::Arr<T>, op: Unary) -> kernel::Arr<T> {
         Unary::Abs => kernel::map(a, |v| Unary::Abs.f(v)),
         Unary::LeakyRelu(s) => kernel::map(a, move |v| Unary::LeakyRelu(s).f(v)),
         Unary::Clamp(lo, hi) => kernel::map(a, move |v| Unary::Clamp(lo, hi).f(v)),
+        Unary::Gelu => kernel::map(a, |v| Unary::Gelu.f(v)),
         op => kernel::map(a, move |v| op.f(v)),
     }
 }
@@ -274,6 +279,7 @@ fn backward_kernel<T: Float>(
         Unary::Clamp(lo, hi) => {
             kernel::zip3(g, x, y, move |g, x, y| g * Unary::Clamp(lo, hi).df(x, y))
         }
+        Unary::Gelu => kernel::zip3(g, x, y, |g, x, y| g * Unary::Gelu.df(x, y)),
         op => kernel::zip3(g, x, y, move |g, x, y| g * op.df(x, y)),
     }
 }
