@@ -254,6 +254,7 @@ fn forward_kernel<T: Float>(a: &kernel::Arr<T>, op: Unary) -> kernel::Arr<T> {
         Unary::Abs => kernel::map(a, |v| Unary::Abs.f(v)),
         Unary::LeakyRelu(s) => kernel::map(a, move |v| Unary::LeakyRelu(s).f(v)),
         Unary::Clamp(lo, hi) => kernel::map(a, move |v| Unary::Clamp(lo, hi).f(v)),
+        Unary::Gelu => kernel::map(a, |v| Unary::Gelu.f(v)),
         op => kernel::map(a, move |v| op.f(v)),
     }
 }
@@ -274,6 +275,7 @@ fn backward_kernel<T: Float>(
         Unary::Clamp(lo, hi) => {
             kernel::zip3(g, x, y, move |g, x, y| g * Unary::Clamp(lo, hi).df(x, y))
         }
+        Unary::Gelu => kernel::zip3(g, x, y, |g, x, y| g * Unary::Gelu.df(x, y)),
         op => kernel::zip3(g, x, y, move |g, x, y| g * op.df(x, y)),
     }
 }
