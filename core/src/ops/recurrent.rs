@@ -6,8 +6,8 @@
 //! the input projection (`select`) sends back a gradient the size of the whole sequence,
 //! so the backward pass grows with the square of the length. Here the recurrence is one
 //! node: the forward keeps the gate activations and cell states of every step, and the
-//! backward walks the steps in reverse with one `[N, 4H] × [4H, H]` product for the state
-//! and one `[4H, N] × [N, H]` product for `W_hh` per step. The input projection stays
+//! backward walks the steps in reverse with one `[N, 4H] × [4H, H]` product per step for the
+//! state, then one `[4H, L·N] × [L·N, H]` product for `W_hh`. The input projection stays
 //! outside (one product over all steps, differentiated by `linear`).
 
 use crate::autograd::graph::record;
@@ -132,8 +132,9 @@ fn backward<T: Float>(s: &Saved4<T>, gp: &[T], d: Dims) -> [Vec<T>; 4] {
     let (n, h, nh) = (d.batch, d.hidden, d.nh());
     let w = view2(&s.w_hh, 4 * h, h);
     let mut g_gx = vec![T::zero(); d.steps * 4 * nh];
-    let mut g_w = vec![T::zero(); 4 * h * h];
-    let mut g_w_step = vec![T::zero(); 4 * h * h];
+    // The state each step started from, at that step's time position, for one product
+    // `dW_hh = Σ_t da_tᵀ · h_prev_t` over all steps at the end.
+    let mut h_prev_all = vec![T::zero(); d.steps * nh];
     let mut dh = vec![T::zero(); nh];
     let mut dc = gp[d.steps * nh..].to_vec();
     let order: Vec<usize> = d.order().collect();
@@ -143,19 +144,19 @@ fn backward<T: Float>(s: &Saved4<T>, gp: &[T], d: Dims) -> [Vec<T>; 4] {
             Some(p) => (&s.packed[p * nh..][..nh], &s.cells[p * nh..][..nh]),
             None => (&s.h0[..], &s.c0[..]),
         };
+        h_prev_all[t * nh..][..nh].copy_from_slice(h_prev);
         let gates = &s.gates[t * 4 * nh..][..4 * nh];
         let cell = &s.cells[t * nh..][..nh];
         let da = &mut g_gx[t * 4 * nh..][..4 * nh];
         let g_out = &gp[t * nh..][..nh];
         for r in 0..n {
+            let (row, out) = (&gates[r * 4 * h..][..4 * h], &mut da[r * 4 * h..][..4 * h]);
             for j in 0..h {
                 let e = r * h + j;
-                let row = &gates[r * 4 * h..][..4 * h];
                 let (i, f, g, o) = (row[j], row[h + j], row[2 * h + j], row[3 * h + j]);
                 let tc = cell[e].tanh();
                 let dh_e = g_out[e] + dh[e];
                 let dc_e = dc[e] + dh_e * o * (T::one() - tc * tc);
-                let out = &mut da[r * 4 * h..][..4 * h];
                 out[j] = dc_e * g * i * (T::one() - i);
                 out[h + j] = dc_e * c_prev[e] * f * (T::one() - f);
                 out[2 * h + j] = dc_e * i * (T::one() - g * g);
@@ -163,15 +164,15 @@ fn backward<T: Float>(s: &Saved4<T>, gp: &[T], d: Dims) -> [Vec<T>; 4] {
                 dc[e] = dc_e * f;
             }
         }
-        let da = view2(da, n, 4 * h);
-        T::gemm(&da, &w, &mut view2_mut(&mut dh, n, h));
-        T::gemm(
-            &da.t(),
-            &view2(h_prev, n, h),
-            &mut view2_mut(&mut g_w_step, 4 * h, h),
-        );
-        g_w.iter_mut().zip(&g_w_step).for_each(|(a, &v)| *a += v);
+        T::gemm(&view2(da, n, 4 * h), &w, &mut view2_mut(&mut dh, n, h));
     }
+    let mut g_w = vec![T::zero(); 4 * h * h];
+    let rows = d.steps * n;
+    T::gemm(
+        &view2(&g_gx, rows, 4 * h).t(),
+        &view2(&h_prev_all, rows, h),
+        &mut view2_mut(&mut g_w, 4 * h, h),
+    );
     [g_gx, dh, dc, g_w]
 }
 
