@@ -1,9 +1,11 @@
 //! Tensor ops, forward and backward side by side. Each file adds methods to
 //! [`Tensor`](crate::tensor::Tensor).
 
+mod adaptive_pool;
 pub(crate) mod binary;
 mod compare;
 pub(crate) mod conv;
+mod conv_general;
 mod gather;
 pub(crate) mod gemm;
 pub(crate) mod kernel;
@@ -11,6 +13,7 @@ mod linear;
 mod matmul;
 mod norm;
 mod pool;
+mod recurrent;
 mod reduce;
 mod scan;
 mod select;
