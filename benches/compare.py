@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """torchlet and PyTorch side by side on DESIGN.md's workloads, alternating runs.
 
-usage: python3 benches/compare.py [w1 w2 w3 gemm] [--rounds 3] [--python ~/torch-venv/bin/python]
+usage: python3 benches/compare.py [w1 w2 w3 w4 gemm] [--rounds 3] [--python ~/torch-venv/bin/python]
 
 Builds `examples/bench.rs` in release, then runs torchlet and ../shared/bench/torch_peer.py
 one after the other, `--rounds` times each, and prints the median and the spread (min..max)
@@ -17,7 +17,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "..", "shared", "bench", "torch_peer.py")
-FIGURE = {"w1": "samples_per_s", "w2": "samples_per_s", "w3": "steps_per_s", "gemm": "gflops_median"}
+FIGURE = {"w1": "samples_per_s", "w2": "samples_per_s", "w3": "steps_per_s", "w4": "samples_per_s", "gemm": "gflops_median"}
 
 
 def run(cmd):
@@ -27,7 +27,7 @@ def run(cmd):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("workloads", nargs="*", default=["w1", "w2", "w3", "gemm"])
+    ap.add_argument("workloads", nargs="*", default=["w1", "w2", "w3", "w4", "gemm"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--python", default=os.path.expanduser("~/torch-venv/bin/python"))
     ap.add_argument("--peer", default=PEER, help="path of torch_peer.py")

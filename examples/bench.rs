@@ -1,7 +1,7 @@
-//! The W1–W3 training benchmarks of DESIGN.md through torchlet's public API, written the
-//! way a user writes the loop (DataLoader, a `sequential!` model, `Sgd`).
+//! The W1–W4 training benchmarks of DESIGN.md through torchlet's public API, written the
+//! way a user writes the loop (DataLoader, a `sequential!` model, `Sgd` or `Adam`).
 //!
-//!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | gemm
+//!     cargo run --release --example bench -- w1            # w1 | w2 | w3 | w4 | gemm
 //!     cargo run --release --example bench -- w2 --threads 1
 //!
 //! Prints one JSON line in the format of `../shared/bench/torch_peer.py`, so the two can be
@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 use torchlet::data::Mnist;
-use torchlet::optim::SgdConfig;
+use torchlet::optim::{AdamConfig, SgdConfig};
 use torchlet::prelude::*;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -37,14 +37,14 @@ fn run() -> Res<()> {
                 torchlet::set_num_threads(n)?;
                 i += 1;
             }
-            w @ ("w1" | "w2" | "w3" | "gemm") => workload = Some(w.to_string()),
+            w @ ("w1" | "w2" | "w3" | "w4" | "gemm") => workload = Some(w.to_string()),
             "-h" | "--help" => {
-                println!("usage: bench <w1|w2|w3|gemm> [--threads N]");
+                println!("usage: bench <w1|w2|w3|w4|gemm> [--threads N]");
                 return Ok(());
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: bench <w1|w2|w3|gemm> [--threads N]"
+                    "unknown argument {other:?}; usage: bench <w1|w2|w3|w4|gemm> [--threads N]"
                 )
                 .into());
             }
@@ -55,8 +55,9 @@ fn run() -> Res<()> {
         Some("w1") => mnist_workload("w1", 128, None, 0.1, 64, 5),
         Some("w2") => mnist_workload("w2", 1024, Some(1024), 0.05, 512, 3),
         Some("w3") => w3(),
+        Some("w4") => w4(),
         Some("gemm") => gemm(1024, 10),
-        _ => Err("name a workload: bench <w1|w2|w3|gemm> [--threads N]".into()),
+        _ => Err("name a workload: bench <w1|w2|w3|w4|gemm> [--threads N]".into()),
     }
 }
 
@@ -81,7 +82,8 @@ fn mnist_workload(
     match h2 {
         None => {
             let model = sequential![Linear::new(784, h1), ReLU, Linear::new(h1, 10)];
-            train_and_report(name, model, &loader, &test, lr, epochs)
+            let opt = sgd(&model, lr)?;
+            train_and_report(name, model, opt, &loader, &test, epochs)
         }
         Some(h2) => {
             let model = sequential![
@@ -91,31 +93,70 @@ fn mnist_workload(
                 ReLU,
                 Linear::new(h2, 10)
             ];
-            train_and_report(name, model, &loader, &test, lr, epochs)
+            let opt = sgd(&model, lr)?;
+            train_and_report(name, model, opt, &loader, &test, epochs)
         }
     }
 }
 
-fn train_and_report<M>(
-    name: &str,
-    mut model: M,
-    loader: &DataLoader<TensorDataset<(Tensor, Tensor)>>,
-    test: &Mnist,
-    lr: f64,
-    epochs: usize,
-) -> Res<()>
-where
-    M: Module + for<'a> Forward<&'a Tensor, Output = Tensor>,
-{
-    let mut opt = Sgd::new(
+fn sgd(model: &impl Module, lr: f64) -> Res<Sgd> {
+    Ok(Sgd::new(
         model.named_parameters(),
         SgdConfig {
             lr,
             ..Default::default()
         },
+    )?)
+}
+
+/// W4: the main job's CNN (`examples/mnist.rs --model cnn`): two blocks of conv 3×3
+/// (padding 1) → BatchNorm2d → ReLU → max-pool 2, then Flatten and Linear(32·7·7, 10);
+/// batch 64, Adam lr 1e-3, 2 epochs over the 8000 training digits, shuffled.
+fn w4() -> Res<()> {
+    let train = Mnist::vendored(true)?.to_tensor_dataset()?;
+    let test = Mnist::vendored(false)?;
+    manual_seed(0);
+    let loader = DataLoader::builder(train)
+        .batch_size(64)
+        .shuffle(true)
+        .seed(0)
+        .build()?;
+    let model = sequential![
+        Conv2d::new(1, 16, 3).with_padding(1),
+        BatchNorm2d::new(16),
+        ReLU,
+        MaxPool2d::new(2),
+        Conv2d::new(16, 32, 3).with_padding(1),
+        BatchNorm2d::new(32),
+        ReLU,
+        MaxPool2d::new(2),
+        Flatten::new(),
+        Linear::new(32 * 7 * 7, 10)
+    ];
+    let opt = Adam::new(
+        model.named_parameters(),
+        AdamConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
     )?;
+    train_and_report("w4", model, opt, &loader, &test, 2)
+}
+
+fn train_and_report<M>(
+    name: &str,
+    mut model: M,
+    mut opt: impl Optimizer,
+    loader: &DataLoader<TensorDataset<(Tensor, Tensor)>>,
+    test: &Mnist,
+    epochs: usize,
+) -> Res<()>
+where
+    M: Module + for<'a> Forward<&'a Tensor, Output = Tensor>,
+{
     model.train();
     let (mut steps, mut seen, mut last) = (0usize, 0usize, f64::NAN);
+    let mut faults = FaultCounter::default();
     let start = Instant::now();
     for _ in 0..epochs {
         for (xb, yb) in loader {
@@ -126,17 +167,29 @@ where
             steps += 1;
             seen += xb.shape()[0];
             last = loss.item();
+            faults.step();
         }
     }
     let secs = start.elapsed().as_secs_f64();
     model.eval();
+    // Evaluated 500 digits at a time: the whole test set at once would hold a CNN's
+    // [2000, 16, 28, 28] activations (100 MB each) for no gain in speed.
+    let (images, labels) = (test.images(), test.labels());
+    let n = labels.numel();
     let acc = no_grad(|| {
-        model
-            .forward(&test.images())
-            .argmax(1, false)
-            .eq(&test.labels())
-            .mean()
-            .item()
+        let correct: f64 = (0..n)
+            .step_by(500)
+            .map(|i| {
+                let len = 500.min(n - i);
+                model
+                    .forward(&images.narrow(0, i, len))
+                    .argmax(1, false)
+                    .eq(&labels.narrow(0, i, len))
+                    .sum()
+                    .item()
+            })
+            .sum();
+        correct / n as f64
     });
     emit(
         name,
@@ -145,6 +198,7 @@ where
         Some(acc),
         secs,
         last,
+        faults.per_step(),
     );
     Ok(())
 }
@@ -179,6 +233,7 @@ fn w3() -> Res<()> {
         },
     )?;
     let mut last = f64::NAN;
+    let mut faults = FaultCounter::default();
     let start = Instant::now();
     for s in 0..STEPS {
         let (xb, yb) = &batches[s % batches.len()];
@@ -189,6 +244,7 @@ fn w3() -> Res<()> {
         if s + 1 == STEPS {
             last = loss.item();
         }
+        faults.step();
     }
     let secs = start.elapsed().as_secs_f64();
     emit(
@@ -198,6 +254,7 @@ fn w3() -> Res<()> {
         None,
         secs,
         last,
+        faults.per_step(),
     );
     Ok(())
 }
@@ -268,6 +325,42 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Minor page faults (fresh pages the kernel zeroes and maps) per training step after the
+/// first, from `/proc/self/stat`: how much new memory a step in the steady state touches.
+#[derive(Default)]
+struct FaultCounter {
+    steps: usize,
+    after_first: Option<u64>,
+    last: u64,
+}
+
+impl FaultCounter {
+    fn step(&mut self) {
+        self.steps += 1;
+        self.last = minor_faults();
+        self.after_first.get_or_insert(self.last);
+    }
+
+    fn per_step(&self) -> f64 {
+        match self.after_first {
+            Some(first) if self.steps > 1 => (self.last - first) as f64 / (self.steps - 1) as f64,
+            _ => f64::NAN,
+        }
+    }
+}
+
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at the state, the
+            // third field; minflt is the tenth.
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 fn emit(
     workload: &str,
     samples_per_s: f64,
@@ -275,10 +368,11 @@ fn emit(
     test_acc: Option<f64>,
     secs: f64,
     final_loss: f64,
+    faults_per_step: f64,
 ) {
     let acc = test_acc.map_or("null".to_string(), |a| format!("{a:.4}"));
     println!(
-        "{{\"peer\":\"torchlet\",\"workload\":\"{workload}\",\"samples_per_s\":{samples_per_s:.1},\"steps_per_s\":{steps_per_s:.1},\"test_acc\":{acc},\"threads\":{},\"peak_rss_mb\":{:.1},\"train_secs\":{secs:.4},\"final_loss\":{final_loss:.5}}}",
+        "{{\"peer\":\"torchlet\",\"workload\":\"{workload}\",\"samples_per_s\":{samples_per_s:.1},\"steps_per_s\":{steps_per_s:.1},\"test_acc\":{acc},\"threads\":{},\"peak_rss_mb\":{:.1},\"train_secs\":{secs:.4},\"final_loss\":{final_loss:.5},\"page_faults_per_step\":{faults_per_step:.1}}}",
         torchlet::get_num_threads(),
         peak_rss_mb()
     );

@@ -1,14 +1,18 @@
 //! [`BatchNorm1d`] and [`BatchNorm2d`]: normalisation over the batch (and spatial)
 //! dimensions per channel, with running statistics for evaluation.
 //!
-//! Built from existing ops (mean, subtraction, sqrt, …), so autograd differentiates it; the
-//! running statistics are updated in place outside the graph, as PyTorch does.
+//! One op forward and one backward (NOTE [ Batch norm kernel ]); the running statistics are
+//! updated in place outside the graph, as PyTorch does.
 
+use crate::autograd::graph::{Saved, record};
 use crate::autograd::no_grad;
+use crate::dtype::{Element, Float, Storage};
 use crate::nn::Module;
 use crate::nn::forward::Forward;
 use crate::nn::module::{py_bool, py_float};
 use crate::nn::parameter::{Buffer, Parameter};
+use crate::ops::kernel::from_vec;
+use crate::parallel::{PARALLEL_ELEMS, collect_vec};
 use crate::tensor::Tensor;
 
 /// The state both batch norms share.
@@ -41,35 +45,22 @@ impl Stats<'_> {
                 self.num_features
             );
         }
-        let axes: Vec<isize> = (0..shape.len() as isize).filter(|&d| d != 1).collect();
-        let mut channel = vec![1isize; shape.len()];
-        channel[1] = -1;
         let running = self.running_mean.zip(self.running_var);
-        let y = match running {
-            Some((mean, var)) if !self.training => {
-                let mean = mean.reshape(&channel);
-                let var = var.reshape(&channel);
-                &(x - &mean) / &(&var + self.eps).sqrt()
-            }
-            _ => {
-                let mean = x.mean_dims(&axes, true);
-                let centred = x - &mean;
-                let var = (&centred * &centred).mean_dims(&axes, true);
-                if self.training {
-                    let n = x.numel() / self.num_features;
-                    self.update(&mean, &var, n);
-                }
-                &centred / &(&var + self.eps).sqrt()
-            }
-        };
-        let y = match self.weight {
-            Some(w) => &y * &w.reshape(&channel),
-            None => y,
-        };
-        match self.bias {
-            Some(b) => &y + &b.reshape(&channel),
-            None => y,
+        let use_running = running.is_some() && !self.training;
+        let (y, stats) = batch_norm(
+            x,
+            self.weight.map(|w| &**w),
+            self.bias.map(|b| &**b),
+            running.filter(|_| use_running).map(|(m, v)| (&**m, &**v)),
+            self.eps,
+        );
+        if self.training
+            && let Some((mean, var)) = stats
+        {
+            let n = x.numel() / self.num_features;
+            self.update(&mean, &var, n);
         }
+        y
     }
 
     /// `running = (1 − momentum)·running + momentum·batch`, with the unbiased variance;
@@ -86,8 +77,8 @@ impl Stats<'_> {
             }
             let m = self.momentum.unwrap_or(1.0 / count);
             let unbiased = n as f64 / (n.max(2) - 1) as f64;
-            let mean = mean.detach().reshape(&[-1]).to_dtype(rm.dtype());
-            let var = var.detach().reshape(&[-1]).to_dtype(rv.dtype());
+            let mean = mean.to_dtype(rm.dtype());
+            let var = var.to_dtype(rv.dtype());
             rm.mul_scalar_(1.0 - m).add_scaled_(&mean, m);
             rv.mul_scalar_(1.0 - m).add_scaled_(&var, m * unbiased);
         });
@@ -105,6 +96,371 @@ impl Stats<'_> {
             py_bool(self.running_mean.is_some())
         )
     }
+}
+
+// NOTE [ Batch norm kernel ]
+// `y = (x − mean_c) · invstd_c · w_c + b_c` over a contiguous `[N, C, S]` view of the input
+// (S = H·W for images, L for sequences, 1 for `[N, C]`), as one pass for the per-channel
+// statistics and one for the output, instead of the six broadcasting ops it takes when
+// composed. The statistics are shifted sums (by the channel's first value) accumulated in
+// eight lanes of T per row and in f64 across rows: one pass, and no cancellation when the
+// mean is large against the spread. The backward is the closed form
+//   dx = w·invstd · (g − Σg / M − x̂ · Σ(g·x̂) / M),  dw = Σ(g·x̂),  db = Σg
+// with `M = N·S` and `x̂ = (x − mean)·invstd` recomputed from the saved input; with running
+// statistics (evaluation) the batch terms drop out: `dx = w·invstd·g`. Large inputs split
+// the statistics over channel halves and the element-wise passes over output halves on two
+// threads.
+
+#[inline(always)]
+fn f64_of<T: Float>(v: T) -> f64 {
+    <T as Element>::to_f64(v)
+}
+
+/// Per-channel `(Σ(a − k), Σ(a − k)·(b − k'))`-style sums: `f(c)` for each channel, on two
+/// threads when the tensor is large.
+fn per_channel<R: Send>(c: usize, numel: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    if numel >= PARALLEL_ELEMS && c >= 2 && rayon::current_num_threads() >= 2 {
+        let (lo, mut hi) = rayon::join(
+            || (0..c / 2).map(&f).collect::<Vec<_>>(),
+            || (c / 2..c).map(&f).collect::<Vec<_>>(),
+        );
+        let mut lo = lo;
+        lo.append(&mut hi);
+        lo
+    } else {
+        (0..c).map(f).collect()
+    }
+}
+
+/// `(Σ(x − k), Σ(x − k)²)` over one row, in eight lanes so that it vectorises.
+#[inline]
+fn shifted_sums<T: Float>(row: &[T], k: T) -> (f64, f64) {
+    let (mut s, mut q) = ([T::zero(); 8], [T::zero(); 8]);
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for ch in chunks {
+        for l in 0..8 {
+            let d = ch[l] - k;
+            s[l] += d;
+            q[l] += d * d;
+        }
+    }
+    for (l, &v) in tail.iter().enumerate() {
+        let d = v - k;
+        s[l] += d;
+        q[l] += d * d;
+    }
+    let total = |a: [T; 8]| a.iter().map(|&v| f64_of(v)).sum::<f64>();
+    (total(s), total(q))
+}
+
+/// `(Σg, Σg·(x − m))` over one row, in eight lanes.
+#[inline]
+fn grad_sums<T: Float>(g: &[T], x: &[T], m: T) -> (f64, f64) {
+    let (mut s, mut q) = ([T::zero(); 8], [T::zero(); 8]);
+    let (gc, xc) = (g.chunks_exact(8), x.chunks_exact(8));
+    let (gt, xt) = (gc.remainder(), xc.remainder());
+    for (gs, xs) in gc.zip(xc) {
+        for l in 0..8 {
+            s[l] += gs[l];
+            q[l] += gs[l] * (xs[l] - m);
+        }
+    }
+    for (l, (&gv, &xv)) in gt.iter().zip(xt).enumerate() {
+        s[l] += gv;
+        q[l] += gv * (xv - m);
+    }
+    let total = |a: [T; 8]| a.iter().map(|&v| f64_of(v)).sum::<f64>();
+    (total(s), total(q))
+}
+
+/// A new `[N, C, S]` array whose element `(n, c, s)` is `f(c, i)` for flat index `i`, written
+/// row by row (one channel's `S` values at a time), in two halves when large.
+fn per_row<T: Float>(
+    n: usize,
+    c: usize,
+    s: usize,
+    f: impl Fn(usize, usize, &mut [std::mem::MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    collect_vec(n * c * s, |off, out| {
+        let (mut i, mut j) = (off, 0);
+        while j < out.len() {
+            let row = i / s;
+            let take = ((row + 1) * s - i).min(out.len() - j);
+            f(row % c, i, &mut out[j..j + take]);
+            i += take;
+            j += take;
+        }
+    })
+}
+
+/// The geometry `[N, C, S]` of a batch-norm input.
+#[derive(Clone, Copy)]
+struct Ncs {
+    n: usize,
+    c: usize,
+    s: usize,
+}
+
+impl Ncs {
+    fn row<'a, T>(&self, data: &'a [T], n: usize, c: usize) -> &'a [T] {
+        &data[(n * self.c + c) * self.s..][..self.s]
+    }
+}
+
+/// The forward kernel: the output, and with batch statistics their per-channel mean and
+/// biased variance (f64) and `invstd`.
+struct Normalized<T> {
+    y: Vec<T>,
+    mean: Vec<T>,
+    invstd: Vec<T>,
+    batch_var: Option<Vec<f64>>,
+}
+
+fn bn_forward<T: Float>(
+    x: &[T],
+    g: Ncs,
+    weight: Option<&[T]>,
+    bias: Option<&[T]>,
+    running: Option<(&[T], &[T])>,
+    eps: f64,
+) -> Normalized<T> {
+    let (mean, invstd, batch_var): (Vec<T>, Vec<T>, _) = match running {
+        Some((rm, rv)) => (
+            rm.to_vec(),
+            rv.iter()
+                .map(|&v| T::lit(1.0 / (f64_of(v) + eps).sqrt()))
+                .collect(),
+            None,
+        ),
+        None => {
+            let m = (g.n * g.s) as f64;
+            let stats = per_channel(g.c, x.len(), |c| {
+                if m == 0.0 {
+                    return (f64::NAN, f64::NAN);
+                }
+                let k = g.row(x, 0, c)[0];
+                let (mut s, mut q) = (0.0, 0.0);
+                for n in 0..g.n {
+                    let (a, b) = shifted_sums(g.row(x, n, c), k);
+                    s += a;
+                    q += b;
+                }
+                let d = s / m;
+                (f64_of(k) + d, (q / m - d * d).max(0.0))
+            });
+            (
+                stats.iter().map(|&(mean, _)| T::lit(mean)).collect(),
+                stats
+                    .iter()
+                    .map(|&(_, var)| T::lit(1.0 / (var + eps).sqrt()))
+                    .collect(),
+                Some(stats.iter().map(|&(_, var)| var).collect()),
+            )
+        }
+    };
+    // y = x · scale + shift per channel.
+    let scale: Vec<T> = (0..g.c)
+        .map(|c| invstd[c] * weight.map_or(T::one(), |w| w[c]))
+        .collect();
+    let shift: Vec<T> = (0..g.c)
+        .map(|c| bias.map_or(T::zero(), |b| b[c]) - mean[c] * scale[c])
+        .collect();
+    let y = per_row(g.n, g.c, g.s, |c, i, out| {
+        let (a, b) = (scale[c], shift[c]);
+        out.iter_mut().zip(&x[i..]).for_each(|(o, &v)| {
+            o.write(v * a + b);
+        });
+    });
+    Normalized {
+        y,
+        mean,
+        invstd,
+        batch_var,
+    }
+}
+
+/// The backward kernel: `(dx, dw, db)` for the gradients asked for.
+#[allow(clippy::too_many_arguments)]
+fn bn_backward<T: Float>(
+    x: &[T],
+    gy: &[T],
+    g: Ncs,
+    weight: Option<&[T]>,
+    mean: &[T],
+    invstd: &[T],
+    batch_stats: bool,
+    needs: [bool; 3],
+) -> (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>) {
+    let sums = per_channel(g.c, x.len(), |c| {
+        let (mut s, mut q) = (0.0, 0.0);
+        for n in 0..g.n {
+            let (a, b) = grad_sums(g.row(gy, n, c), g.row(x, n, c), mean[c]);
+            s += a;
+            q += b;
+        }
+        (s, q)
+    });
+    // Σ g·x̂ = invstd · Σ g·(x − mean).
+    let dw = needs[1].then(|| {
+        sums.iter()
+            .zip(invstd)
+            .map(|(&(_, q), &is)| T::lit(q * f64_of(is)))
+            .collect()
+    });
+    let db = needs[2].then(|| sums.iter().map(|&(s, _)| T::lit(s)).collect());
+    let dx = needs[0].then(|| {
+        let m = (g.n * g.s) as f64;
+        // dx = a·g + b·(x − mean) + d per channel.
+        let coef: Vec<(T, T, T)> = (0..g.c)
+            .map(|c| {
+                let is = f64_of(invstd[c]);
+                let a = is * weight.map_or(1.0, |w| f64_of(w[c]));
+                if !batch_stats {
+                    return (T::lit(a), T::zero(), T::zero());
+                }
+                let (s, q) = sums[c];
+                let b = -a * is * is * q / m;
+                (
+                    T::lit(a),
+                    T::lit(b),
+                    T::lit(-a * s / m - b * f64_of(mean[c])),
+                )
+            })
+            .collect();
+        per_row(g.n, g.c, g.s, |c, i, out| {
+            let (a, b, d) = coef[c];
+            out.iter_mut()
+                .zip(gy[i..].iter().zip(&x[i..]))
+                .for_each(|(o, (&gv, &xv))| {
+                    o.write(a * gv + b * xv + d);
+                });
+        })
+    });
+    (dx, dw, db)
+}
+
+fn contiguous<T: Float>(a: &ndarray::ArcArray<T, ndarray::IxDyn>) -> std::borrow::Cow<'_, [T]> {
+    match a.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
+/// The values of a per-channel tensor as `T` (converted if its dtype differs).
+fn channel_values<T: Float>(t: &Tensor) -> Vec<T> {
+    t.to_vec::<T>()
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn batch_norm_dtype_error(x: &Tensor, param: &Tensor) -> ! {
+    panic!(
+        "batch_norm: input is {} but a weight or bias is {}; convert one with .to_dtype()",
+        x.dtype(),
+        param.dtype()
+    )
+}
+
+/// `batch_norm` over `x` `[N, C, …]` (contiguous or not) with optional affine parameters;
+/// with `running` (mean, var) the statistics are those, otherwise the batch's, which are
+/// then returned (mean and biased variance, as `[C]` tensors) for the running update.
+#[track_caller]
+fn batch_norm(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    running: Option<(&Tensor, &Tensor)>,
+    eps: f64,
+) -> (Tensor, Option<(Tensor, Tensor)>) {
+    for p in weight.iter().chain(bias.iter()) {
+        if p.dtype() != x.dtype() {
+            batch_norm_dtype_error(x, p);
+        }
+    }
+    let shape = x.shape();
+    let geom = Ncs {
+        n: shape[0],
+        c: shape[1],
+        s: shape[2..].iter().product(),
+    };
+    match x.storage() {
+        Storage::F32(a) => typed::<f32>(x, &a, geom, weight, bias, running, eps),
+        Storage::F64(a) => typed::<f64>(x, &a, geom, weight, bias, running, eps),
+        Storage::I64(_) => panic!("batch_norm: expected a floating-point input, got int64"),
+    }
+}
+
+#[track_caller]
+fn typed<T: Float>(
+    x: &Tensor,
+    a: &ndarray::ArcArray<T, ndarray::IxDyn>,
+    geom: Ncs,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    running: Option<(&Tensor, &Tensor)>,
+    eps: f64,
+) -> (Tensor, Option<(Tensor, Tensor)>) {
+    let shape = a.shape().to_vec();
+    let data = contiguous(a);
+    let w: Option<Vec<T>> = weight.map(channel_values);
+    let b: Option<Vec<T>> = bias.map(channel_values);
+    let run: Option<(Vec<T>, Vec<T>)> =
+        running.map(|(m, v)| (channel_values(m), channel_values(v)));
+    let out = bn_forward(
+        &data,
+        geom,
+        w.as_deref(),
+        b.as_deref(),
+        run.as_ref().map(|(m, v)| (&m[..], &v[..])),
+        eps,
+    );
+    let stats = out.batch_var.as_ref().map(|var| {
+        (
+            Tensor::from_vec(out.mean.clone(), &[geom.c]),
+            Tensor::from_vec(var.clone(), &[geom.c]),
+        )
+    });
+    let batch_stats = out.batch_var.is_some();
+    let (mean, invstd) = (out.mean, out.invstd);
+    let y = T::into_storage(from_vec(&shape, out.y));
+    let mut inputs = vec![x];
+    inputs.extend(weight);
+    inputs.extend(bias);
+    let (has_w, has_b) = (weight.is_some(), bias.is_some());
+    let y = record("batch_norm", y, &inputs, || {
+        let xs = Saved::new(x, "batch_norm");
+        move |gy: &Tensor, needs: &[bool]| {
+            let want = [
+                needs[0],
+                has_w && needs[1],
+                has_b && needs[1 + usize::from(has_w)],
+            ];
+            let xa = T::from_storage(&xs.get().storage());
+            let ga = T::from_storage(&gy.storage());
+            let (xd, gd) = (contiguous(&xa), contiguous(&ga));
+            let (dx, dw, db) = bn_backward(
+                &xd,
+                &gd,
+                geom,
+                w.as_deref(),
+                &mean,
+                &invstd,
+                batch_stats,
+                want,
+            );
+            let mut grads = vec![dx.map(|v| Tensor::from_vec(v, &xs.get().shape()))];
+            if has_w {
+                grads.push(dw.map(|v| Tensor::from_vec(v, &[geom.c])));
+            }
+            if has_b {
+                grads.push(db.map(|v| Tensor::from_vec(v, &[geom.c])));
+            }
+            grads
+        }
+    });
+    (y, stats)
 }
 
 macro_rules! batch_norm {
@@ -230,6 +586,55 @@ batch_norm!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autograd::gradcheck;
+
+    #[test]
+    fn batch_norm_backward_matches_finite_differences() {
+        crate::random::manual_seed(11);
+        for shape in [[3usize, 2, 3, 4].as_slice(), &[5, 3], &[4, 2, 5]] {
+            let c = shape[1];
+            // An offset mean checks the shifted statistics.
+            let x = (&Tensor::randn(shape).double() + 3.0).requires_grad_(true);
+            let w = Tensor::randn(&[c]).double().requires_grad_(true);
+            let b = Tensor::randn(&[c]).double().requires_grad_(true);
+            let rm = Tensor::randn(&[c]).double();
+            let rv = (&Tensor::rand(&[c]).double() + 0.5).detach();
+            // A weighted sum keeps Σ(output) from being constant in x.
+            let probe = Tensor::randn(shape).double();
+            gradcheck(
+                |v| &batch_norm(&v[0], Some(&v[1]), Some(&v[2]), None, 1e-5).0 * &probe,
+                &[x.clone(), w.clone(), b.clone()],
+            )
+            .unwrap_or_else(|e| panic!("batch statistics {shape:?}: {e}"));
+            gradcheck(
+                |v| &batch_norm(&v[0], None, None, None, 1e-5).0 * &probe,
+                std::slice::from_ref(&x),
+            )
+            .unwrap_or_else(|e| panic!("no affine {shape:?}: {e}"));
+            gradcheck(
+                |v| &batch_norm(&v[0], Some(&v[1]), Some(&v[2]), Some((&rm, &rv)), 1e-5).0 * &probe,
+                &[x, w, b],
+            )
+            .unwrap_or_else(|e| panic!("running statistics {shape:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn batch_norm_statistics_match_a_two_pass_reference() {
+        crate::random::manual_seed(12);
+        let x = &Tensor::randn(&[4, 3, 5, 5]).double() * 2.0 + 100.0;
+        let (y, stats) = batch_norm(&x, None, None, None, 0.0);
+        let (mean, var) = stats.unwrap();
+        let m = x.mean_dims(&[0, 2, 3], true);
+        let centred = &x - &m;
+        let v = (&centred * &centred).mean_dims(&[0, 2, 3], true);
+        let expected = &centred / &v.sqrt();
+        let err = (&y - &expected).abs().max().item();
+        assert!(err < 1e-9, "{err}");
+        let dm = (&mean - &m.reshape(&[-1])).abs().max().item();
+        let dv = (&var - &v.reshape(&[-1])).abs().max().item();
+        assert!(dm < 1e-12 && dv < 1e-9, "{dm} {dv}");
+    }
 
     #[test]
     fn registry_order_and_repr_match_pytorch() {

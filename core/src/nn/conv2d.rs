@@ -195,13 +195,13 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     /// If the input is not `[N, in_channels, H, W]` or smaller than the kernel.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        let y = if self.dilation == [1, 1] && self.groups == 1 {
-            x.conv2d(&self.weight, self.stride, self.padding)
-        } else {
-            let (s, p, d) = (self.stride, self.padding, self.dilation);
-            x.conv2d_grouped(&self.weight, s, p, d, self.groups)
-        };
-        match &self.bias {
+        let bias = self.bias.as_ref().map(|b| &**b);
+        if self.dilation == [1, 1] && self.groups == 1 {
+            return x.conv2d_with_bias(&self.weight, bias, self.stride, self.padding);
+        }
+        let (s, p, d) = (self.stride, self.padding, self.dilation);
+        let y = x.conv2d_grouped(&self.weight, s, p, d, self.groups);
+        match bias {
             Some(b) => &y + &b.reshape(&[1, -1, 1, 1]),
             None => y,
         }

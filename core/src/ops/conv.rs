@@ -116,24 +116,50 @@ fn view2_mut<T>(data: &mut [T], rows: usize, cols: usize) -> ArrayViewMut2<'_, T
         .unwrap_or_else(|e| unreachable!("conv2d: {rows}x{cols} block: {e}"))
 }
 
+/// The output columns `lo..hi` whose input column `ox·stride + k − pad` lies inside
+/// `0..size` (the rest read padding).
+#[inline]
+fn valid_range(out: usize, k: usize, stride: usize, pad: usize, size: usize) -> (usize, usize) {
+    // ox·stride + k ≥ pad  and  ox·stride + k − pad ≤ size − 1.
+    let lo = pad.saturating_sub(k).div_ceil(stride).min(out);
+    let hi = if size + pad > k {
+        ((size + pad - k - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
+}
+
 /// One sample `[C, H, W]` unfolded into columns `[C·kh·kw, OH·OW]` (zeros for padding).
 fn im2col<T: Float>(x: &[T], g: &Geometry, cols: &mut [T]) {
     let l = g.l();
+    let [sh, sw] = g.stride;
     for c in 0..g.c {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = &mut cols[((c * g.kh + i) * g.kw + j) * l..][..l];
+                let (lo, hi) = valid_range(g.ow, j, sw, g.padding[1], g.w);
                 for oy in 0..g.oh {
                     let out = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    let Some(iy) = Geometry::source(oy, i, g.stride[0], g.padding[0], g.h) else {
+                    let Some(iy) = Geometry::source(oy, i, sh, g.padding[0], g.h) else {
                         out.fill(T::zero());
                         continue;
                     };
                     let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    for (ox, v) in out.iter_mut().enumerate() {
-                        *v = Geometry::source(ox, j, g.stride[1], g.padding[1], g.w)
-                            .map_or(T::zero(), |ix| src[ix]);
+                    out[..lo].fill(T::zero());
+                    out[hi..].fill(T::zero());
+                    if lo < hi {
+                        let first = lo * sw + j - g.padding[1];
+                        if sw == 1 {
+                            out[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                        } else {
+                            for (o, v) in
+                                out[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw))
+                            {
+                                *o = *v;
+                            }
+                        }
                     }
                 }
             }
@@ -145,20 +171,30 @@ fn im2col<T: Float>(x: &[T], g: &Geometry, cols: &mut [T]) {
 /// from.
 fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
     let l = g.l();
+    let [sh, sw] = g.stride;
     for c in 0..g.c {
         let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = &cols[((c * g.kh + i) * g.kw + j) * l..][..l];
+                let (lo, hi) = valid_range(g.ow, j, sw, g.padding[1], g.w);
+                if lo >= hi {
+                    continue;
+                }
+                let first = lo * sw + j - g.padding[1];
                 for oy in 0..g.oh {
-                    let Some(iy) = Geometry::source(oy, i, g.stride[0], g.padding[0], g.h) else {
+                    let Some(iy) = Geometry::source(oy, i, sh, g.padding[0], g.h) else {
                         continue;
                     };
-                    let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
-                    for (ox, v) in row[oy * g.ow..(oy + 1) * g.ow].iter().enumerate() {
-                        if let Some(ix) = Geometry::source(ox, j, g.stride[1], g.padding[1], g.w) {
-                            dst[ix] += *v;
-                        }
+                    let dst = &mut plane[iy * g.w + first..(iy + 1) * g.w];
+                    let src = &row[oy * g.ow + lo..oy * g.ow + hi];
+                    if sw == 1 {
+                        dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                    } else {
+                        dst.iter_mut()
+                            .step_by(sw)
+                            .zip(src)
+                            .for_each(|(d, &v)| *d += v);
                     }
                 }
             }
@@ -166,61 +202,120 @@ fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
     }
 }
 
+/// From this many multiply-adds on, the samples of a batch are split over two threads.
+const PARALLEL_MACS: usize = 1 << 20;
+
+/// Whether to split the `n` samples over two threads.
+fn parallel(g: &Geometry, o: usize) -> bool {
+    g.n >= 2 && g.n * o * g.ckk() * g.l() >= PARALLEL_MACS && rayon::current_num_threads() >= 2
+}
+
+/// Runs `f(first_sample, samples, out)` over the batch, in two halves on two threads when
+/// `split`; `out` (with `per` elements per sample) is cut at the same sample.
+fn halves<T: Float, R: Send>(
+    n: usize,
+    per: usize,
+    out: &mut [T],
+    split: bool,
+    f: impl Fn(usize, usize, &mut [T]) -> R + Sync,
+) -> (R, Option<R>) {
+    if !split {
+        return (f(0, n, out), None);
+    }
+    let mid = n / 2;
+    let (lo, hi) = out.split_at_mut((mid * per).min(out.len()));
+    let (a, b) = rayon::join(|| f(0, mid, lo), || f(mid, n - mid, hi));
+    (a, Some(b))
+}
+
+/// `out[n] = W · im2col(x[n]) (+ bias)` for every sample, written straight into the NCHW
+/// output, two halves of the batch on two threads for the larger layers.
 fn forward<T: Float>(
     x: &ArcArray<T, IxDyn>,
     w: &ArcArray<T, IxDyn>,
+    bias: Option<&[T]>,
     g: &Geometry,
 ) -> ArcArray<T, IxDyn> {
     let (x, w) = (contiguous(x), contiguous(w));
     let o = w.len() / g.ckk();
     let (ckk, l) = (g.ckk(), g.l());
+    let sample = g.c * g.h * g.w;
     let mut out = vec![T::zero(); g.n * o * l];
-    let mut cols = vec![T::zero(); ckk * l];
     let w2 = view2(&w, o, ckk);
-    for (xn, outn) in x
-        .chunks_exact(g.c * g.h * g.w)
-        .zip(out.chunks_exact_mut(o * l))
-    {
-        im2col(xn, g, &mut cols);
-        T::gemm(&w2, &view2(&cols, ckk, l), &mut view2_mut(outn, o, l));
-    }
+    halves(g.n, o * l, &mut out, parallel(g, o), |first, count, out| {
+        let mut cols = vec![T::zero(); ckk * l];
+        for (s, outn) in out.chunks_exact_mut(o * l).enumerate().take(count) {
+            let n = first + s;
+            im2col(&x[n * sample..(n + 1) * sample], g, &mut cols);
+            T::gemm(&w2, &view2(&cols, ckk, l), &mut view2_mut(outn, o, l));
+            if let Some(b) = bias {
+                for (row, &bv) in outn.chunks_exact_mut(l).zip(b) {
+                    row.iter_mut().for_each(|v| *v += bv);
+                }
+            }
+        }
+    });
     from_vec(&[g.n, o, g.oh, g.ow], out)
 }
 
-type Grads<T> = (Option<ArcArray<T, IxDyn>>, Option<ArcArray<T, IxDyn>>);
+type Grads<T> = (
+    Option<ArcArray<T, IxDyn>>,
+    Option<ArcArray<T, IxDyn>>,
+    Option<ArcArray<T, IxDyn>>,
+);
 
+/// `(dx, dW, db)`: per sample `dW += gₙ · colsₙᵀ`, `dxₙ = col2im(Wᵀ · gₙ)`, `db += Σ gₙ`, the
+/// columns rebuilt from x; two halves of the batch on two threads, their dW and db added.
 fn backward<T: Float>(
     x: &ArcArray<T, IxDyn>,
     w: &ArcArray<T, IxDyn>,
     gy: &ArcArray<T, IxDyn>,
     g: &Geometry,
-    needs: &[bool],
+    needs: [bool; 3],
 ) -> Grads<T> {
     let (x, w, gy) = (contiguous(x), contiguous(w), contiguous(gy));
     let o = w.len() / g.ckk();
     let (ckk, l) = (g.ckk(), g.l());
     let w2 = view2(&w, o, ckk);
-    let mut cols = vec![T::zero(); ckk * l];
-    let mut gw_n = vec![T::zero(); if needs[1] { o * ckk } else { 0 }];
-    let mut gw = needs[1].then(|| vec![T::zero(); o * ckk]);
-    let mut gx = needs[0].then(|| vec![T::zero(); x.len()]);
     let sample = g.c * g.h * g.w;
-    for n in 0..g.n {
-        let gn = view2(&gy[n * o * l..(n + 1) * o * l], o, l);
-        if let Some(gw) = gw.as_mut() {
-            im2col(&x[n * sample..(n + 1) * sample], g, &mut cols);
-            let cols_t = view2(&cols, ckk, l).reversed_axes();
-            T::gemm(&gn, &cols_t, &mut view2_mut(&mut gw_n, o, ckk));
-            gw.iter_mut().zip(&gw_n).for_each(|(acc, &v)| *acc += v);
+    let mut gx = vec![T::zero(); if needs[0] { x.len() } else { 0 }];
+    let per = if needs[0] { sample } else { 0 };
+    let (first, second) = halves(g.n, per, &mut gx, parallel(g, o), |first, count, gx| {
+        let mut cols = vec![T::zero(); ckk * l];
+        let mut gw_n = vec![T::zero(); if needs[1] { o * ckk } else { 0 }];
+        let mut gw = vec![T::zero(); gw_n.len()];
+        let mut gb = vec![T::zero(); if needs[2] { o } else { 0 }];
+        for s in 0..count {
+            let n = first + s;
+            let gyn = &gy[n * o * l..(n + 1) * o * l];
+            let gn = view2(gyn, o, l);
+            if needs[1] {
+                im2col(&x[n * sample..(n + 1) * sample], g, &mut cols);
+                let cols_t = view2(&cols, ckk, l).reversed_axes();
+                T::gemm(&gn, &cols_t, &mut view2_mut(&mut gw_n, o, ckk));
+                gw.iter_mut().zip(&gw_n).for_each(|(acc, &v)| *acc += v);
+            }
+            if needs[2] {
+                for (acc, row) in gb.iter_mut().zip(gyn.chunks_exact(l)) {
+                    *acc += row.iter().copied().sum::<T>();
+                }
+            }
+            if needs[0] {
+                T::gemm(&w2.t(), &gn, &mut view2_mut(&mut cols, ckk, l));
+                col2im(&cols, g, &mut gx[s * sample..(s + 1) * sample]);
+            }
         }
-        if let Some(gx) = gx.as_mut() {
-            T::gemm(&w2.t(), &gn, &mut view2_mut(&mut cols, ckk, l));
-            col2im(&cols, g, &mut gx[n * sample..(n + 1) * sample]);
-        }
+        (gw, gb)
+    });
+    let (mut gw, mut gb) = first;
+    if let Some((gw2, gb2)) = second {
+        gw.iter_mut().zip(&gw2).for_each(|(a, &b)| *a += b);
+        gb.iter_mut().zip(&gb2).for_each(|(a, &b)| *a += b);
     }
     (
-        gx.map(|v| from_vec(&[g.n, g.c, g.h, g.w], v)),
-        gw.map(|v| from_vec(&[o, g.c, g.kh, g.kw], v)),
+        needs[0].then(|| from_vec(&[g.n, g.c, g.h, g.w], gx)),
+        needs[1].then(|| from_vec(&[o, g.c, g.kh, g.kw], gw)),
+        needs[2].then(|| from_vec(&[o], gb)),
     )
 }
 
@@ -236,6 +331,23 @@ impl Tensor {
     /// input, a stride is zero, or the dtypes differ.
     #[track_caller]
     pub fn conv2d(&self, weight: &Tensor, stride: [usize; 2], padding: [usize; 2]) -> Tensor {
+        self.conv2d_with_bias(weight, None, stride, padding)
+    }
+
+    /// [`conv2d`](Tensor::conv2d) plus a per-channel `bias` `[out]`, added as the output is
+    /// written (`torch.nn.functional.conv2d` with bias); its gradient is summed in the same
+    /// backward pass.
+    ///
+    /// # Panics
+    /// As [`conv2d`](Tensor::conv2d), and if `bias` is not `[out]` of the input's dtype.
+    #[track_caller]
+    pub fn conv2d_with_bias(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Tensor {
         let (xs, ws) = (self.shape(), weight.shape());
         let geometry = (ws.len() == 4 && xs.len() == 4 && xs[1] == ws[1])
             .then(|| Geometry::new(&xs, [ws[2], ws[3]], stride, padding))
@@ -243,29 +355,75 @@ impl Tensor {
         let Some(g) = geometry else {
             conv2d_shape_error(&xs, &ws, stride, padding)
         };
+        if let Some(b) = bias
+            && (b.shape() != ws[..1] || b.dtype() != weight.dtype())
+        {
+            conv2d_bias_error(&ws, &b.shape(), b.dtype(), weight.dtype());
+        }
         let (sx, sw) = (self.storage(), weight.storage());
-        let out = crate::dispatch_float2!(&sx, &sw, (x, w) => forward(x, w, &g),
-            else => crate::ops::binary::dtype_error("conv2d", &sx, &sw));
-        record("conv2d", out, &[self, weight], || {
+        let sb = bias.map(|b| b.storage());
+        let out = match (&sx, &sw, &sb) {
+            (Storage::F32(x), Storage::F32(w), None) => Storage::F32(forward(x, w, None, &g)),
+            (Storage::F32(x), Storage::F32(w), Some(Storage::F32(b))) => {
+                Storage::F32(forward(x, w, Some(&contiguous(b)), &g))
+            }
+            (Storage::F64(x), Storage::F64(w), None) => Storage::F64(forward(x, w, None, &g)),
+            (Storage::F64(x), Storage::F64(w), Some(Storage::F64(b))) => {
+                Storage::F64(forward(x, w, Some(&contiguous(b)), &g))
+            }
+            _ => crate::ops::binary::dtype_error("conv2d", &sx, &sw),
+        };
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        let has_bias = bias.is_some();
+        record("conv2d", out, &inputs, || {
             let x = Saved::new(self, "conv2d");
             let w = Saved::new(weight, "conv2d");
             move |gy: &Tensor, needs: &[bool]| {
+                let needs = [needs[0], needs[1], has_bias && needs[2]];
                 let (xs, ws, gs) = (x.get().storage(), w.get().storage(), gy.storage());
-                let (gx, gw) = match (&xs, &ws, &gs) {
+                let (gx, gw, gb) = match (&xs, &ws, &gs) {
                     (Storage::F32(x), Storage::F32(w), Storage::F32(gy)) => {
-                        let (a, b) = backward(x, w, gy, &g, needs);
-                        (a.map(Storage::F32), b.map(Storage::F32))
+                        let (a, b, c) = backward(x, w, gy, &g, needs);
+                        (
+                            a.map(Storage::F32),
+                            b.map(Storage::F32),
+                            c.map(Storage::F32),
+                        )
                     }
                     (Storage::F64(x), Storage::F64(w), Storage::F64(gy)) => {
-                        let (a, b) = backward(x, w, gy, &g, needs);
-                        (a.map(Storage::F64), b.map(Storage::F64))
+                        let (a, b, c) = backward(x, w, gy, &g, needs);
+                        (
+                            a.map(Storage::F64),
+                            b.map(Storage::F64),
+                            c.map(Storage::F64),
+                        )
                     }
                     _ => unreachable!("conv2d backward: dtypes checked in forward"),
                 };
-                vec![gx.map(Tensor::from_storage), gw.map(Tensor::from_storage)]
+                let mut grads = vec![gx.map(Tensor::from_storage), gw.map(Tensor::from_storage)];
+                if has_bias {
+                    grads.push(gb.map(Tensor::from_storage));
+                }
+                grads
             }
         })
     }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn conv2d_bias_error(
+    w: &[usize],
+    b: &[usize],
+    bt: crate::dtype::DType,
+    wt: crate::dtype::DType,
+) -> ! {
+    panic!(
+        "conv2d: bias must be [{}] of {wt} for weight {w:?}, got {b:?} of {bt}",
+        w[0]
+    )
 }
 
 #[cfg(test)]
@@ -276,11 +434,55 @@ mod tests {
     #[test]
     fn conv2d_backward_matches_finite_differences() {
         crate::random::manual_seed(3);
-        for (stride, padding) in [([1, 1], [0, 0]), ([2, 1], [1, 0]), ([2, 2], [1, 1])] {
+        for (stride, padding) in [
+            ([1, 1], [0, 0]),
+            ([2, 1], [1, 0]),
+            ([2, 2], [1, 1]),
+            ([1, 3], [2, 3]),
+        ] {
             let x = Tensor::randn(&[2, 2, 5, 4]).double().requires_grad_(true);
             let w = Tensor::randn(&[3, 2, 3, 2]).double().requires_grad_(true);
-            gradcheck(|v| v[0].conv2d(&v[1], stride, padding), &[x, w])
-                .unwrap_or_else(|e| panic!("stride {stride:?} padding {padding:?}: {e}"));
+            gradcheck(
+                |v| v[0].conv2d(&v[1], stride, padding),
+                &[x.clone(), w.clone()],
+            )
+            .unwrap_or_else(|e| panic!("stride {stride:?} padding {padding:?}: {e}"));
+            let b = Tensor::randn(&[3]).double().requires_grad_(true);
+            gradcheck(
+                |v| v[0].conv2d_with_bias(&v[1], Some(&v[2]), stride, padding),
+                &[x, w, b],
+            )
+            .unwrap_or_else(|e| panic!("bias, stride {stride:?} padding {padding:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn conv2d_two_thread_batch_matches_finite_differences() {
+        // Large enough (n·out·C·kh·kw·OH·OW ≥ 2²⁰ multiply-adds) for the two-thread split,
+        // with an odd batch so that the halves differ.
+        crate::random::manual_seed(4);
+        let x = Tensor::randn(&[5, 4, 12, 12]).double().requires_grad_(true);
+        let w = Tensor::randn(&[16, 4, 3, 3]).double().requires_grad_(true);
+        let b = Tensor::randn(&[16]).double().requires_grad_(true);
+        let probe = Tensor::randn(&[5, 16, 12, 12]).double();
+        let f = |v: &[Tensor]| &v[0].conv2d_with_bias(&v[1], Some(&v[2]), [1, 1], [1, 1]) * &probe;
+        let y = f(&[x.clone(), w.clone(), b.clone()]).sum();
+        y.backward();
+        // The directional derivative along a random direction, by central differences.
+        let eps = 1e-6;
+        for (i, t) in [&x, &w, &b].into_iter().enumerate() {
+            let d = Tensor::randn(&t.shape()).double();
+            let shifted = |sign: f64| {
+                let mut v = vec![x.detach(), w.detach(), b.detach()];
+                v[i] = &v[i] + &(&d * (sign * eps));
+                f(&v).sum().item()
+            };
+            let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps);
+            let analytic = (&t.grad().unwrap() * &d).sum().item();
+            assert!(
+                (numeric - analytic).abs() < 1e-6 * analytic.abs().max(1.0),
+                "input {i}: {numeric} vs {analytic}"
+            );
         }
     }
 

@@ -5,6 +5,7 @@ use crate::autograd::graph::record;
 use crate::dtype::{Float, Storage};
 use crate::ops::conv::Geometry;
 use crate::ops::kernel::from_vec;
+use crate::parallel::PARALLEL_ELEMS;
 use crate::tensor::Tensor;
 use ndarray::{ArcArray, IxDyn};
 use std::sync::Arc;
@@ -66,35 +67,126 @@ fn windows(g: &Geometry, mut f: impl FnMut(usize, usize, &mut dyn Iterator<Item 
     }
 }
 
-fn max_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> (ArcArray<T, IxDyn>, Vec<usize>) {
-    let x = x.as_standard_layout();
-    let data = x.as_slice().unwrap_or_default();
-    let plane_len = g.h * g.w;
-    let mut out = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
-    let mut argmax = Vec::with_capacity(out.capacity());
-    windows(g, |plane, _, window| {
-        let base = plane * plane_len;
-        let mut best = (T::neg_infinity(), base);
-        for i in window {
-            let v = data[base + i];
-            if v > best.0 || v.is_nan() {
-                best = (v, base + i);
+/// Runs `f(plane_range, out, idx)` over the `[H, W]` planes, in two halves on two threads
+/// when the input is large; `out` and `idx` hold `per` entries per plane.
+fn over_planes<T: Float>(
+    planes: usize,
+    per: usize,
+    input_len: usize,
+    out: &mut [T],
+    idx: &mut [u32],
+    f: impl Fn(std::ops::Range<usize>, &mut [T], &mut [u32]) + Sync,
+) {
+    if input_len >= PARALLEL_ELEMS && planes >= 2 && rayon::current_num_threads() >= 2 {
+        let mid = planes / 2;
+        let (o1, o2) = out.split_at_mut(mid * per);
+        let (i1, i2) = idx.split_at_mut(mid * per);
+        rayon::join(|| f(0..mid, o1, i1), || f(mid..planes, o2, i2));
+    } else {
+        f(0..planes, out, idx);
+    }
+}
+
+/// The maximum of each window of one `[H, W]` plane and its offset in the plane; NaN wins,
+/// as in PyTorch.
+fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
+    if g.kh == 2 && g.kw == 2 && g.stride == [2, 2] && g.padding == [0, 0] {
+        // The common 2×2 window: two input rows per output row, no padding.
+        for oy in 0..g.oh {
+            let r0 = &x[2 * oy * g.w..][..2 * g.ow];
+            let r1 = &x[(2 * oy + 1) * g.w..][..2 * g.ow];
+            let base = (2 * oy * g.w) as u32;
+            let (o, ix) = (&mut out[oy * g.ow..][..g.ow], &mut idx[oy * g.ow..][..g.ow]);
+            for ox in 0..g.ow {
+                let c = 2 * ox;
+                let (mut best, mut at) = (r0[c], base + c as u32);
+                for (v, off) in [
+                    (r0[c + 1], c + 1),
+                    (r1[c], g.w + c),
+                    (r1[c + 1], g.w + c + 1),
+                ] {
+                    if v > best || v.is_nan() {
+                        best = v;
+                        at = base + off as u32;
+                    }
+                }
+                o[ox] = best;
+                ix[ox] = at;
             }
         }
-        out.push(best.0);
-        argmax.push(best.1);
-    });
+        return;
+    }
+    let mut k = 0;
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let (mut best, mut at) = (T::neg_infinity(), u32::MAX);
+            for i in 0..g.kh {
+                let Some(iy) = Geometry::source(oy, i, g.stride[0], g.padding[0], g.h) else {
+                    continue;
+                };
+                for j in 0..g.kw {
+                    let Some(ix) = Geometry::source(ox, j, g.stride[1], g.padding[1], g.w) else {
+                        continue;
+                    };
+                    let v = x[iy * g.w + ix];
+                    if at == u32::MAX || v > best || v.is_nan() {
+                        best = v;
+                        at = (iy * g.w + ix) as u32;
+                    }
+                }
+            }
+            out[k] = best;
+            idx[k] = at;
+            k += 1;
+        }
+    }
+}
+
+/// The window maxima and, per output, the winner's offset within its plane.
+fn max_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> (ArcArray<T, IxDyn>, Vec<u32>) {
+    let x = x.as_standard_layout();
+    let data = x.as_slice().unwrap_or_default();
+    let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
+    let planes = g.n * g.c;
+    let mut out = vec![T::zero(); planes * per];
+    let mut argmax = vec![0u32; planes * per];
+    over_planes(
+        planes,
+        per,
+        data.len(),
+        &mut out,
+        &mut argmax,
+        |range, out, idx| {
+            for (k, p) in range.enumerate() {
+                let plane = &data[p * plane_len..(p + 1) * plane_len];
+                max_plane(
+                    plane,
+                    g,
+                    &mut out[k * per..(k + 1) * per],
+                    &mut idx[k * per..(k + 1) * per],
+                );
+            }
+        },
+    );
     (from_vec(&[g.n, g.c, g.oh, g.ow], out), argmax)
 }
 
-fn scatter<T: Float>(
-    gy: &ArcArray<T, IxDyn>,
-    argmax: &[usize],
-    g: &Geometry,
-) -> ArcArray<T, IxDyn> {
-    let mut gx = vec![T::zero(); g.n * g.c * g.h * g.w];
-    for (gv, &i) in gy.iter().zip(argmax) {
-        gx[i] += *gv;
+/// Routes each output gradient to the input position that won its window.
+fn scatter<T: Float>(gy: &ArcArray<T, IxDyn>, argmax: &[u32], g: &Geometry) -> ArcArray<T, IxDyn> {
+    let gy = gy.as_standard_layout();
+    let gys = gy.as_slice().unwrap_or_default();
+    let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
+    let mut gx = vec![T::zero(); g.n * g.c * plane_len];
+    if per > 0 {
+        for ((gxp, gyp), ip) in gx
+            .chunks_exact_mut(plane_len)
+            .zip(gys.chunks_exact(per))
+            .zip(argmax.chunks_exact(per))
+        {
+            for (&v, &i) in gyp.iter().zip(ip) {
+                gxp[i as usize] += v;
+            }
+        }
     }
     from_vec(&[g.n, g.c, g.h, g.w], gx)
 }
@@ -141,6 +233,12 @@ impl Tensor {
         padding: [usize; 2],
     ) -> Tensor {
         let g = geometry("max_pool2d", &self.shape(), kernel_size, stride, padding);
+        if u32::try_from(g.h * g.w).is_err() {
+            panic!(
+                "max_pool2d: a plane of {}x{} positions is too large for its saved indices",
+                g.h, g.w
+            );
+        }
         let (out, argmax) = match self.storage() {
             Storage::F32(x) => {
                 let (o, a) = max_forward(&x, &g);
