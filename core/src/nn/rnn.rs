@@ -268,7 +268,8 @@ impl RnnBase {
     #[track_caller]
     fn check(&self, input: &Tensor, h0: Option<&Tensor>, c0: Option<&Tensor>) {
         let xs = input.shape();
-        let fits = matches!(xs.len(), 2 | 3) && xs[xs.len() - 1] == self.input_size;
+        let time = usize::from(xs.len() == 3 && self.batch_first);
+        let fits = matches!(xs.len(), 2 | 3) && xs[xs.len() - 1] == self.input_size && xs[time] > 0;
         let batch = match (xs.len(), self.batch_first) {
             (3, true) => Some(xs[0]),
             (3, false) => Some(xs[1]),
@@ -308,7 +309,7 @@ impl RnnBase {
 #[track_caller]
 fn rnn_shape_error(layer: &str, layout: &str, state: &[usize], got: &str) -> ! {
     panic!(
-        "{layer}: expected input {layout} (or unbatched [L, input_size]) and states {state:?}, got {got}"
+        "{layer}: expected input {layout} (or unbatched [L, input_size]) with L > 0 and states {state:?}, got {got}"
     )
 }
 
@@ -728,6 +729,15 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(
+        expected = "GRU(3, 4): expected input [L, N, input_size] (or unbatched \
+                               [L, input_size]) with L > 0 and states [1, 2, 4], got input [0, 2, 3]"
+    )]
+    fn an_empty_sequence_is_refused() {
+        let _ = GRU::new(3, 4).forward(&Tensor::zeros(&[0, 2, 3]));
+    }
+
+    #[test]
     fn unbatched_input_gives_unbatched_outputs() {
         let lstm = LSTM::new(3, 4).with_num_layers(2);
         let (out, (h, c)) = lstm.forward(&Tensor::randn(&[5, 3]));
@@ -740,7 +750,7 @@ mod tests {
     #[test]
     #[should_panic(
         expected = "LSTM(3, 4, batch_first=True): expected input [N, L, input_size] \
-                               (or unbatched [L, input_size]) and states [1, 2, 4], got h0 [1, 4, 4]"
+                               (or unbatched [L, input_size]) with L > 0 and states [1, 2, 4], got h0 [1, 4, 4]"
     )]
     fn a_wrong_initial_state_is_named() {
         let lstm = LSTM::new(3, 4).with_batch_first(true);
