@@ -195,7 +195,7 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     /// If the input is not `[N, in_channels, H, W]` or smaller than the kernel.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        let bias = self.bias.as_ref().map(|b| &**b);
+        let bias = self.bias.as_deref();
         if self.dilation == [1, 1] && self.groups == 1 {
             return x.conv2d_with_bias(&self.weight, bias, self.stride, self.padding);
         }
