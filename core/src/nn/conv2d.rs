@@ -196,7 +196,7 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
         let _scope = crate::nn::ModuleScope::enter(self);
-        let bias = self.bias.as_ref().map(|b| &**b);
+        let bias = self.bias.as_deref();
         let y = if self.dilation == [1, 1] && self.groups == 1 {
             x.conv2d_with_bias(&self.weight, bias, self.stride, self.padding)
         } else {

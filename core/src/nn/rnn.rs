@@ -1,16 +1,19 @@
 //! [`LSTM`], [`GRU`] and [`RNN`]: multi-layer, optionally bidirectional recurrent layers with
 //! PyTorch's parameters, state-dict keys, printed form and outputs.
 //!
-//! GRU and RNN are built from differentiable primitives (linear, narrow, sigmoid, tanh,
-//! stack, cat); the LSTM recurrence is one fused op with a closed-form backward (see NOTE
-//! [ Fused LSTM sequence ] in `ops/recurrent.rs`, measured in `benches/lstm.rs`). Either way
-//! autograd differentiates every output, `h_n` and `c_n` included, and the input projection
-//! of a whole sequence is one matrix product (`x @ W_ihᵀ + b_ih` over all time steps).
+//! The input projection of a whole sequence is one matrix product (`x @ W_ihᵀ + b_ih` over
+//! all time steps, differentiated by `linear`); the recurrence of each direction of each
+//! layer is one fused op with a closed-form backward (see NOTE [ Fused LSTM sequence ] in
+//! `ops/recurrent.rs`, measured in `benches/lstm.rs`; GRU and RNN in
+//! `ops/recurrent_gru.rs`), each gradchecked. Layers, directions and the outputs are put
+//! together from differentiable primitives (narrow, select, cat, stack), so autograd
+//! differentiates every output, `h_n` and `c_n` included.
 
 use crate::nn::forward::Forward;
 use crate::nn::init;
 use crate::nn::module::{Member, MemberMut, Module, fmt_module, py_bool};
 use crate::nn::parameter::Parameter;
+use crate::ops::recurrent_gru::Recurrence;
 use crate::tensor::Tensor;
 use std::fmt;
 
@@ -143,33 +146,6 @@ impl RnnBase {
         s
     }
 
-    /// One time step: `gi` is the input projection `[N, G·H]` (with `b_ih`), `state` the
-    /// previous state.
-    fn step(&self, gi: &Tensor, state: &State, w_hh: &Tensor, b_hh: Option<&Tensor>) -> State {
-        let hs = self.hidden_size;
-        let gh = state.h.linear(w_hh, b_hh);
-        let block = |t: &Tensor, k: usize| t.narrow(1, k * hs, hs);
-        match self.cell {
-            Cell::Lstm => unreachable!("the LSTM runs as one fused op (run_lstm)"),
-            Cell::Gru => {
-                let r = (&block(gi, 0) + &block(&gh, 0)).sigmoid();
-                let z = (&block(gi, 1) + &block(&gh, 1)).sigmoid();
-                // r multiplies the whole hidden part, b_hn included.
-                let n = (&block(gi, 2) + &(&r * &block(&gh, 2))).tanh();
-                let h = &n + &(&z * &(&state.h - &n));
-                State { h, c: None }
-            }
-            Cell::RnnTanh => State {
-                h: (gi + &gh).tanh(),
-                c: None,
-            },
-            Cell::RnnRelu => State {
-                h: (gi + &gh).relu(),
-                c: None,
-            },
-        }
-    }
-
     /// One direction of one layer over `x` `[L, N, in]`: the outputs `[L, N, H]` (each at
     /// its own time position, also when `reverse`) and the final state.
     fn run_direction(
@@ -190,6 +166,7 @@ impl RnnBase {
                 .linear(w_ih, bias)
                 .reshape_usize(&[steps, n, w_ih.size(0)])
         };
+        let last = if reverse { 0 } else { steps - 1 };
         if self.cell == Cell::Lstm {
             // Both biases enter the gates the same way, so they go in with the projection.
             let bias = b_ih.zip(b_hh).map(|(a, b)| a + b);
@@ -199,24 +176,24 @@ impl RnnBase {
                 .unwrap_or_else(|| unreachable!("LSTM has c"));
             let packed = project(bias.as_ref()).lstm_sequence(&state.h, c0, w_hh, reverse);
             let outputs = packed.narrow(0, 0, steps);
-            let h = outputs.select(0, if reverse { 0 } else { steps - 1 });
+            let h = outputs.select(0, last);
             let c = Some(packed.select(0, steps));
             return (outputs, State { h, c });
         }
-        let projected = project(b_ih);
-        let mut outputs = vec![None; steps];
-        let mut state = state;
-        let order: Box<dyn Iterator<Item = usize>> = if reverse {
-            Box::new((0..steps).rev())
-        } else {
-            Box::new(0..steps)
+        let (kind, gx, b_hh) = match self.cell {
+            Cell::Gru => (Recurrence::Gru, project(b_ih), b_hh),
+            cell => {
+                let kind = match cell {
+                    Cell::RnnRelu => Recurrence::Relu,
+                    _ => Recurrence::Tanh,
+                };
+                let bias = b_ih.zip(b_hh).map(|(a, b)| a + b);
+                (kind, project(bias.as_ref()), None)
+            }
         };
-        for t in order {
-            state = self.step(&projected.select(0, t), &state, w_hh, b_hh);
-            outputs[t] = Some(state.h.clone());
-        }
-        let outputs: Vec<Tensor> = outputs.into_iter().flatten().collect();
-        (Tensor::stack(&outputs, 0), state)
+        let outputs = gx.recurrent_sequence(kind, &state.h, w_hh, b_hh, reverse);
+        let h = outputs.select(0, last);
+        (outputs, State { h, c: None })
     }
 
     /// The whole layer with the parameters `params` (in [`RnnBase::params`] order):
@@ -291,7 +268,8 @@ impl RnnBase {
     #[track_caller]
     fn check(&self, input: &Tensor, h0: Option<&Tensor>, c0: Option<&Tensor>) {
         let xs = input.shape();
-        let fits = matches!(xs.len(), 2 | 3) && xs[xs.len() - 1] == self.input_size;
+        let time = usize::from(xs.len() == 3 && self.batch_first);
+        let fits = matches!(xs.len(), 2 | 3) && xs[xs.len() - 1] == self.input_size && xs[time] > 0;
         let batch = match (xs.len(), self.batch_first) {
             (3, true) => Some(xs[0]),
             (3, false) => Some(xs[1]),
@@ -331,7 +309,7 @@ impl RnnBase {
 #[track_caller]
 fn rnn_shape_error(layer: &str, layout: &str, state: &[usize], got: &str) -> ! {
     panic!(
-        "{layer}: expected input {layout} (or unbatched [L, input_size]) and states {state:?}, got {got}"
+        "{layer}: expected input {layout} (or unbatched [L, input_size]) with L > 0 and states {state:?}, got {got}"
     )
 }
 
@@ -751,6 +729,15 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(
+        expected = "GRU(3, 4): expected input [L, N, input_size] (or unbatched \
+                               [L, input_size]) with L > 0 and states [1, 2, 4], got input [0, 2, 3]"
+    )]
+    fn an_empty_sequence_is_refused() {
+        let _ = GRU::new(3, 4).forward(&Tensor::zeros(&[0, 2, 3]));
+    }
+
+    #[test]
     fn unbatched_input_gives_unbatched_outputs() {
         let lstm = LSTM::new(3, 4).with_num_layers(2);
         let (out, (h, c)) = lstm.forward(&Tensor::randn(&[5, 3]));
@@ -763,7 +750,7 @@ mod tests {
     #[test]
     #[should_panic(
         expected = "LSTM(3, 4, batch_first=True): expected input [N, L, input_size] \
-                               (or unbatched [L, input_size]) and states [1, 2, 4], got h0 [1, 4, 4]"
+                               (or unbatched [L, input_size]) with L > 0 and states [1, 2, 4], got h0 [1, 4, 4]"
     )]
     fn a_wrong_initial_state_is_named() {
         let lstm = LSTM::new(3, 4).with_batch_first(true);

@@ -19,16 +19,16 @@ use std::borrow::Cow;
 
 /// The sizes of one run: `steps` time steps of `batch` rows of `hidden` features.
 #[derive(Clone, Copy, Debug)]
-struct Dims {
-    steps: usize,
-    batch: usize,
-    hidden: usize,
-    reverse: bool,
+pub(crate) struct Dims {
+    pub(crate) steps: usize,
+    pub(crate) batch: usize,
+    pub(crate) hidden: usize,
+    pub(crate) reverse: bool,
 }
 
 impl Dims {
     /// Time steps in the order the recurrence visits them.
-    fn order(&self) -> Box<dyn Iterator<Item = usize>> {
+    pub(crate) fn order(&self) -> Box<dyn Iterator<Item = usize>> {
         if self.reverse {
             Box::new((0..self.steps).rev())
         } else {
@@ -37,29 +37,29 @@ impl Dims {
     }
 
     /// `[N, H]` elements.
-    fn nh(&self) -> usize {
+    pub(crate) fn nh(&self) -> usize {
         self.batch * self.hidden
     }
 }
 
-fn contiguous<T: Float>(a: &ArcArray<T, IxDyn>) -> Cow<'_, [T]> {
+pub(crate) fn contiguous<T: Float>(a: &ArcArray<T, IxDyn>) -> Cow<'_, [T]> {
     match a.as_slice() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(a.iter().copied().collect()),
     }
 }
 
-fn view2<T>(data: &[T], rows: usize, cols: usize) -> ArrayView2<'_, T> {
+pub(crate) fn view2<T>(data: &[T], rows: usize, cols: usize) -> ArrayView2<'_, T> {
     ArrayView2::from_shape((rows, cols), data)
         .unwrap_or_else(|e| unreachable!("lstm: {rows}x{cols} block: {e}"))
 }
 
-fn view2_mut<T>(data: &mut [T], rows: usize, cols: usize) -> ArrayViewMut2<'_, T> {
+pub(crate) fn view2_mut<T>(data: &mut [T], rows: usize, cols: usize) -> ArrayViewMut2<'_, T> {
     ArrayViewMut2::from_shape((rows, cols), data)
         .unwrap_or_else(|e| unreachable!("lstm: {rows}x{cols} block: {e}"))
 }
 
-fn sigmoid<T: Float>(x: T) -> T {
+pub(crate) fn sigmoid<T: Float>(x: T) -> T {
     if x >= T::zero() {
         T::one() / (T::one() + (-x).exp())
     } else {
@@ -73,7 +73,7 @@ fn sigmoid<T: Float>(x: T) -> T {
 /// Taylor polynomial below 1/16, where `1 − e^{−2|x|}` would cancel, and
 /// `(1 − e^{−2|x|}) / (1 + e^{−2|x|})` above, which cannot overflow. Both stay within 8 ulps
 /// of libm's value (tested).
-fn tanh<T: Float>(x: T) -> T {
+pub(crate) fn tanh<T: Float>(x: T) -> T {
     let a = x.abs();
     if a < T::lit(0.0625) {
         let x2 = x * x;
