@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """torchlet and PyTorch side by side on DESIGN.md's workloads, alternating runs.
 
-usage: python3 benches/compare.py [w1 w2 w3 w4 w5 gemm] [--rounds 3] [--python ~/torch-venv/bin/python]
+usage: python3 benches/compare.py [w1 w2 w3 w4 w5 gemm w2ddp] [--rounds 3] [--python ~/torch-venv/bin/python]
 
 Builds `examples/bench.rs` in release, then runs torchlet and ../shared/bench/torch_peer.py
 one after the other, `--rounds` times each, and prints the median and the spread (min..max)
-of each figure with the ratio torchlet / PyTorch. Install PyTorch first:
+of each figure with the ratio torchlet / PyTorch. `w2ddp` (not in the default set) is W2
+data-parallel on 2 ranks × 1 thread: `mpirun -np 2 bench w2ddp` (built with the `distributed`
+feature, which needs Open MPI) against PyTorch DDP with gloo, `torch_ddp_peer.py 2 1`.
+Install PyTorch first:
     python3 -m venv ~/torch-venv && ~/torch-venv/bin/pip install torch numpy
 """
 import argparse
@@ -17,8 +20,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "..", "shared", "bench", "torch_peer.py")
+DDP_PEER = os.path.join(ROOT, "..", "shared", "bench", "torch_ddp_peer.py")
 FIGURE = {"w1": "samples_per_s", "w2": "samples_per_s", "w3": "steps_per_s", "w4": "samples_per_s",
-          "w5": "steps_per_s", "gemm": "gflops_median"}
+          "w5": "steps_per_s", "gemm": "gflops_median", "w2ddp": "samples_per_s"}
 
 
 def run(cmd):
@@ -33,14 +37,20 @@ def main():
     ap.add_argument("--python", default=os.path.expanduser("~/torch-venv/bin/python"))
     ap.add_argument("--peer", default=PEER, help="path of torch_peer.py")
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--example", "bench"], cwd=ROOT, check=True)
+    features = ["--features", "distributed"] if "w2ddp" in a.workloads else []
+    subprocess.run(["cargo", "build", "--release", "--example", "bench", *features], cwd=ROOT, check=True)
     ours = os.path.join(ROOT, "target", "release", "examples", "bench")
+    mpirun = ["mpirun", "--allow-run-as-root", "-np", "2"]
     rows = []
     for w in a.workloads:
         res = {"torchlet": [], "pytorch": []}
         for _ in range(a.rounds):
-            res["torchlet"].append(run([ours, w]))
-            res["pytorch"].append(run([a.python, a.peer, w]))
+            if w == "w2ddp":
+                res["torchlet"].append(run([*mpirun, ours, w, "--threads", "1"]))
+                res["pytorch"].append(run([a.python, DDP_PEER, "2", "1"]))
+            else:
+                res["torchlet"].append(run([ours, w]))
+                res["pytorch"].append(run([a.python, a.peer, w]))
         key = FIGURE[w]
         for peer in ("torchlet", "pytorch"):
             for r in res[peer]:

@@ -62,11 +62,11 @@ impl Default for DdpConfig {
 /// reduction ].
 ///
 /// ```no_run
-/// # use torchlet_core as torchlet;
+/// # extern crate torchlet_core as torchlet;
 /// use torchlet::distributed::{self, DistributedDataParallel};
-/// use torchlet::nn::{functional::cross_entropy, Forward, Linear, Module, ReLU};
+/// use torchlet::nn::{functional::cross_entropy, sequential, Forward, Linear, Module, ReLU};
 /// use torchlet::optim::{Optimizer, Sgd, SgdConfig};
-/// use torchlet::{sequential, Tensor};
+/// use torchlet::Tensor;
 ///
 /// distributed::run(|| {
 ///     let model = DistributedDataParallel::new(sequential![Linear::new(4, 8), ReLU, Linear::new(8, 3)])?;
@@ -161,7 +161,7 @@ impl<M: Module> DistributedDataParallel<M> {
     /// reduces everything accumulated.
     ///
     /// ```no_run
-    /// # use torchlet_core as torchlet;
+    /// # extern crate torchlet_core as torchlet;
     /// # use torchlet::distributed::{self, DistributedDataParallel};
     /// # use torchlet::nn::{Forward, Linear};
     /// # use torchlet::Tensor;

@@ -4,6 +4,7 @@
 //! `distributed`, which needs an MPI library (Open MPI, MPICH) and libclang where it is built.
 //!
 //! ```no_run
+//! # use torchlet_core as torchlet;
 //! use torchlet::distributed::{self, ReduceOp};
 //! use torchlet::Tensor;
 //!
