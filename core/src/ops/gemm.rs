@@ -507,7 +507,15 @@ unsafe fn macro_kernel(
     c: MatMut,
     store: Store,
 ) {
+    // A partial last strip of an in-place A is packed (zero-padded) once for the block,
+    // not once per column strip: a 16- or 32-row A (a CNN's channels) has one.
     let mut edge = [0f32; MR * KC];
+    let tail = mc - mc % MR;
+    if let ASource::InPlace(a) = a
+        && tail < mc
+    {
+        unsafe { pack_a(mc - tail, kc, a.offset(tail, 0), &mut edge) };
+    }
     for (t, j0) in (0..nc).step_by(NR).enumerate() {
         let cols = NR.min(nc - j0);
         let bp = pb[t * NR * kc..].as_ptr();
@@ -516,11 +524,7 @@ unsafe fn macro_kernel(
             let ap = match a {
                 ASource::Packed(pa) => (pa[s * MR * kc..].as_ptr(), 1, MR as isize),
                 ASource::InPlace(a) if rows == MR => (a.offset(i0, 0).ptr, a.rs, 1),
-                ASource::InPlace(a) => {
-                    // A partial strip of rows: pack it here, zero-padded.
-                    unsafe { pack_a(rows, kc, a.offset(i0, 0), &mut edge) };
-                    (edge.as_ptr(), 1, MR as isize)
-                }
+                ASource::InPlace(_) => (edge.as_ptr(), 1, MR as isize),
             };
             let ct = c.offset(i0, j0);
             let st = store.offset(j0);

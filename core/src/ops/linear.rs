@@ -35,6 +35,32 @@ fn standard_unless_2d<T: Float>(a: ndarray::ArcArray<T, IxDyn>) -> ndarray::ArcA
     }
 }
 
+/// The bias gradient `Σᵢ g[i, ·]`: for a large row-major `g` (W2's `[512, 1024]`), the two
+/// halves of the columns are summed on two threads, each adding whole rows of its half.
+fn column_sums<T: Float>(g: ArrayView2<'_, T>) -> ndarray::Array1<T> {
+    let (rows, cols) = g.dim();
+    let Some(data) = g.as_slice() else {
+        return g.sum_axis(Axis(0));
+    };
+    if rows * cols < crate::parallel::PARALLEL_ELEMS
+        || cols < 64
+        || rayon::current_num_threads() < 2
+    {
+        return g.sum_axis(Axis(0));
+    }
+    let mid = cols / 2;
+    let half = |lo: usize, hi: usize| {
+        let mut acc = vec![T::zero(); hi - lo];
+        for row in data.chunks_exact(cols) {
+            acc.iter_mut().zip(&row[lo..hi]).for_each(|(a, &v)| *a += v);
+        }
+        acc
+    };
+    let (mut left, right) = rayon::join(|| half(0, mid), || half(mid, cols));
+    left.extend(right);
+    ndarray::Array1::from_vec(left)
+}
+
 #[cold]
 #[inline(never)]
 #[track_caller]
@@ -116,7 +142,7 @@ impl Tensor {
                         mm(g2.t(), view2(&x, rows, inf)).into_dyn().into_shared()
                     });
                     let gb = needs.get(2).copied().unwrap_or(false).then(|| {
-                        g2.sum_axis(Axis(0)).into_dyn().into_shared()
+                        column_sums(g2).into_dyn().into_shared()
                     });
                     (gx, gw, gb)
                 });
