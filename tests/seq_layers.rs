@@ -106,11 +106,10 @@ fn recurrent(
     Run { outputs, grads }
 }
 
-/// An LSTM, GRU or RNN with the case's arguments (dropout 0, proj_size 0).
+/// An LSTM, GRU or RNN with the case's arguments (proj_size must be 0).
 macro_rules! recurrent_layer {
     ($ty:ident, $args:expr) => {{
         let args = $args;
-        assert_eq!(f64_arg(args, "dropout"), 0.0, "dropout");
         assert!(args["proj_size"].as_u64().unwrap_or(0) == 0, "proj_size");
         $ty::new(
             usize_arg(args, "input_size"),
@@ -120,6 +119,7 @@ macro_rules! recurrent_layer {
         .with_bias(bool_arg(args, "bias"))
         .with_batch_first(bool_arg(args, "batch_first"))
         .with_bidirectional(bool_arg(args, "bidirectional"))
+        .with_dropout(f64_arg(args, "dropout"))
     }};
 }
 

@@ -73,6 +73,7 @@ macro_rules! recurrent {
             .with_bias(flag(kw, "bias", true))
             .with_batch_first(flag(kw, "batch_first", false))
             .with_bidirectional(flag(kw, "bidirectional", false))
+            .with_dropout(number(kw, "dropout", 0.0))
     }};
 }
 

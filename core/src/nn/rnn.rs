@@ -9,9 +9,10 @@
 //! together from differentiable primitives (narrow, select, cat, stack), so autograd
 //! differentiates every output, `h_n` and `c_n` included.
 
+use crate::nn::dropout::Dropout;
 use crate::nn::forward::Forward;
 use crate::nn::init;
-use crate::nn::module::{Member, MemberMut, Module, fmt_module, py_bool};
+use crate::nn::module::{Member, MemberMut, Module, fmt_module, py_bool, py_float};
 use crate::nn::parameter::Parameter;
 use crate::ops::recurrent_gru::Recurrence;
 use crate::tensor::Tensor;
@@ -61,6 +62,7 @@ struct RnnBase {
     num_layers: usize,
     bias: bool,
     batch_first: bool,
+    dropout: f64,
     bidirectional: bool,
     params: Vec<(String, Parameter)>,
     training: bool,
@@ -75,6 +77,7 @@ impl RnnBase {
             num_layers: 1,
             bias: true,
             batch_first: false,
+            dropout: 0.0,
             bidirectional: false,
             params: Vec::new(),
             training: true,
@@ -139,6 +142,9 @@ impl RnnBase {
         }
         if self.batch_first {
             s += ", batch_first=True";
+        }
+        if self.dropout != 0.0 {
+            s += &format!(", dropout={}", py_float(self.dropout));
         }
         if self.bidirectional {
             s += &format!(", bidirectional={}", py_bool(true));
@@ -243,6 +249,9 @@ impl RnnBase {
             } else {
                 Tensor::cat(&outputs, 2)
             };
+            if self.training && self.dropout > 0.0 && layer + 1 < self.num_layers {
+                layer_input = Dropout::new(self.dropout).forward(&layer_input);
+            }
         }
         let (h_n, c_n) = (
             Tensor::stack(&h_n, 0),
@@ -382,6 +391,20 @@ macro_rules! recurrent_layer {
             /// either way.
             pub fn with_batch_first(mut self, batch_first: bool) -> $name {
                 self.0.batch_first = batch_first;
+                self
+            }
+
+            /// The probability of zeroing each output of every layer but the last during
+            /// training (PyTorch's `dropout`, 0 by default).
+            ///
+            /// # Panics
+            /// If `p` is not in `[0, 1]`.
+            #[track_caller]
+            pub fn with_dropout(mut self, p: f64) -> $name {
+                if !(0.0..=1.0).contains(&p) {
+                    panic!("{}: dropout must be in [0, 1], got {p}", stringify!($name));
+                }
+                self.0.dropout = p;
                 self
             }
 
@@ -735,6 +758,21 @@ mod tests {
     )]
     fn an_empty_sequence_is_refused() {
         let _ = GRU::new(3, 4).forward(&Tensor::zeros(&[0, 2, 3]));
+    }
+
+    #[test]
+    fn dropout_acts_between_layers_in_training_only() {
+        crate::random::manual_seed(5);
+        let mut lstm = LSTM::new(3, 4).with_num_layers(2).with_dropout(0.5);
+        assert_eq!(lstm.to_string(), "LSTM(3, 4, num_layers=2, dropout=0.5)");
+        let x = Tensor::randn(&[5, 2, 3]);
+        let (a, _) = lstm.forward(&x);
+        let (b, _) = lstm.forward(&x);
+        assert_ne!(a.to_vec::<f32>(), b.to_vec::<f32>());
+        lstm.eval();
+        let (a, _) = lstm.forward(&x);
+        let (b, _) = lstm.forward(&x);
+        assert_eq!(a.to_vec::<f32>(), b.to_vec::<f32>());
     }
 
     #[test]
