@@ -58,6 +58,9 @@ impl<'a> Forward<&'a Tensor> for AdaptiveAvgPool2d {
     /// If the input is not 3-D or 4-D or has an empty plane.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        x.adaptive_avg_pool2d(self.output_size)
+        let _scope = crate::nn::ModuleScope::enter(self);
+        let y = x.adaptive_avg_pool2d(self.output_size);
+        crate::nn::summary::record(self, &y);
+        y
     }
 }

@@ -138,6 +138,7 @@ impl<'a> Forward<&'a Tensor> for Conv1d {
     /// If the input is not `[N, in_channels, L]` or shorter than the dilated kernel.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let y = x.conv1d(
             &self.weight,
             self.stride,
@@ -145,10 +146,12 @@ impl<'a> Forward<&'a Tensor> for Conv1d {
             self.dilation,
             self.groups,
         );
-        match &self.bias {
+        let y = match &self.bias {
             Some(b) => &y + &b.reshape(&[1, -1, 1]),
             None => y,
-        }
+        };
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

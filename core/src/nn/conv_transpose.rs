@@ -208,6 +208,7 @@ impl<'a> Forward<&'a Tensor> for ConvTranspose2d {
     /// the stride or the dilation.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let y = x.conv_transpose2d(
             &self.weight,
             self.stride,
@@ -216,10 +217,12 @@ impl<'a> Forward<&'a Tensor> for ConvTranspose2d {
             self.groups,
             self.dilation,
         );
-        match &self.bias {
+        let y = match &self.bias {
             Some(b) => &y + &b.reshape(&[1, -1, 1, 1]),
             None => y,
-        }
+        };
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

@@ -133,6 +133,7 @@ impl<'a> Forward<&'a Tensor> for GroupNorm {
     /// If the input is not `[N, num_channels, *]`.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let shape = x.shape();
         if shape.len() < 2 || shape[1] != self.num_channels {
             panic!(
@@ -141,7 +142,9 @@ impl<'a> Forward<&'a Tensor> for GroupNorm {
             );
         }
         let y = normalize_groups(x, self.num_groups, self.eps);
-        affine(y, self.weight.as_deref(), self.bias.as_deref())
+        let y = affine(y, self.weight.as_deref(), self.bias.as_deref());
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

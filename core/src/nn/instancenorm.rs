@@ -155,6 +155,7 @@ impl<'a> Forward<&'a Tensor> for InstanceNorm2d {
     /// If the input is not `[N, num_features, H, W]`.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let shape = x.shape();
         if shape.len() != 4 || shape[1] != self.num_features {
             panic!(
@@ -174,7 +175,9 @@ impl<'a> Forward<&'a Tensor> for InstanceNorm2d {
                 normalize_groups(x, self.num_features, self.eps)
             }
         };
-        affine(y, self.weight.as_deref(), self.bias.as_deref())
+        let y = affine(y, self.weight.as_deref(), self.bias.as_deref());
+        crate::nn::summary::record(self, &y);
+        y
     }
 }
 

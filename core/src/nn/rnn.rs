@@ -596,7 +596,9 @@ impl<'a> Forward<&'a Tensor> for LSTM {
     /// `[L, input_size]`.
     #[track_caller]
     fn forward(&self, input: &'a Tensor) -> Self::Output {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let out = self.0.run(&self.0.tensors(), input, None, None);
+        crate::nn::summary::record(self, &out.output);
         (out.output, (out.h_n, out.c_n.expect("LSTM returns c_n")))
     }
 }
@@ -611,7 +613,9 @@ impl<'a> Forward<(&'a Tensor, (&'a Tensor, &'a Tensor))> for LSTM {
     /// If a shape does not fit.
     #[track_caller]
     fn forward(&self, (input, (h0, c0)): (&'a Tensor, (&'a Tensor, &'a Tensor))) -> Self::Output {
+        let _scope = crate::nn::ModuleScope::enter(self);
         let out = self.0.run(&self.0.tensors(), input, Some(h0), Some(c0));
+        crate::nn::summary::record(self, &out.output);
         (out.output, (out.h_n, out.c_n.expect("LSTM returns c_n")))
     }
 }
@@ -627,7 +631,9 @@ macro_rules! forward_without_cell_state {
             /// or `[L, input_size]`.
             #[track_caller]
             fn forward(&self, input: &'a Tensor) -> Self::Output {
+                let _scope = crate::nn::ModuleScope::enter(self);
                 let out = self.0.run(&self.0.tensors(), input, None, None);
+                crate::nn::summary::record(self, &out.output);
                 (out.output, out.h_n)
             }
         }
@@ -642,7 +648,9 @@ macro_rules! forward_without_cell_state {
             /// If a shape does not fit.
             #[track_caller]
             fn forward(&self, (input, h0): (&'a Tensor, &'a Tensor)) -> Self::Output {
+                let _scope = crate::nn::ModuleScope::enter(self);
                 let out = self.0.run(&self.0.tensors(), input, Some(h0), None);
+                crate::nn::summary::record(self, &out.output);
                 (out.output, out.h_n)
             }
         }
