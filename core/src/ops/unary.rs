@@ -69,11 +69,13 @@ impl Unary {
             Unary::Log => x.ln(),
             Unary::Sqrt => x.sqrt(),
             Unary::Abs => x.abs(),
+            // `x <= 0`, not `x > 0`, so that a NaN passes through as in PyTorch (a NaN that a
+            // ReLU turned into 0 would hide from anomaly detection).
             Unary::Relu => {
-                if x > zero {
-                    x
-                } else {
+                if x <= zero {
                     zero
+                } else {
+                    x
                 }
             }
             Unary::LeakyRelu(slope) => {
@@ -469,5 +471,13 @@ mod tests {
         // 30 > 20: x itself; softplus(0) = ln 2
         assert_eq!(y[0], 30.0);
         assert!((y[1] - 2f64.ln()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn relu_passes_nan_through_as_pytorch_does() {
+        let x = Tensor::from_vec(vec![f32::NAN, -1.0, 2.0], &[3]);
+        let y = x.relu().to_vec::<f32>();
+        assert!(y[0].is_nan(), "relu(NaN) = {}", y[0]);
+        assert_eq!(&y[1..], [0.0, 2.0]);
     }
 }
