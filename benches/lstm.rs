@@ -34,7 +34,7 @@ fn main() {
     manual_seed(0);
     let lstm = LSTM::new(INPUT, HIDDEN).with_batch_first(true);
     let x = Tensor::randn(&[BATCH, STEPS, INPUT]);
-    let mut step = || {
+    let step = || {
         let (out, _) = lstm.forward(&x);
         out.sum().backward();
         lstm.zero_grad();
