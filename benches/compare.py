@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """torchlet and PyTorch side by side on DESIGN.md's workloads, alternating runs.
 
-usage: python3 benches/compare.py [w1 w2 w3 gemm] [--rounds 3] [--python ~/torch-venv/bin/python]
+usage: python3 benches/compare.py [w1 w2 w3 w5 gemm] [--rounds 3] [--python ~/torch-venv/bin/python]
 
 Builds `examples/bench.rs` in release, then runs torchlet and ../shared/bench/torch_peer.py
 one after the other, `--rounds` times each, and prints the median and the spread (min..max)
@@ -17,7 +17,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "..", "shared", "bench", "torch_peer.py")
-FIGURE = {"w1": "samples_per_s", "w2": "samples_per_s", "w3": "steps_per_s", "gemm": "gflops_median"}
+FIGURE = {"w1": "samples_per_s", "w2": "samples_per_s", "w3": "steps_per_s", "w5": "steps_per_s",
+          "gemm": "gflops_median"}
 
 
 def run(cmd):
@@ -48,8 +49,10 @@ def main():
         spread = {p: (min(r[key] for r in res[p]), max(r[key] for r in res[p])) for p in res}
         rss = {p: statistics.median(r.get("peak_rss_mb") or 0 for r in res[p]) for p in res}
         acc = {p: statistics.median(r["test_acc"] for r in res[p]) if res[p][0].get("test_acc") is not None else None for p in res}
+        if w == "w5":  # no test set: the final training loss tells whether the same computation ran
+            acc = {p: statistics.median(r["final_loss"] for r in res[p]) for p in res}
         rows.append((w, key, med, spread, rss, acc))
-    print(f"| workload | figure | torchlet median (min..max) | PyTorch median (min..max) | ratio | peak RSS MB (torchlet / PyTorch) | test acc (torchlet / PyTorch) |")
+    print(f"| workload | figure | torchlet median (min..max) | PyTorch median (min..max) | ratio | peak RSS MB (torchlet / PyTorch) | test acc or W5 final loss (torchlet / PyTorch) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for w, key, med, spread, rss, acc in rows:
         fmt = lambda p: f"{med[p]:,.1f} ({spread[p][0]:,.1f}..{spread[p][1]:,.1f})"

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use std::path::PathBuf;
 use torchlet::nn::{
-    Activation, Embedding, Forward, LayerNorm, Linear, Module, TransformerEncoder,
+    Activation, Embedding, Forward, LSTM, LayerNorm, Linear, Module, TransformerEncoder,
     TransformerEncoderLayer,
 };
 use torchlet::{Tensor, serialize};
@@ -58,6 +58,41 @@ impl Forward<&Tensor> for TinyGPT {
         let h = &self.tok_emb.forward(ids) + &self.pos_emb.forward(&Tensor::arange(t));
         let h = self.encoder.forward_with(&h, Some(&causal_mask(t)), None);
         self.head.forward(&self.ln_f.forward(&h))
+    }
+}
+
+/// The manifest's LSTMClassifier: embedding, a batch-first multi-layer LSTM, and a linear
+/// head on the last layer's final hidden state.
+#[derive(Module)]
+struct LSTMClassifier {
+    emb: Embedding,
+    lstm: LSTM,
+    fc: Linear,
+}
+
+impl LSTMClassifier {
+    fn from_config(c: &Value) -> LSTMClassifier {
+        let get = |k: &str| {
+            c[k].as_u64()
+                .unwrap_or_else(|| panic!("config.{k} is not a size")) as usize
+        };
+        let (emb_dim, hidden) = (get("emb_dim"), get("hidden"));
+        LSTMClassifier {
+            emb: Embedding::new(get("vocab"), emb_dim),
+            lstm: LSTM::new(emb_dim, hidden)
+                .with_num_layers(get("num_layers"))
+                .with_batch_first(true),
+            fc: Linear::new(hidden, get("num_classes")),
+        }
+    }
+}
+
+impl Forward<&Tensor> for LSTMClassifier {
+    type Output = Tensor;
+    fn forward(&self, ids: &Tensor) -> Tensor {
+        let (_, (h_n, _)) = self.lstm.forward(&self.emb.forward(ids));
+        // PyTorch's h_n[-1]: the last layer's final hidden state.
+        self.fc.forward(&h_n.select(0, h_n.size(0) - 1))
     }
 }
 
@@ -129,4 +164,27 @@ fn pytorch_gpt_loads_and_reproduces_its_logits() {
     // another summation order may land a few times that far.
     let tol = (10.0 * m["f64_max_abs_diff"].as_f64().unwrap()).max(1e-5);
     check("gpt", TinyGPT::from_config(&m["config"]), tol);
+}
+
+/// The same weights rounded to bfloat16 / float16 by PyTorch load into the float32 model
+/// (widened on load) and land within the manifest's `suggested_tolerance` of the float32
+/// logits, as PyTorch itself does (`expected_max_abs_diff`).
+#[test]
+fn pytorch_gpt_in_bf16_and_f16_loads_and_reproduces_its_logits() {
+    for name in ["gpt_bf16", "gpt_f16"] {
+        let m = manifest(name);
+        let tol = m["suggested_tolerance"].as_f64().unwrap();
+        check(name, TinyGPT::from_config(&m["config"]), tol);
+    }
+}
+
+#[test]
+fn pytorch_lstm_classifier_loads_and_reproduces_its_logits() {
+    let m = manifest("lstm_classifier");
+    let tol = (10.0 * m["f64_max_abs_diff"].as_f64().unwrap()).max(1e-5);
+    check(
+        "lstm_classifier",
+        LSTMClassifier::from_config(&m["config"]),
+        tol,
+    );
 }

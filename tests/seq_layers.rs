@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use torchlet::nn::functional::scaled_dot_product_attention;
 use torchlet::nn::{
-    Activation, Embedding, Forward, LayerNorm, Module, MultiheadAttention, StateDict,
+    Activation, AdaptiveAvgPool2d, Conv1d, Conv2d, ConvTranspose2d, Embedding, Forward, GRU,
+    GroupNorm, InstanceNorm2d, LSTM, LayerNorm, Module, MultiheadAttention, RNN, StateDict,
     TransformerDecoderLayer, TransformerEncoderLayer,
 };
 use torchlet::{DType, Tensor};
@@ -53,6 +54,73 @@ fn bool_arg(args: &Value, name: &str) -> bool {
     args[name]
         .as_bool()
         .unwrap_or_else(|| panic!("args.{name} is not a boolean"))
+}
+
+/// A list-of-sizes argument (`kernel_size: [3, 3]`).
+fn sizes(args: &Value, name: &str) -> Vec<usize> {
+    args[name]
+        .as_array()
+        .unwrap_or_else(|| panic!("args.{name} is not a list"))
+        .iter()
+        .map(|d| d.as_u64().expect("a size") as usize)
+        .collect()
+}
+
+/// A `[h, w]` argument.
+fn pair(args: &Value, name: &str) -> [usize; 2] {
+    sizes(args, name)
+        .try_into()
+        .unwrap_or_else(|v| panic!("args.{name} is not a pair: {v:?}"))
+}
+
+/// A `[l]` argument of a 1-D layer.
+fn single(args: &Value, name: &str) -> usize {
+    match sizes(args, name)[..] {
+        [v] => v,
+        ref v => panic!("args.{name} is not a one-element list: {v:?}"),
+    }
+}
+
+/// A layer from tensor to tensor on input `x` whose parameters are the case's inputs.
+fn run_layer(
+    mut m: impl Module + for<'a> Forward<&'a Tensor, Output = Tensor>,
+    x: &Inputs,
+    dtype: DType,
+) -> Run {
+    let mut grads = load(&mut m, x, &["x"], dtype);
+    let input = leaf(x, "x");
+    let y = m.forward(&input);
+    grads.push(("x".into(), input));
+    Run::single(y, grads)
+}
+
+/// The outputs and gradients of a recurrent layer (`c_n` only for the LSTM).
+fn recurrent(
+    output: Tensor,
+    h_n: Tensor,
+    c_n: Option<Tensor>,
+    grads: Vec<(String, Tensor)>,
+) -> Run {
+    let mut outputs = BTreeMap::from([("output".to_string(), output), ("h_n".to_string(), h_n)]);
+    outputs.extend(c_n.map(|c| ("c_n".to_string(), c)));
+    Run { outputs, grads }
+}
+
+/// An LSTM, GRU or RNN with the case's arguments (dropout 0, proj_size 0).
+macro_rules! recurrent_layer {
+    ($ty:ident, $args:expr) => {{
+        let args = $args;
+        assert_eq!(f64_arg(args, "dropout"), 0.0, "dropout");
+        assert!(args["proj_size"].as_u64().unwrap_or(0) == 0, "proj_size");
+        $ty::new(
+            usize_arg(args, "input_size"),
+            usize_arg(args, "hidden_size"),
+        )
+        .with_num_layers(usize_arg(args, "num_layers"))
+        .with_bias(bool_arg(args, "bias"))
+        .with_batch_first(bool_arg(args, "batch_first"))
+        .with_bidirectional(bool_arg(args, "bidirectional"))
+    }};
 }
 
 fn activation(args: &Value) -> Activation {
@@ -200,9 +268,126 @@ fn run(case: &Value, x: &Inputs, dtype: DType) -> Run {
             grads.push(("x".into(), input));
             Run::single(y, grads)
         }
+        "LSTM" => {
+            let mut m = recurrent_layer!(LSTM, args);
+            let mut grads = load(&mut m, x, &["input", "h0", "c0"], dtype);
+            let input = leaf(x, "input");
+            let (out, (h_n, c_n)) = match (x.get("h0"), x.get("c0")) {
+                (Some(_), Some(_)) => {
+                    let (h0, c0) = (leaf(x, "h0"), leaf(x, "c0"));
+                    let y = m.forward((&input, (&h0, &c0)));
+                    grads.extend([("h0".into(), h0), ("c0".into(), c0)]);
+                    y
+                }
+                (None, None) => m.forward(&input),
+                _ => panic!("LSTM cases give h0 and c0 together"),
+            };
+            grads.push(("input".into(), input));
+            recurrent(out, h_n, Some(c_n), grads)
+        }
+        op @ ("GRU" | "RNN") => {
+            let mut m: Box<dyn RecurrentNoCell> = if op == "GRU" {
+                Box::new(recurrent_layer!(GRU, args))
+            } else {
+                let nonlinearity = args["nonlinearity"].as_str().expect("nonlinearity");
+                Box::new(recurrent_layer!(RNN, args).with_nonlinearity(nonlinearity))
+            };
+            let mut grads = load(m.as_module_mut(), x, &["input", "h0"], dtype);
+            let input = leaf(x, "input");
+            let h0 = x.contains_key("h0").then(|| leaf(x, "h0"));
+            let (out, h_n) = m.run(&input, h0.as_ref());
+            grads.extend(h0.map(|h| ("h0".to_string(), h)));
+            grads.push(("input".into(), input));
+            recurrent(out, h_n, None, grads)
+        }
+        "Conv1d" => {
+            let m = Conv1d::new(
+                usize_arg(args, "in_channels"),
+                usize_arg(args, "out_channels"),
+                single(args, "kernel_size"),
+            )
+            .with_stride(single(args, "stride"))
+            .with_padding(single(args, "padding"))
+            .with_dilation(single(args, "dilation"))
+            .with_groups(usize_arg(args, "groups"))
+            .with_bias(bool_arg(args, "bias"));
+            run_layer(m, x, dtype)
+        }
+        "Conv2d" => {
+            let m = Conv2d::new(
+                usize_arg(args, "in_channels"),
+                usize_arg(args, "out_channels"),
+                pair(args, "kernel_size"),
+            )
+            .with_stride(pair(args, "stride"))
+            .with_padding(pair(args, "padding"))
+            .with_dilation(pair(args, "dilation"))
+            .with_groups(usize_arg(args, "groups"))
+            .with_bias(bool_arg(args, "bias"));
+            run_layer(m, x, dtype)
+        }
+        "ConvTranspose2d" => {
+            let m = ConvTranspose2d::new(
+                usize_arg(args, "in_channels"),
+                usize_arg(args, "out_channels"),
+                pair(args, "kernel_size"),
+            )
+            .with_stride(pair(args, "stride"))
+            .with_padding(pair(args, "padding"))
+            .with_output_padding(pair(args, "output_padding"))
+            .with_dilation(pair(args, "dilation"))
+            .with_groups(usize_arg(args, "groups"))
+            .with_bias(bool_arg(args, "bias"));
+            run_layer(m, x, dtype)
+        }
+        "AdaptiveAvgPool2d" => {
+            run_layer(AdaptiveAvgPool2d::new(pair(args, "output_size")), x, dtype)
+        }
+        "GroupNorm" => {
+            let m = GroupNorm::new(
+                usize_arg(args, "num_groups"),
+                usize_arg(args, "num_channels"),
+            )
+            .with_eps(f64_arg(args, "eps"))
+            .with_affine(bool_arg(args, "affine"));
+            run_layer(m, x, dtype)
+        }
+        "InstanceNorm2d" => {
+            let m = InstanceNorm2d::new(usize_arg(args, "num_features"))
+                .with_eps(f64_arg(args, "eps"))
+                .with_momentum(args["momentum"].as_f64())
+                .with_affine(bool_arg(args, "affine"))
+                .with_track_running_stats(bool_arg(args, "track_running_stats"));
+            run_layer(m, x, dtype)
+        }
         other => panic!("seq/layers.json op `{other}` has no torchlet layer"),
     }
 }
+
+/// GRU and RNN behind one interface: `(output, h_n)` from an optional `h0`.
+trait RecurrentNoCell {
+    fn run(&self, input: &Tensor, h0: Option<&Tensor>) -> (Tensor, Tensor);
+    fn as_module_mut(&mut self) -> &mut dyn Module;
+}
+
+macro_rules! recurrent_no_cell {
+    ($ty:ty) => {
+        impl RecurrentNoCell for $ty {
+            fn run(&self, input: &Tensor, h0: Option<&Tensor>) -> (Tensor, Tensor) {
+                match h0 {
+                    Some(h0) => self.forward((input, h0)),
+                    None => self.forward(input),
+                }
+            }
+            fn as_module_mut(&mut self) -> &mut dyn Module {
+                self
+            }
+        }
+    };
+}
+
+recurrent_no_cell!(GRU);
+recurrent_no_cell!(RNN);
 
 /// Runs one case in `dtype` and compares outputs and gradients; panics on a mismatch.
 fn check_case(case: &Value, dtype: DType, (rtol, atol): (f64, f64)) {

@@ -7,8 +7,9 @@
 use serde_json::Value;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use torchlet::nn::{
-    Activation, Embedding, LayerNorm, Module, MultiheadAttention, TransformerDecoderLayer,
-    TransformerEncoder, TransformerEncoderLayer,
+    Activation, Conv1d, ConvTranspose2d, Embedding, GRU, GroupNorm, InstanceNorm2d, LSTM,
+    LayerNorm, Module, MultiheadAttention, RNN, TransformerDecoderLayer, TransformerEncoder,
+    TransformerEncoderLayer,
 };
 
 fn cases() -> Vec<Value> {
@@ -63,6 +64,18 @@ fn layer_norm(kw: &Value) -> LayerNorm {
         .with_bias(flag(kw, "bias", true))
 }
 
+/// An LSTM, GRU or RNN from PyTorch's kwargs and defaults.
+macro_rules! recurrent {
+    ($ty:ident, $kw:expr) => {{
+        let kw = $kw;
+        $ty::new(size(kw, "input_size", None), size(kw, "hidden_size", None))
+            .with_num_layers(size(kw, "num_layers", Some(1)))
+            .with_bias(flag(kw, "bias", true))
+            .with_batch_first(flag(kw, "batch_first", false))
+            .with_bidirectional(flag(kw, "bidirectional", false))
+    }};
+}
+
 /// The module of a case, from its class name and kwargs.
 fn build(class: &str, kw: &Value) -> Box<dyn Module> {
     match class {
@@ -114,6 +127,50 @@ fn build(class: &str, kw: &Value) -> Box<dyn Module> {
                 None => Embedding::new(n, d),
             })
         }
+        "LSTM" => Box::new(recurrent!(LSTM, kw)),
+        "GRU" => Box::new(recurrent!(GRU, kw)),
+        "RNN" => Box::new(
+            recurrent!(RNN, kw).with_nonlinearity(kw["nonlinearity"].as_str().unwrap_or("tanh")),
+        ),
+        "GroupNorm" => Box::new(
+            GroupNorm::new(size(kw, "num_groups", None), size(kw, "num_channels", None))
+                .with_eps(number(kw, "eps", 1e-5))
+                .with_affine(flag(kw, "affine", true))
+                .with_bias(flag(kw, "bias", true)),
+        ),
+        "InstanceNorm2d" => Box::new(
+            InstanceNorm2d::new(size(kw, "num_features", None))
+                .with_eps(number(kw, "eps", 1e-5))
+                .with_momentum(Some(number(kw, "momentum", 0.1)))
+                .with_affine(flag(kw, "affine", false))
+                .with_bias(flag(kw, "bias", true))
+                .with_track_running_stats(flag(kw, "track_running_stats", false)),
+        ),
+        "Conv1d" => Box::new(
+            Conv1d::new(
+                size(kw, "in_channels", None),
+                size(kw, "out_channels", None),
+                size(kw, "kernel_size", None),
+            )
+            .with_stride(size(kw, "stride", Some(1)))
+            .with_padding(size(kw, "padding", Some(0)))
+            .with_dilation(size(kw, "dilation", Some(1)))
+            .with_groups(size(kw, "groups", Some(1)))
+            .with_bias(flag(kw, "bias", true)),
+        ),
+        "ConvTranspose2d" => Box::new(
+            ConvTranspose2d::new(
+                size(kw, "in_channels", None),
+                size(kw, "out_channels", None),
+                size(kw, "kernel_size", None),
+            )
+            .with_stride(size(kw, "stride", Some(1)))
+            .with_padding(size(kw, "padding", Some(0)))
+            .with_output_padding(size(kw, "output_padding", Some(0)))
+            .with_dilation(size(kw, "dilation", Some(1)))
+            .with_groups(size(kw, "groups", Some(1)))
+            .with_bias(flag(kw, "bias", true)),
+        ),
         other => panic!("seq/utils.json module `{other}` has no torchlet arm"),
     }
 }

@@ -7,14 +7,16 @@ use crate::nn::parameter::Parameter;
 use crate::nn::size::{Size2, py_pair};
 use crate::tensor::Tensor;
 
-/// A 2-D convolution with zero padding (dilation 1, one group).
+/// A 2-D convolution with zero padding, optionally dilated and grouped.
 ///
-/// `weight` is `[out_channels, in_channels, kh, kw]` and `bias` `[out_channels]`, drawn as
-/// PyTorch does (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, `fan_in = in_channels·kh·kw`). The
-/// kernel is im2col and one matrix product per sample (see `ops/conv.rs`).
+/// `weight` is `[out_channels, in_channels / groups, kh, kw]` and `bias` `[out_channels]`,
+/// drawn as PyTorch does (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))`,
+/// `fan_in = in_channels / groups·kh·kw`). Without dilation or groups the kernel is the tuned
+/// im2col of `ops/conv.rs`; otherwise [`Tensor::conv2d_grouped`].
 ///
 /// # Shapes
-/// `[N, in_channels, H, W] → [N, out_channels, (H + 2·ph − kh) / sh + 1, (W + 2·pw − kw) / sw + 1]`.
+/// `[N, in_channels, H, W] → [N, out_channels, (H + 2·ph − dh·(kh − 1) − 1) / sh + 1, …]`
+/// (likewise for W).
 ///
 /// ```
 /// # extern crate torchlet_core as torchlet;
@@ -33,6 +35,12 @@ pub struct Conv2d {
     stride: [usize; 2],
     #[module(skip)]
     padding: [usize; 2],
+    #[module(skip)]
+    dilation: [usize; 2],
+    #[module(skip)]
+    groups: usize,
+    #[module(skip)]
+    in_channels: usize,
     #[module(training)]
     training: bool,
 }
@@ -64,6 +72,9 @@ impl Conv2d {
             bias: bias.map(Parameter::new),
             stride: [1, 1],
             padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            in_channels: ws[1],
             training: true,
         }
     }
@@ -77,6 +88,41 @@ impl Conv2d {
     /// Zeros added on each side (`1` or `(1, 0)`).
     pub fn with_padding(mut self, padding: impl Size2) -> Conv2d {
         self.padding = padding.pair();
+        self
+    }
+
+    /// The spacing between kernel elements (`2` or `(2, 1)`).
+    pub fn with_dilation(mut self, dilation: impl Size2) -> Conv2d {
+        self.dilation = dilation.pair();
+        self
+    }
+
+    /// Splits the channels into `groups` blocks, output block `g` seeing only input block
+    /// `g` (`groups = in_channels` is a depthwise convolution). The weight becomes
+    /// `[out_channels, in_channels / groups, kh, kw]`, drawn afresh (and the bias with it).
+    ///
+    /// # Panics
+    /// If `groups` is zero or does not divide both channel counts.
+    #[track_caller]
+    pub fn with_groups(mut self, groups: usize) -> Conv2d {
+        let [out, kh, kw] = [
+            self.weight.shape()[0],
+            self.kernel_size()[0],
+            self.kernel_size()[1],
+        ];
+        if groups == 0 || !self.in_channels.is_multiple_of(groups) || !out.is_multiple_of(groups) {
+            panic!(
+                "Conv2d: groups must divide in_channels {} and out_channels {out}, got {groups}",
+                self.in_channels
+            );
+        }
+        let shape = [out, self.in_channels / groups, kh, kw];
+        if self.weight.shape() != shape {
+            let (w, b) = init::default_weight_and_bias(&shape, self.bias.is_some());
+            self.weight = Parameter::new(w);
+            self.bias = b.map(Parameter::new);
+        }
+        self.groups = groups;
         self
     }
 
@@ -107,17 +153,33 @@ impl Conv2d {
         self.padding
     }
 
+    /// The spacing between kernel elements.
+    pub fn dilation(&self) -> [usize; 2] {
+        self.dilation
+    }
+
+    /// The number of channel blocks.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
     fn describe(&self) -> String {
         let s = self.weight.shape();
         let mut out = format!(
             "{}, {}, kernel_size={}, stride={}",
-            s[1],
+            self.in_channels,
             s[0],
             py_pair(self.kernel_size()),
             py_pair(self.stride)
         );
         if self.padding != [0, 0] {
             out += &format!(", padding={}", py_pair(self.padding));
+        }
+        if self.dilation != [1, 1] {
+            out += &format!(", dilation={}", py_pair(self.dilation));
+        }
+        if self.groups != 1 {
+            out += &format!(", groups={}", self.groups);
         }
         if self.bias.is_none() {
             out += ", bias=False";
@@ -133,7 +195,12 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     /// If the input is not `[N, in_channels, H, W]` or smaller than the kernel.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        let y = x.conv2d(&self.weight, self.stride, self.padding);
+        let y = if self.dilation == [1, 1] && self.groups == 1 {
+            x.conv2d(&self.weight, self.stride, self.padding)
+        } else {
+            let (s, p, d) = (self.stride, self.padding, self.dilation);
+            x.conv2d_grouped(&self.weight, s, p, d, self.groups)
+        };
         match &self.bias {
             Some(b) => &y + &b.reshape(&[1, -1, 1, 1]),
             None => y,
@@ -153,6 +220,24 @@ mod tests {
             "Conv2d(2, 3, kernel_size=(3, 2), stride=(2, 2), bias=False)"
         );
         assert_eq!(c.parameters().len(), 1);
+    }
+
+    #[test]
+    fn groups_split_the_weight_and_show_in_the_repr() {
+        let c = Conv2d::new(4, 6, 3).with_dilation((2, 1)).with_groups(2);
+        assert_eq!(c.weight.shape(), [6, 2, 3, 3]);
+        assert_eq!(
+            c.to_string(),
+            "Conv2d(4, 6, kernel_size=(3, 3), stride=(1, 1), dilation=(2, 1), groups=2)"
+        );
+        let y = c.forward(&Tensor::zeros(&[1, 4, 7, 5]));
+        assert_eq!(y.shape(), [1, 6, 3, 3]);
+    }
+
+    #[test]
+    #[should_panic(expected = "Conv2d: groups must divide in_channels 4 and out_channels 6, got 4")]
+    fn groups_must_divide_the_channels() {
+        let _ = Conv2d::new(4, 6, 3).with_groups(4);
     }
 
     #[test]

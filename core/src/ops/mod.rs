@@ -1,9 +1,11 @@
 //! Tensor ops, forward and backward side by side. Each file adds methods to
 //! [`Tensor`](crate::tensor::Tensor).
 
+mod adaptive_pool;
 pub(crate) mod binary;
 mod compare;
 pub(crate) mod conv;
+mod conv_general;
 pub(crate) mod fastmath;
 mod gather;
 pub(crate) mod gemm;
@@ -13,6 +15,7 @@ mod linear;
 mod matmul;
 mod norm;
 mod pool;
+mod recurrent;
 mod reduce;
 mod scan;
 mod select;
