@@ -109,12 +109,8 @@ pub trait Float:
 {
     /// The error function (PyTorch's `erf`), for the exact GELU.
     fn erf(self) -> Self;
-    /// `erf` for element-wise kernels: exact for f64, within 2.5e-7 for f32, written so
-    /// that loops over it vectorise (NOTE [ Fast f32 exp and erf ] in `ops/fastmath.rs`).
-    fn erf_fast(self) -> Self {
-        self.erf()
-    }
-    /// `exp` for element-wise kernels: libm's for f64, about 1 ulp for f32 (see `erf_fast`).
+    /// `exp` for element-wise kernels: libm's for f64; for f32 about 1 ulp, written so that
+    /// loops over it vectorise (NOTE [ Fast f32 exp ] in `ops/fastmath.rs`).
     fn exp_fast(self) -> Self {
         num_traits::Float::exp(self)
     }
@@ -157,10 +153,6 @@ fn general_with_bias<T: Float>(
 impl Float for f32 {
     fn erf(self) -> Self {
         erf_f32(self)
-    }
-    #[inline(always)]
-    fn erf_fast(self) -> Self {
-        crate::ops::fastmath::erf_f32(self)
     }
     #[inline(always)]
     fn exp_fast(self) -> Self {

@@ -88,9 +88,7 @@ impl Unary {
             // Written so that it does not overflow for large |x|.
             Unary::Sigmoid => sigmoid(x),
             Unary::Tanh => x.tanh(),
-            Unary::Gelu => {
-                half * x * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf_fast())
-            }
+            Unary::Gelu => half * x * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf()),
             Unary::GeluTanh => {
                 let inner = T::lit(SQRT_2_OVER_PI) * (x + T::lit(0.044715) * x * x * x);
                 half * x * (one + inner.tanh())
@@ -151,7 +149,7 @@ impl Unary {
             Unary::Sigmoid => y * (one - y),
             Unary::Tanh => one - y * y,
             Unary::Gelu => {
-                let cdf = half * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf_fast());
+                let cdf = half * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf());
                 let pdf = T::lit(FRAC_1_SQRT_2PI) * (-half * x * x).exp_fast();
                 cdf + x * pdf
             }
@@ -249,9 +247,9 @@ fn int_error(op: &str, t: &Tensor) -> ! {
 // The kernels below name the variant inside each closure, for the cheap functions, so that
 // the `match` in `f`/`df` folds away and the loop vectorises: a variant captured as a value
 // is data to the loop, and matching it per element made ReLU cost 3.5 ns an element. The
-// exact GELU joins them since its f32 erf and exp are branch-free arithmetic (NOTE [ Fast
-// f32 exp and erf ]); the other transcendental ones, whose cost is the libm call itself,
-// share one loop.
+// exact GELU joins them since its f32 erf (`erf_f32` in dtype.rs) and exp (NOTE [ Fast f32
+// exp ]) are branch-free arithmetic; the other transcendental ones, whose cost is the libm
+// call itself, share one loop.
 
 fn forward_kernel<T: Float>(a: &kernel::Arr<T>, op: Unary) -> kernel::Arr<T> {
     match op {
