@@ -109,6 +109,11 @@ pub trait Float:
 {
     /// The error function (PyTorch's `erf`), for the exact GELU.
     fn erf(self) -> Self;
+    /// `exp` for element-wise kernels: libm's for f64; for f32 about 1 ulp, written so that
+    /// loops over it vectorise (NOTE [ Fast f32 exp ] in `ops/fastmath.rs`).
+    fn exp_fast(self) -> Self {
+        num_traits::Float::exp(self)
+    }
     /// `v` converted to this type.
     fn lit(v: f64) -> Self {
         <Self as Element>::from_f64(v)
@@ -148,6 +153,10 @@ fn general_with_bias<T: Float>(
 impl Float for f32 {
     fn erf(self) -> Self {
         erf_f32(self)
+    }
+    #[inline(always)]
+    fn exp_fast(self) -> Self {
+        crate::ops::fastmath::exp_f32(self)
     }
     /// See NOTE [ GEMM ] in `ops/gemm.rs`.
     fn gemm(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>, c: &mut ArrayViewMut2<'_, f32>) {

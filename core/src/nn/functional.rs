@@ -1,6 +1,7 @@
 //! PyTorch's `torch.nn.functional`: loss functions (`mse_loss`, `l1_loss`, `smooth_l1_loss`,
 //! `cross_entropy`, `nll_loss`, `binary_cross_entropy_with_logits`) here, activations
-//! (`relu`, `gelu`, `silu`, `softmax`, …) and `one_hot` in the child modules, re-exported.
+//! (`relu`, `gelu`, `silu`, `softmax`, …), `layer_norm` and `one_hot` in the child modules,
+//! re-exported.
 //!
 //! Each loss comes as a short form with PyTorch's defaults (`reduction = mean`) and a `_with`
 //! form taking every option. They are composites of differentiable ops, so their gradients
@@ -12,11 +13,13 @@
 
 mod activation;
 mod encoding;
+mod normalization;
 
 pub use activation::{
     gelu, leaky_relu, log_softmax, mish, relu, sigmoid, silu, softmax, softplus, tanh,
 };
 pub use encoding::one_hot;
+pub use normalization::layer_norm;
 
 use crate::dtype::DType;
 use crate::tensor::Tensor;

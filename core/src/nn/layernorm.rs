@@ -108,19 +108,13 @@ impl<'a> Forward<&'a Tensor> for LayerNorm {
                 self.normalized_shape
             );
         }
-        let dims: Vec<isize> = (1..=k as isize).map(|d| -d).collect();
-        let mean = x.mean_dims(&dims, true);
-        let centred = x - &mean;
-        let var = (&centred * &centred).mean_dims(&dims, true);
-        let y = &centred / &(&var + self.eps).sqrt();
-        let y = match &self.weight {
-            Some(w) => &y * &**w,
-            None => y,
-        };
-        match &self.bias {
-            Some(b) => &y + &**b,
-            None => y,
-        }
+        crate::nn::functional::layer_norm(
+            x,
+            &self.normalized_shape,
+            self.weight.as_deref(),
+            self.bias.as_deref(),
+            self.eps,
+        )
     }
 }
 

@@ -120,21 +120,56 @@ fn batched_matmul<T: Float>(
     out_shape.extend([m, n]);
     let mut out = ndarray::ArrayD::<T>::zeros(IxDyn(&out_shape));
     let count: usize = batch.iter().product();
+    if count == 0 || m * n == 0 {
+        return Some(out.into_shared());
+    }
+    let blocks = out
+        .view_mut()
+        .into_shape_with_order((count, m, n))
+        .unwrap_or_else(|e| unreachable!("matmul output is contiguous: {e}"));
+    let (a, b) = (a.view(), b.view());
+    // Attention multiplies many small matrices ([B, H, L, E] @ [B, H, E, S]): each is too
+    // small for the GEMM to split, so the batch itself is split over two threads.
+    if count >= 2 && count * m * n * k >= PARALLEL_BATCH_MACS && rayon::current_num_threads() >= 2 {
+        let half = count / 2;
+        let (lo, hi) = blocks.split_at(Axis(0), half);
+        rayon::join(
+            || products(&a, &b, &batch, 0, lo),
+            || products(&a, &b, &batch, half, hi),
+        );
+    } else {
+        products(&a, &b, &batch, 0, blocks);
+    }
+    Some(out.into_shared())
+}
+
+/// From this many multiply-adds on, a batch of products is split over two threads (see
+/// `PARALLEL_MACS` in `gemm.rs` for the same trade-off within one product).
+const PARALLEL_BATCH_MACS: usize = 4 * 1024 * 1024;
+
+/// `c[i] = a[first + i] @ b[first + i]` for every block `i` of `c`, where `a` and `b` (already
+/// broadcast to the full batch shape `batch`) are indexed by the batch position.
+fn products<T: Float>(
+    a: &ArrayViewD<'_, T>,
+    b: &ArrayViewD<'_, T>,
+    batch: &[usize],
+    first: usize,
+    mut c: ndarray::ArrayViewMut3<'_, T>,
+) {
     let nb = batch.len();
-    // Collapse the batch dimensions of all three arrays into one by walking them together.
     let mut idx = vec![0usize; nb];
-    for _ in 0..count {
+    let mut rest = first;
+    for d in (0..nb).rev() {
+        idx[d] = rest % batch[d];
+        rest /= batch[d];
+    }
+    for mut vc in c.outer_iter_mut() {
         let mut va = a.view();
         let mut vb = b.view();
-        let mut vc = out.view_mut();
         for &i in &idx {
             va.index_axis_inplace(Axis(0), i);
             vb.index_axis_inplace(Axis(0), i);
-            vc.index_axis_inplace(Axis(0), i);
         }
-        let mut vc = vc
-            .into_dimensionality::<Ix2>()
-            .unwrap_or_else(|e| unreachable!("matmul output block: {e}"));
         T::gemm(&as2(va), &as2(vb), &mut vc);
         for d in (0..nb).rev() {
             idx[d] += 1;
@@ -144,10 +179,36 @@ fn batched_matmul<T: Float>(
             idx[d] = 0;
         }
     }
-    Some(out.into_shared())
 }
 
 fn as2<T: Float>(a: ArrayViewD<'_, T>) -> ArrayView2<'_, T> {
     a.into_dimensionality::<Ix2>()
         .unwrap_or_else(|e| unreachable!("matmul operand is 2-D here: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn batched_products_split_over_threads_match_each_product() {
+        // [B, H, L, E] @ [B, H, E, S] as attention builds it, the right operand a transposed
+        // view: 16.8 M multiply-adds, past the two-thread threshold.
+        let q = Tensor::randn(&[16, 8, 64, 32]);
+        let k_t = Tensor::randn(&[16, 8, 64, 32]).transpose(-1, -2);
+        let scores = q.matmul(&k_t);
+        assert_eq!(scores.shape(), [16, 8, 64, 64]);
+        for (b, h) in [(0, 0), (7, 3), (8, 0), (15, 7)] {
+            let want = q
+                .select(0, b)
+                .select(0, h)
+                .matmul(&k_t.select(0, b).select(0, h));
+            let got = scores.select(0, b).select(0, h).to_vec::<f32>();
+            let close = got
+                .iter()
+                .zip(want.to_vec::<f32>())
+                .all(|(a, b)| (a - b).abs() < 1e-4);
+            assert!(close, "block ({b}, {h})");
+        }
+    }
 }

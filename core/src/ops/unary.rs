@@ -148,7 +148,7 @@ impl Unary {
             Unary::Tanh => one - y * y,
             Unary::Gelu => {
                 let cdf = half * (one + (x * T::lit(std::f64::consts::FRAC_1_SQRT_2)).erf());
-                let pdf = T::lit(FRAC_1_SQRT_2PI) * (-half * x * x).exp();
+                let pdf = T::lit(FRAC_1_SQRT_2PI) * (-half * x * x).exp_fast();
                 cdf + x * pdf
             }
             Unary::GeluTanh => {
@@ -245,7 +245,9 @@ fn int_error(op: &str, t: &Tensor) -> ! {
 // The kernels below name the variant inside each closure, for the cheap functions, so that
 // the `match` in `f`/`df` folds away and the loop vectorises: a variant captured as a value
 // is data to the loop, and matching it per element made ReLU cost 3.5 ns an element. The
-// transcendental ones, whose cost is the function itself, share one loop.
+// exact GELU joins them since its f32 erf (`erf_f32` in dtype.rs) and exp (NOTE [ Fast f32
+// exp ]) are branch-free arithmetic; the other transcendental ones, whose cost is the libm
+// call itself, share one loop.
 
 fn forward_kernel<T: Float>(a: &kernel::Arr<T>, op: Unary) -> kernel::Arr<T> {
     match op {
