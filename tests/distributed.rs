@@ -3,6 +3,8 @@
 //! Each test launches this test binary again under `mpirun -np N`, running only itself: the
 //! copies find `TORCHLET_TEST_RANKS` set and do the rank's work, and the launching test
 //! checks how the job ended. `timeout` bounds every job, so a test fails instead of hanging.
+//! Ranks are not pinned to cores (`--bind-to none`): the test harness runs several jobs at
+//! once, and two jobs pinned to the same cores would wait on each other.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,6 +47,8 @@ fn launch(np: usize, test: &str, work: impl FnOnce() -> torchlet::Result<()>) ->
         .args([
             "--allow-run-as-root",
             "--oversubscribe",
+            "--bind-to",
+            "none",
             "-np",
             &np.to_string(),
         ])

@@ -241,8 +241,26 @@ pub fn barrier() {
 }
 
 /// Sums `send` over all ranks into `recv` (same length), for the gradient buckets.
+///
+/// A blocking `MPI_Allreduce` spins while it waits for a late rank, and on a machine with
+/// more runnable threads than cores that spinning takes the time slices the late rank needs
+/// to arrive. So the reduction is started non-blocking and polled: busily for a short
+/// while (ranks in step arrive within it), then with a sleep between polls.
 pub(super) fn sum_into<T: MpiElement>(send: &[T], recv: &mut [T]) {
-    world("DistributedDataParallel").all_reduce_into(send, recv, SystemOperation::sum())
+    let comm = world("DistributedDataParallel");
+    mpi::request::scope(|scope| {
+        let mut request = comm.immediate_all_reduce_into(scope, send, recv, SystemOperation::sum());
+        let start = std::time::Instant::now();
+        loop {
+            match request.test() {
+                Ok(_) => break,
+                Err(pending) => request = pending,
+            }
+            if start.elapsed() > std::time::Duration::from_micros(500) {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+    });
 }
 
 /// Broadcasts raw bytes from rank 0 (variable length: the length goes first).
