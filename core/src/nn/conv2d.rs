@@ -133,7 +133,7 @@ impl<'a> Forward<&'a Tensor> for Conv2d {
     /// If the input is not `[N, in_channels, H, W]` or smaller than the kernel.
     #[track_caller]
     fn forward(&self, x: &'a Tensor) -> Tensor {
-        let bias = self.bias.as_ref().map(|b| &**b);
+        let bias = self.bias.as_deref();
         x.conv2d_with_bias(&self.weight, bias, self.stride, self.padding)
     }
 }
