@@ -280,6 +280,9 @@ fn bn_forward<T: Float>(
     }
 }
 
+/// `(dx, dw, db)`, each present when asked for.
+type BnGrads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
+
 /// The backward kernel: `(dx, dw, db)` for the gradients asked for.
 #[allow(clippy::too_many_arguments)]
 fn bn_backward<T: Float>(
@@ -291,7 +294,7 @@ fn bn_backward<T: Float>(
     invstd: &[T],
     batch_stats: bool,
     needs: [bool; 3],
-) -> (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>) {
+) -> BnGrads<T> {
     let sums = per_channel(g.c, x.len(), |c| {
         let (mut s, mut q) = (0.0, 0.0);
         for n in 0..g.n {

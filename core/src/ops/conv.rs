@@ -1,8 +1,17 @@
 //! 2-D convolution (cross-correlation, as PyTorch's `conv2d`) by im2col and one GEMM per
-//! sample, with its backward: `dW = Σₙ gₙ · colsₙᵀ`, `dx = col2im(Wᵀ · gₙ)`.
+//! sample, with its backward: `dWᵀ = Σₙ colsₙ · gₙᵀ`, `dx = col2im(Wᵀ · gₙ)`, `db = Σ g`.
 //!
-//! Each sample's columns are rebuilt in backward rather than kept from forward, so memory
-//! stays at one sample's columns (`C·kh·kw × OH·OW`) while the GEMMs do the work.
+//! NOTE [ Convolution kernel ]
+//! Chosen by profiling W4 (the main job's CNN, batch 64): per-sample GEMMs, with the batch in
+//! two halves on two threads, beat one GEMM over the whole batch, which needs a
+//! `C·kh·kw × N·OH·OW` column buffer (7 MB for W4's second conv) and a transpose of the
+//! `[out, N·L]` result back to NCHW. Each sample's output is written straight into the NCHW
+//! result with the bias added while the tile is in cache. im2col and col2im copy whole valid
+//! row segments (the padding columns of a row are found once per kernel offset, not tested
+//! per element). The weight gradient is computed transposed, `colsₙ · gₙᵀ`, so that the
+//! columns are read in place as the GEMM's A and only the small `gₙ` is packed. Each
+//! sample's columns are rebuilt in backward rather than kept from forward, so memory stays
+//! at one sample's columns per thread.
 
 use crate::autograd::graph::{Saved, record};
 use crate::dtype::{Float, Storage};
@@ -264,7 +273,7 @@ type Grads<T> = (
     Option<ArcArray<T, IxDyn>>,
 );
 
-/// `(dx, dW, db)`: per sample `dW += gₙ · colsₙᵀ`, `dxₙ = col2im(Wᵀ · gₙ)`, `db += Σ gₙ`, the
+/// `(dx, dW, db)`: per sample `dWᵀ += colsₙ · gₙᵀ`, `dxₙ = col2im(Wᵀ · gₙ)`, `db += Σ gₙ`, the
 /// columns rebuilt from x; two halves of the batch on two threads, their dW and db added.
 fn backward<T: Float>(
     x: &ArcArray<T, IxDyn>,
@@ -290,9 +299,14 @@ fn backward<T: Float>(
             let gyn = &gy[n * o * l..(n + 1) * o * l];
             let gn = view2(gyn, o, l);
             if needs[1] {
+                // dWᵀ = cols · gₙᵀ: the columns are read in place as A, and only gₙ
+                // (out × OH·OW) is packed, not the C·kh·kw × OH·OW columns.
                 im2col(&x[n * sample..(n + 1) * sample], g, &mut cols);
-                let cols_t = view2(&cols, ckk, l).reversed_axes();
-                T::gemm(&gn, &cols_t, &mut view2_mut(&mut gw_n, o, ckk));
+                T::gemm(
+                    &view2(&cols, ckk, l),
+                    &gn.t(),
+                    &mut view2_mut(&mut gw_n, ckk, o),
+                );
                 gw.iter_mut().zip(&gw_n).for_each(|(acc, &v)| *acc += v);
             }
             if needs[2] {
@@ -307,9 +321,20 @@ fn backward<T: Float>(
         }
         (gw, gb)
     });
-    let (mut gw, mut gb) = first;
+    // The halves' dWᵀ `[C·kh·kw, out]` added and transposed to `[out, C·kh·kw]`.
+    let (gw_t, mut gb) = first;
+    let mut gw = vec![T::zero(); gw_t.len()];
+    for (r, row) in gw_t.chunks_exact(o.max(1)).enumerate() {
+        for (oo, &v) in row.iter().enumerate() {
+            gw[oo * ckk + r] = v;
+        }
+    }
     if let Some((gw2, gb2)) = second {
-        gw.iter_mut().zip(&gw2).for_each(|(a, &b)| *a += b);
+        for (r, row) in gw2.chunks_exact(o.max(1)).enumerate() {
+            for (oo, &v) in row.iter().enumerate() {
+                gw[oo * ckk + r] += v;
+            }
+        }
         gb.iter_mut().zip(&gb2).for_each(|(a, &b)| *a += b);
     }
     (
