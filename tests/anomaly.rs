@@ -7,7 +7,9 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use torchlet::Tensor;
-use torchlet::autograd::{detect_anomaly, is_anomaly_enabled, no_grad, set_detect_anomaly};
+use torchlet::autograd::{
+    detect_anomaly, detect_anomaly_in, is_anomaly_enabled, no_grad, set_detect_anomaly,
+};
 use torchlet::nn::{BatchNorm1d, Forward, Linear, Module, ModuleScope, ReLU, sequential};
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -111,6 +113,28 @@ fn a_nan_inside_a_nested_derived_model_names_the_op_module_and_line() {
     // Off, the NaN flows on silently, as in PyTorch.
     let block = model.encoder.block.forward(&x);
     assert!(block.to_vec::<f32>().iter().any(|v| v.is_nan()));
+}
+
+#[test]
+fn a_derived_model_without_a_scope_of_its_own_is_named_from_the_root_given() {
+    let _lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // `Encoder`'s forward enters no scope: the root comes from `detect_anomaly_in`.
+    let model = net().encoder;
+    let w = &model.block.fc.weight;
+    no_grad(|| w.copy_(&w.index_fill_nan()));
+    let x = Tensor::ones(&[2, 4]);
+    let (msg, _) = anomaly(|| {
+        detect_anomaly_in(&model, || model.forward(&x));
+    });
+    assert_eq!(
+        msg,
+        format!(
+            "anomaly detected: `linear` gave NaN in its output [2, 3] from inputs [2, 4], \
+             [3, 4], [3]; input 1 already held non-finite values; in module block.fc \
+             (Linear), created at tests/anomaly.rs:{FC_LINE}:17"
+        )
+    );
+    assert!(!is_anomaly_enabled());
 }
 
 trait NanFill {

@@ -65,6 +65,42 @@ pub fn detect_anomaly<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// [`detect_anomaly`] with `model` as the root of the module paths it reports: every
+/// submodule of `model` is named by its path from there (`encoder.block.fc (Linear)`), with
+/// no [`ModuleScope`](crate::nn::ModuleScope) written in the model's own `forward`.
+///
+/// # Panics
+/// As [`detect_anomaly`].
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, autograd::detect_anomaly_in, nn::{Forward, Linear, Module}};
+///
+/// #[derive(Module)]
+/// struct Net {
+///     fc: Linear,
+/// }
+///
+/// impl Forward<&Tensor> for Net {
+///     type Output = Tensor;
+///     fn forward(&self, x: &Tensor) -> Tensor {
+///         self.fc.forward(x)
+///     }
+/// }
+///
+/// let net = Net { fc: Linear::new(2, 1) };
+/// let x = Tensor::from_vec(vec![f32::NAN, 1.0], &[1, 2]);
+/// let caught = std::panic::catch_unwind(|| detect_anomaly_in(&net, || net.forward(&x)));
+/// let message = caught.unwrap_err().downcast::<String>().unwrap();
+/// assert!(message.contains("in module fc (Linear)"), "{message}");
+/// ```
+pub fn detect_anomaly_in<R>(model: &dyn crate::nn::Module, f: impl FnOnce() -> R) -> R {
+    detect_anomaly(|| {
+        let _scope = crate::nn::ModuleScope::enter(model);
+        f()
+    })
+}
+
 /// Where a recorded op came from, kept by its node while anomaly detection is on.
 pub(crate) struct OpContext {
     location: &'static Location<'static>,
