@@ -125,6 +125,7 @@ pub fn run() -> Result<(f64, f64, f64, f64, usize, f64), torchlet::Error> {
         faults.step();
     }
     let secs = start.elapsed().as_secs_f64();
+    faults.end();
     let tokens = (STEPS * BATCH * BLOCK) as f64;
     Ok((
         tokens / secs,
