@@ -92,7 +92,7 @@ impl Stats<'_> {
             self.num_features,
             py_float(self.eps),
             py_bool(affine),
-            py_bool(!affine || self.bias.is_some()),
+            py_bool(self.bias.is_some()),
             py_bool(self.running_mean.is_some())
         )
     }
@@ -659,6 +659,11 @@ mod tests {
         assert_eq!(
             bn.to_string(),
             "BatchNorm2d(4, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)"
+        );
+        // PyTorch 2.15: `print(nn.BatchNorm2d(4, affine=False))`.
+        assert_eq!(
+            BatchNorm2d::new(4).with_affine(false).to_string(),
+            "BatchNorm2d(4, eps=1e-05, momentum=0.1, affine=False, bias=False, track_running_stats=True)"
         );
     }
 
