@@ -259,6 +259,15 @@ impl Storage {
             DType::I64 => Storage::I64(i64::from_storage(self)),
         }
     }
+
+    /// A storage with its own (contiguous) buffer.
+    pub(crate) fn to_owned_storage(&self) -> Storage {
+        match self {
+            Storage::F32(a) => Storage::F32(a.to_owned().into_shared()),
+            Storage::F64(a) => Storage::F64(a.to_owned().into_shared()),
+            Storage::I64(a) => Storage::I64(a.to_owned().into_shared()),
+        }
+    }
 }
 
 /// Runs a generic body once for the float variant of a storage, giving back a storage of the

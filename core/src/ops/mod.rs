@@ -9,6 +9,7 @@ mod conv_general;
 pub(crate) mod fastmath;
 mod gather;
 pub(crate) mod gemm;
+mod inplace;
 pub(crate) mod kernel;
 pub(crate) mod layer_norm;
 mod linear;
