@@ -1,86 +1,117 @@
-//! Matrix-multiply throughput through the Tensor API (f32):
-//! a 1024³ product, and forward + backward of a 512×784 @ 784×1024 layer.
+//! Matrix-multiply throughput through the Tensor API (f32) on the shapes the benchmark
+//! workloads multiply: W5's Linear layers (forward `x @ wᵀ`, `dx = dy @ w`,
+//! `dw = dyᵀ @ x`) and attention's batched products, W2's layers, and a 1024³ product.
 //!
-//!     cargo bench --bench matmul
+//!     cargo bench --bench matmul            # one JSON line per shape
+//!     python3 benches/matmul_peer.py        # the same shapes beside torch.matmul
 //!
-//! Prints one JSON line per measurement (median of the timed repetitions).
+//! Each line gives the median GFLOP/s of the timed repetitions (about 0.3 s per shape).
+//! `benches/matmul_shapes.txt` lists the shapes; `matmul_peer.py` reads the same file.
 
 use std::time::Instant;
 use torchlet::{Tensor, manual_seed};
 
-/// Median seconds of `reps` runs of `f` after `warmup` untimed runs.
-fn median_secs(warmup: usize, reps: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
-    for _ in 0..warmup {
-        f();
+/// Seconds this thread has spent on a CPU (`CLOCK_THREAD_CPUTIME_ID`): unlike the wall
+/// clock, it does not count the time other processes hold the core.
+#[cfg(target_os = "linux")]
+fn thread_cpu_secs() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
     }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields on 64-bit Linux), and
+    // the C library, which std links, provides clock_gettime.
+    unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.sec as f64 + ts.nsec as f64 * 1e-9
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_secs() -> f64 {
+    START.with(|s| s.elapsed().as_secs_f64())
+}
+
+/// Median seconds of runs of `f`, repeated for about `budget` seconds after a warm-up;
+/// on-CPU seconds of this thread when `cpu`, else wall-clock seconds.
+fn median_secs(budget: f64, cpu: bool, mut f: impl FnMut()) -> f64 {
+    let now = || {
+        if cpu {
+            thread_cpu_secs()
+        } else {
+            Instant::now().elapsed().as_secs_f64() + START.with(|s| s.elapsed().as_secs_f64())
+        }
+    };
+    let t = now();
+    f();
+    f();
+    let once = ((now() - t) / 2.0).max(1e-7);
+    let reps = ((budget / once) as usize).clamp(5, 2000);
     let mut times: Vec<f64> = (0..reps)
         .map(|_| {
-            let t = Instant::now();
+            let t = now();
             f();
-            t.elapsed().as_secs_f64()
+            now() - t
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    (times[reps / 2], times[0], times[reps - 1])
+    times[reps / 2]
 }
 
-fn report(name: &str, flops: f64, (median, best, worst): (f64, f64, f64)) {
-    println!(
-        "{{\"peer\":\"torchlet\",\"bench\":\"{name}\",\"gflops\":{:.1},\"gflops_best\":{:.1},\"gflops_worst\":{:.1},\"median_ms\":{:.3},\"threads\":\"{}\"}}",
-        flops / median / 1e9,
-        flops / best / 1e9,
-        flops / worst / 1e9,
-        median * 1e3,
-        std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "default".into()),
-    );
+/// An operand of `shape`, transposed in its last two dimensions when `t` (a view of a
+/// row-major tensor with those dimensions swapped, as backward's `wᵀ` and `xᵀ` are).
+fn operand(batch: usize, rows: usize, cols: usize, t: bool) -> Tensor {
+    let shape: Vec<usize> = match (batch, t) {
+        (0, false) => vec![rows, cols],
+        (0, true) => vec![cols, rows],
+        (_, false) => vec![batch, rows, cols],
+        (_, true) => vec![batch, cols, rows],
+    };
+    let x = Tensor::randn(&shape);
+    if t { x.transpose(-1, -2) } else { x }
+}
+
+thread_local! {
+    static START: Instant = Instant::now();
 }
 
 fn main() {
     manual_seed(0);
-    let n = 1024;
-    let a = Tensor::randn(&[n, n]);
-    let b = Tensor::randn(&[n, n]);
-    let flops = 2.0 * (n * n * n) as f64;
-    report(
-        "matmul_1024",
-        flops,
-        median_secs(3, 21, || {
+    // `--cpu`: one thread, timed by its on-CPU seconds (for A/B on a busy machine).
+    let cpu = std::env::args().any(|a| a == "--cpu");
+    if cpu {
+        torchlet::set_num_threads(1).expect("a fresh thread pool");
+    }
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let shapes = include_str!("matmul_shapes.txt");
+    for line in shapes
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        // name batch m k n layout (NN, NT, TN: which operand is a transposed view)
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [name, batch, m, k, n, layout] = f[..] else {
+            panic!("matmul_shapes.txt: bad line {line:?}")
+        };
+        if filter.as_deref().is_some_and(|p| !name.contains(p)) {
+            continue;
+        }
+        let num = |s: &str| s.parse::<usize>().expect("matmul_shapes.txt: a number");
+        let (batch, m, k, n) = (num(batch), num(m), num(k), num(n));
+        let a = operand(batch, m, k, layout.starts_with('T'));
+        let b = operand(batch, k, n, layout.ends_with('T'));
+        let secs = median_secs(0.3, cpu, || {
             std::hint::black_box(a.matmul(&b));
-        }),
-    );
-
-    // The same product through ndarray's general_mat_mul (matrixmultiply, one thread), which
-    // torchlet used before its own kernel (NOTE [ GEMM ] in core/src/ops/gemm.rs).
-    let (a2, b2) = (
-        a.to_array::<f32>()
-            .into_dimensionality::<ndarray::Ix2>()
-            .unwrap(),
-        b.to_array::<f32>()
-            .into_dimensionality::<ndarray::Ix2>()
-            .unwrap(),
-    );
-    let mut c2 = ndarray::Array2::<f32>::zeros((n, n));
-    report(
-        "ndarray_general_mat_mul_1024",
-        flops,
-        median_secs(3, 21, || {
-            ndarray::linalg::general_mat_mul(1.0, &a2, &b2, 0.0, &mut c2);
-        }),
-    );
-
-    // A Linear layer's three products: y = x @ wᵀ, dx = dy @ w, dw = dyᵀ @ x.
-    let (batch, inp, out) = (512, 784, 1024);
-    let x = Tensor::randn(&[batch, inp]).requires_grad_(true);
-    let w = Tensor::randn(&[out, inp]).requires_grad_(true);
-    let flops = 3.0 * 2.0 * (batch * inp * out) as f64;
-    report(
-        "linear_512x784x1024_fwd_bwd",
-        flops,
-        median_secs(3, 21, || {
-            let y = x.matmul(&w.t());
-            y.backward_with(&Tensor::ones(&[batch, out]));
-            x.zero_grad();
-            w.zero_grad();
-        }),
-    );
+        });
+        let flops = 2.0 * (batch.max(1) * m * k * n) as f64;
+        println!(
+            "{{\"peer\":\"torchlet\",\"bench\":\"{name}\",\"gflops\":{:.1},\"median_us\":{:.1}}}",
+            flops / secs / 1e9,
+            secs * 1e6
+        );
+    }
 }

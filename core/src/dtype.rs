@@ -8,7 +8,7 @@
 //! `match` per op (never per element): each op body is written once, generically over
 //! [`Float`], and [`dispatch_float!`] instantiates it for f32 and f64.
 
-use ndarray::{ArcArray, Array2, ArrayView2, ArrayViewMut2, IxDyn};
+use ndarray::{ArcArray, IxDyn};
 use std::fmt;
 
 /// The element type of a tensor.
@@ -118,36 +118,6 @@ pub trait Float:
     fn lit(v: f64) -> Self {
         <Self as Element>::from_f64(v)
     }
-    /// `c = a @ b` (`c` has the product's shape; its old values are ignored).
-    fn gemm(a: &ArrayView2<'_, Self>, b: &ArrayView2<'_, Self>, c: &mut ArrayViewMut2<'_, Self>) {
-        ndarray::linalg::general_mat_mul(Self::one(), a, b, Self::zero(), c);
-    }
-    /// `a @ b` as a new row-major matrix, plus `bias` (of length `b.ncols()`) on every row.
-    fn gemm_new(
-        a: &ArrayView2<'_, Self>,
-        b: &ArrayView2<'_, Self>,
-        bias: Option<&[Self]>,
-    ) -> Array2<Self> {
-        general_with_bias(a, b, bias)
-    }
-}
-
-/// `a @ b + bias` through matrixmultiply: C starts as the bias rows, then accumulates.
-fn general_with_bias<T: Float>(
-    a: &ArrayView2<'_, T>,
-    b: &ArrayView2<'_, T>,
-    bias: Option<&[T]>,
-) -> Array2<T> {
-    let mut c = Array2::zeros((a.nrows(), b.ncols()));
-    match bias {
-        Some(bias) => {
-            let row = ndarray::aview1(bias);
-            c.rows_mut().into_iter().for_each(|mut r| r.assign(&row));
-            ndarray::linalg::general_mat_mul(T::one(), a, b, T::one(), &mut c);
-        }
-        None => ndarray::linalg::general_mat_mul(T::one(), a, b, T::zero(), &mut c),
-    }
-    c
 }
 
 impl Float for f32 {
@@ -157,19 +127,6 @@ impl Float for f32 {
     #[inline(always)]
     fn exp_fast(self) -> Self {
         crate::ops::fastmath::exp_f32(self)
-    }
-    /// See NOTE [ GEMM ] in `ops/gemm.rs`.
-    fn gemm(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>, c: &mut ArrayViewMut2<'_, f32>) {
-        if !crate::ops::gemm::sgemm(a, b, c) {
-            ndarray::linalg::general_mat_mul(1.0, a, b, 0.0, c);
-        }
-    }
-    fn gemm_new(
-        a: &ArrayView2<'_, f32>,
-        b: &ArrayView2<'_, f32>,
-        bias: Option<&[f32]>,
-    ) -> Array2<f32> {
-        crate::ops::gemm::sgemm_new(a, b, bias).unwrap_or_else(|| general_with_bias(a, b, bias))
     }
 }
 

@@ -15,6 +15,7 @@
 
 use crate::autograd::graph::{Saved, record};
 use crate::dtype::{Float, Storage};
+use crate::ops::gemm::{Epilogue, gemm};
 use crate::ops::kernel::from_vec;
 use crate::tensor::Tensor;
 use ndarray::{ArcArray, ArrayView2, ArrayViewMut2, IxDyn};
@@ -256,7 +257,12 @@ fn forward<T: Float>(
         for (s, outn) in out.chunks_exact_mut(o * l).enumerate().take(count) {
             let n = first + s;
             im2col(&x[n * sample..(n + 1) * sample], g, &mut cols);
-            T::gemm(&w2, &view2(&cols, ckk, l), &mut view2_mut(outn, o, l));
+            gemm(
+                &w2,
+                &view2(&cols, ckk, l),
+                &mut view2_mut(outn, o, l),
+                Epilogue::write(),
+            );
             if let Some(b) = bias {
                 for (row, &bv) in outn.chunks_exact_mut(l).zip(b) {
                     row.iter_mut().for_each(|v| *v += bv);
@@ -302,10 +308,11 @@ fn backward<T: Float>(
                 // dWᵀ = cols · gₙᵀ: the columns are read in place as A, and only gₙ
                 // (out × OH·OW) is packed, not the C·kh·kw × OH·OW columns.
                 im2col(&x[n * sample..(n + 1) * sample], g, &mut cols);
-                T::gemm(
+                gemm(
                     &view2(&cols, ckk, l),
                     &gn.t(),
                     &mut view2_mut(&mut gw_n, ckk, o),
+                    Epilogue::write(),
                 );
                 gw.iter_mut().zip(&gw_n).for_each(|(acc, &v)| *acc += v);
             }
@@ -315,7 +322,12 @@ fn backward<T: Float>(
                 }
             }
             if needs[0] {
-                T::gemm(&w2.t(), &gn, &mut view2_mut(&mut cols, ckk, l));
+                gemm(
+                    &w2.t(),
+                    &gn,
+                    &mut view2_mut(&mut cols, ckk, l),
+                    Epilogue::write(),
+                );
                 col2im(&cols, g, &mut gx[s * sample..(s + 1) * sample]);
             }
         }

@@ -19,6 +19,7 @@
 
 use crate::autograd::graph::{Saved, record};
 use crate::dtype::{Float, Storage};
+use crate::ops::gemm::{Epilogue, gemm};
 use crate::ops::kernel::from_vec;
 use crate::tensor::Tensor;
 use ndarray::{ArcArray, ArrayView2, ArrayViewMut2, IxDyn};
@@ -256,10 +257,11 @@ fn apply<T: Float>(
             for (i, (xg, yg)) in blocks.enumerate() {
                 let wg = &b[(i % s.groups) * og * k..][..og * k];
                 im2col(xg, s, &mut cols);
-                T::gemm(
+                gemm(
                     &view2(wg, og, k),
                     &view2(&cols, k, l),
                     &mut view2_mut(yg, og, l),
+                    Epilogue::write(),
                 );
             }
             from_vec(&[s.n, s.o, s.oh, s.ow], out)
@@ -272,21 +274,29 @@ fn apply<T: Float>(
             for (i, (dxg, gg)) in blocks.enumerate() {
                 let wg = &b[(i % s.groups) * og * k..][..og * k];
                 let wt = view2(wg, og, k).reversed_axes();
-                T::gemm(&wt, &view2(gg, og, l), &mut view2_mut(&mut cols, k, l));
+                gemm(
+                    &wt,
+                    &view2(gg, og, l),
+                    &mut view2_mut(&mut cols, k, l),
+                    Epilogue::write(),
+                );
                 col2im(&cols, s, dxg);
             }
             from_vec(&[s.n, s.c, s.h, s.w], out)
         }
         Kernel::WeightGrad => {
             let mut out = vec![T::zero(); s.o * k];
-            let mut part = vec![T::zero(); og * k];
             let blocks = a.chunks_exact(in_block).zip(b.chunks_exact(out_block));
             for (i, (xg, gg)) in blocks.enumerate() {
                 im2col(xg, s, &mut cols);
                 let cols_t = view2(&cols, k, l).reversed_axes();
-                T::gemm(&view2(gg, og, l), &cols_t, &mut view2_mut(&mut part, og, k));
                 let acc = &mut out[(i % s.groups) * og * k..][..og * k];
-                acc.iter_mut().zip(&part).for_each(|(a, &v)| *a += v);
+                gemm(
+                    &view2(gg, og, l),
+                    &cols_t,
+                    &mut view2_mut(acc, og, k),
+                    Epilogue::accumulate(),
+                );
             }
             from_vec(&[s.o, s.cg(), s.kh, s.kw], out)
         }

@@ -1,42 +1,318 @@
-//! The f32 matrix multiply behind `matmul`: `C = A · B` for strided operands.
+//! The matrix multiply behind every op: `C = α·A·B + β·C (+ bias)` for strided operands,
+//! one product or a batch of them, in f32 and f64.
 //!
 //! NOTE [ GEMM ]
+//! Every matrix product in torchlet (matmul, Linear, convolutions, recurrent layers,
+//! attention) goes through this module's three functions, which share one implementation:
+//!
+//! - [`gemm`]: one product into an existing `C` (any strides), with an [`Epilogue`] that
+//!   says how `C` is written: overwritten, accumulated into (`β = 1`), scaled (`α`), and
+//!   with a bias row added.
+//! - [`gemm_batched`]: a batch of products given as N-D views whose leading dimensions are
+//!   the batch (broadcast views with zero strides are fine), the last two the matrices.
+//!   Small products are spread over the threads by batch item, one product per thread at a
+//!   time, rather than each product being split (attention's 64 × 32 heads).
+//! - [`gemm_new`]: one product into a fresh row-major matrix, written once (never zeroed).
+//!
 //! matrixmultiply (ndarray's `general_mat_mul`) reaches about 60% of this machine's f32
-//! peak; training time is mostly matrix multiply, so torchlet carries its own kernel for
-//! the common case (x86-64 with AVX2 and FMA, detected at run time), in the classic
+//! peak; training time is mostly matrix multiply, so for f32 torchlet carries its own kernel
+//! for the common case (x86-64 with AVX2 and FMA, detected at run time), in the classic
 //! Goto/BLIS layout:
 //!
 //! - B is packed in blocks of `KC × NC` into column strips `NR` wide, A in blocks of
 //!   `MC × KC` into row strips `MR` tall, so the micro-kernel streams both from cache with
-//!   unit stride whatever the operands' strides (transposed views cost nothing extra).
+//!   unit stride whatever the operands' strides (transposed views cost nothing extra). A
+//!   row-major A is read in place, without packing.
 //! - The `MR × NR` = 6 × 16 micro-kernel keeps C's tile in 12 of the 16 AVX registers and
 //!   issues 12 FMAs per step of k, which is what Zen 3 and recent Intel cores sustain.
 //! - Products big enough to amortise it are split in two halves (along the longer of M and
-//!   N) run with `rayon::join`; small ones stay on the calling thread, and tiny ones (the
-//!   16-wide layers of an MLP at batch 8) skip packing altogether.
-//! - A Linear layer's bias is added as the first block of k stores C (`Store::Write`), so
+//!   N) run on two threads. The operand both halves read (B when the rows are split, A when
+//!   the columns are and A is not read in place) is packed once, by both threads in
+//!   parallel, and shared: packing it twice cost W5's weight gradients (K = 2048, a
+//!   128-wide output) about a fifth of their time. Small products stay on the calling
+//!   thread, and tiny ones (the 16-wide layers of an MLP at batch 8) skip packing.
+//! - The epilogue (`α`, `β`, the bias) is applied as the first block of k stores C, so
 //!   `x @ wᵀ + b` makes one pass over its output, not two.
 //!
-//! Other targets, and f64, use matrixmultiply through `general_mat_mul`.
+//! f64 (gradient checks, reference comparisons) and other CPUs use matrixmultiply.
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use crate::dtype::Float;
+use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Ix2};
+use std::any::TypeId;
 use std::cell::RefCell;
 
 const MR: usize = 6;
 const NR: usize = 16;
 const KC: usize = 256;
 const MC: usize = 96;
-
 const NC: usize = 2048;
 
 /// Below this many multiply-adds, a direct loop beats packing.
 const DIRECT_MACS: usize = 16 * 1024;
 /// From this many multiply-adds on, the product is split across two threads. Below it,
-/// waking the second thread (and both threads packing the shared operand) costs more than
-/// it saves: W1's 64×784×128 products (6.4 M multiply-adds) ran 20–30% faster on one thread.
+/// waking the second thread costs more than it saves: W1's 64×784×128 products (6.4 M
+/// multiply-adds) ran 20–30% faster on one thread.
 const PARALLEL_MACS: usize = 8 * 1024 * 1024;
+/// From this many multiply-adds in all, a batch of products is spread over two threads.
+const PARALLEL_BATCH_MACS: usize = 2 * 1024 * 1024;
 
-/// A strided read-only matrix.
+/// How a product is written into C: `C = alpha · A·B + beta · C + bias`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Epilogue<'a, T> {
+    /// Scales the product.
+    pub alpha: T,
+    /// Scales C's old values; `0` ignores them (C may hold anything, NaN included).
+    pub beta: T,
+    /// Added to every row of C (`n` values, C's columns): a Linear layer's bias.
+    pub bias: Option<&'a [T]>,
+}
+
+impl<'a, T: Float> Epilogue<'a, T> {
+    /// `C = A·B`.
+    pub(crate) fn write() -> Self {
+        Epilogue {
+            alpha: T::one(),
+            beta: T::zero(),
+            bias: None,
+        }
+    }
+
+    /// `C += A·B`.
+    pub(crate) fn accumulate() -> Self {
+        Epilogue {
+            beta: T::one(),
+            ..Self::write()
+        }
+    }
+
+    /// `C = A·B + bias` (bias broadcast over the rows), or `C = A·B` for `None`.
+    pub(crate) fn bias(bias: Option<&'a [T]>) -> Self {
+        Epilogue {
+            bias,
+            ..Self::write()
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn shape_error(a: &[usize], b: &[usize], c: &[usize], bias: Option<usize>) -> ! {
+    panic!(
+        "gemm: A {a:?}, B {b:?}, C {c:?}, bias of {bias:?}: expected [*, m, k], [*, k, n] and \
+         [*, m, n] with one batch shape, and a bias of n values"
+    )
+}
+
+/// `c = alpha · a @ b + beta · c (+ bias)` for one product (see NOTE [ GEMM ]).
+///
+/// # Panics
+/// If the shapes do not fit (`[m, k] @ [k, n]` into `[m, n]`, a bias of `n` values).
+#[track_caller]
+pub(crate) fn gemm<T: Float>(
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    c: &mut ArrayViewMut2<'_, T>,
+    epilogue: Epilogue<'_, T>,
+) {
+    gemm_batched(
+        a.view().into_dyn(),
+        b.view().into_dyn(),
+        c.view_mut().into_dyn(),
+        epilogue,
+    );
+}
+
+/// `c[i] = alpha · a[i] @ b[i] + beta · c[i] (+ bias)` for every index `i` of the leading
+/// (batch) dimensions, which the three views share (broadcast operands have zero strides);
+/// the last two dimensions are the matrices, with any strides.
+///
+/// # Panics
+/// If the shapes do not fit: `[*, m, k] @ [*, k, n]` into `[*, m, n]`, a bias of `n`
+/// values.
+#[track_caller]
+pub(crate) fn gemm_batched<T: Float>(
+    a: ArrayViewD<'_, T>,
+    b: ArrayViewD<'_, T>,
+    mut c: ArrayViewMutD<'_, T>,
+    epilogue: Epilogue<'_, T>,
+) {
+    let (sa, sb, sc) = (a.shape(), b.shape(), c.shape());
+    let r = sa.len();
+    let fits = r >= 2
+        && sb.len() == r
+        && sc.len() == r
+        && sa[..r - 2] == sb[..r - 2]
+        && sa[..r - 2] == sc[..r - 2]
+        && sa[r - 1] == sb[r - 2]
+        && sc[r - 2] == sa[r - 2]
+        && sc[r - 1] == sb[r - 1]
+        && epilogue.bias.is_none_or(|v| v.len() == sb[r - 1]);
+    if !fits {
+        shape_error(sa, sb, sc, epilogue.bias.map(<[T]>::len));
+    }
+    let (m, k, n) = (sa[r - 2], sa[r - 1], sb[r - 1]);
+    if c.is_empty() {
+        return;
+    }
+    if let Some(e) = epilogue.f32() {
+        let count = c.len() / (m * n);
+        if m * n * k <= DIRECT_MACS || has_avx2_fma() {
+            let mut items = Vec::with_capacity(count);
+            collect_items(a.view(), b.view(), c.view_mut(), &mut items);
+            let batch = Batch { m, n, k, items };
+            // SAFETY: T is f32 (`Epilogue::f32` checked its TypeId), so the pointers that
+            // `collect_items` took from the views address f32 elements; each item's
+            // pointers and strides describe one [m, k], [k, n] and [m, n] matrix of those
+            // views, and the items' C matrices are disjoint (distinct indices of one
+            // mutable view).
+            unsafe { sgemm_batch(&batch, e) };
+            return;
+        }
+    }
+    each_product(a, b, c, &mut |a, b, mut c| {
+        general(&a, &b, &mut c, epilogue)
+    });
+}
+
+/// `alpha · a @ b (+ bias)` as a new row-major matrix, written once (never zeroed first);
+/// `epilogue.beta` must be 0 (there is no old C).
+#[track_caller]
+pub(crate) fn gemm_new<T: Float>(
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    epilogue: Epilogue<'_, T>,
+) -> Array2<T> {
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    debug_assert!(
+        epilogue.beta == T::zero(),
+        "gemm_new: there is no C to scale"
+    );
+    if k != k2 || epilogue.bias.is_some_and(|v| v.len() != n) {
+        shape_error(&[m, k], &[k2, n], &[m, n], epilogue.bias.map(<[T]>::len));
+    }
+    if let Some(e) = epilogue.f32()
+        && m * n > 0
+        && (m * n * k <= DIRECT_MACS || has_avx2_fma())
+    {
+        let mut out: Vec<T> = Vec::with_capacity(m * n);
+        let c = MatMut {
+            ptr: out.as_mut_ptr().cast::<f32>(),
+            rs: n as isize,
+            cs: 1,
+        };
+        let item = Item {
+            a: mat_ref(a),
+            b: mat_ref(b),
+            c,
+        };
+        let e = Ep { beta: 0.0, ..e };
+        // SAFETY: T is f32 (checked by `Epilogue::f32`); `out` has room for the m·n
+        // row-major elements C describes, and the product with β = 0 writes every element
+        // of C before reading any (it reads C back only when accumulating over a later
+        // block of k), so all m·n elements are initialised when the length is set.
+        unsafe {
+            product(m, n, k, item, e, m * n * k >= PARALLEL_MACS);
+            out.set_len(m * n);
+        }
+        return Array2::from_shape_vec((m, n), out)
+            .unwrap_or_else(|e| unreachable!("gemm_new: {m}×{n} from m·n values: {e}"));
+    }
+    let mut c = Array2::zeros((m, n));
+    gemm(a, b, &mut c.view_mut(), epilogue);
+    c
+}
+
+impl<T: Float> Epilogue<'_, T> {
+    /// The epilogue in f32 when `T` is f32 (the fast kernel's type), else `None`.
+    fn f32(self) -> Option<Ep> {
+        if TypeId::of::<T>() != TypeId::of::<f32>() {
+            return None;
+        }
+        let f = |v: T| v.to_f64() as f32;
+        Some(Ep {
+            alpha: f(self.alpha),
+            beta: f(self.beta),
+            // The TypeId check makes `[T]` a `[f32]`.
+            bias: self
+                .bias
+                .map_or(Bias::NONE, |v| Bias(v.as_ptr().cast::<f32>())),
+        })
+    }
+}
+
+/// Calls `f` on every product of a batch (the matrices of the leading dimensions).
+fn each_product<'a, T: Float>(
+    a: ArrayViewD<'a, T>,
+    b: ArrayViewD<'a, T>,
+    mut c: ArrayViewMutD<'a, T>,
+    f: &mut impl FnMut(ArrayView2<'_, T>, ArrayView2<'_, T>, ArrayViewMut2<'_, T>),
+) {
+    if a.ndim() == 2 {
+        let two = "gemm: the matrices are 2-D";
+        let a = a.into_dimensionality::<Ix2>().expect(two);
+        let b = b.into_dimensionality::<Ix2>().expect(two);
+        let c = c.into_dimensionality::<Ix2>().expect(two);
+        f(a, b, c);
+        return;
+    }
+    for ((a, b), c) in a
+        .axis_iter(Axis(0))
+        .zip(b.axis_iter(Axis(0)))
+        .zip(c.axis_iter_mut(Axis(0)))
+    {
+        each_product(a, b, c, f);
+    }
+}
+
+/// One product through matrixmultiply (f64, or f32 on CPUs without AVX2 and FMA).
+fn general<T: Float>(
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    c: &mut ArrayViewMut2<'_, T>,
+    e: Epilogue<'_, T>,
+) {
+    let mut beta = e.beta;
+    if let Some(bias) = e.bias {
+        // C = beta·C + bias first, then the product is accumulated into it.
+        let row = ndarray::aview1(bias);
+        for mut r in c.rows_mut() {
+            if beta == T::zero() {
+                r.assign(&row);
+            } else {
+                r.zip_mut_with(&row, |v, &bj| *v = beta * *v + bj);
+            }
+        }
+        beta = T::one();
+    }
+    if a.ncols() == 0 {
+        // matrixmultiply would scale C by beta; do the same when there is nothing to add.
+        if beta == T::zero() {
+            c.fill(T::zero());
+        } else if beta != T::one() {
+            c.map_inplace(|v| *v = beta * *v);
+        }
+        return;
+    }
+    ndarray::linalg::general_mat_mul(e.alpha, a, b, beta, c);
+}
+
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The f32 kernel. Everything below works on raw pointers and strides taken from ndarray
+// views that the public functions above keep borrowed for the whole call.
+
+/// A strided read-only f32 matrix: element (i, j) at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy)]
 struct MatRef {
     ptr: *const f32,
@@ -44,7 +320,7 @@ struct MatRef {
     cs: isize,
 }
 
-/// A strided matrix written by the kernel.
+/// A strided f32 matrix written by the kernel.
 #[derive(Clone, Copy)]
 struct MatMut {
     ptr: *mut f32,
@@ -55,6 +331,54 @@ struct MatMut {
 /// A row vector added to every row of C (a Linear layer's bias), `len == n`; null for none.
 #[derive(Clone, Copy)]
 struct Bias(*const f32);
+
+/// The epilogue in f32 (see [`Epilogue`]).
+#[derive(Clone, Copy)]
+struct Ep {
+    alpha: f32,
+    beta: f32,
+    bias: Bias,
+}
+
+/// One product of a batch.
+#[derive(Clone, Copy)]
+struct Item {
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+}
+
+/// A batch of products of one shape.
+struct Batch {
+    m: usize,
+    n: usize,
+    k: usize,
+    items: Vec<Item>,
+}
+
+/// A raw pointer that may cross to the other thread of a split (see each use's SAFETY).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+// SAFETY: the pointers come from ndarray views (or torchlet's own packing buffers) that
+// outlive the parallel section, the two halves of a split write disjoint parts of C and of
+// the shared packed operand, and they only read it after both halves finished packing.
+unsafe impl Send for MatRef {}
+// SAFETY: as for `Send`: shared reads of elements no one writes during the product.
+unsafe impl Sync for MatRef {}
+// SAFETY: as for `MatRef`; each thread writes its own disjoint part of C.
+unsafe impl Send for MatMut {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for MatMut {}
+// SAFETY: the bias slice is borrowed for the whole call and only read.
+unsafe impl Send for Bias {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Bias {}
+// SAFETY: see the struct's documentation: each use writes a range the other thread does
+// not touch, and reads only after the join that ends the writes.
+unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for SendPtr {}
 
 impl Bias {
     const NONE: Bias = Bias(std::ptr::null());
@@ -76,19 +400,11 @@ impl Bias {
         if self.0.is_null() {
             0.0
         } else {
+            // SAFETY: a non-null bias has a value for every column of C (caller's promise).
             unsafe { *self.0.add(j) }
         }
     }
 }
-
-// SAFETY: the pointers come from ndarray views that outlive the parallel section, and the
-// two halves of a split write disjoint parts of C.
-unsafe impl Send for MatRef {}
-unsafe impl Sync for MatRef {}
-unsafe impl Send for MatMut {}
-unsafe impl Sync for MatMut {}
-unsafe impl Send for Bias {}
-unsafe impl Sync for Bias {}
 
 impl MatRef {
     /// The element at (i, j).
@@ -97,6 +413,8 @@ impl MatRef {
     /// (i, j) must lie inside the matrix.
     #[inline(always)]
     unsafe fn at(self, i: usize, j: usize) -> f32 {
+        // SAFETY: (i, j) is inside the matrix (caller's promise), so the offset stays in
+        // the view's allocation.
         unsafe { *self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
     }
 
@@ -119,156 +437,284 @@ impl MatMut {
             ..self
         }
     }
-}
 
-/// `a @ b (+ bias)` in f32 into a new row-major matrix, written once (never zeroed first);
-/// `bias`, of length `n`, is added to every row as the kernel stores C. `None` when this
-/// CPU lacks the kernel's instructions.
-pub(crate) fn sgemm_new(
-    a: &ArrayView2<'_, f32>,
-    b: &ArrayView2<'_, f32>,
-    bias: Option<&[f32]>,
-) -> Option<Array2<f32>> {
-    let (m, k) = a.dim();
-    let n = b.dim().1;
-    debug_assert_eq!(b.dim().0, k);
-    debug_assert!(bias.is_none_or(|b| b.len() == n));
-    if k == 0 || m * n == 0 {
-        let mut out = Array2::zeros((m, n));
-        if let Some(bias) = bias {
-            out.rows_mut()
-                .into_iter()
-                .for_each(|mut r| r.assign(&ndarray::aview1(bias)));
+    /// Stores `v` (the product's value at (i, j)) through the epilogue.
+    ///
+    /// # Safety
+    /// (i, j) must lie inside the matrix, `j` inside the bias, and C must be initialised
+    /// there unless `e.beta` is 0.
+    #[inline(always)]
+    unsafe fn store(self, i: usize, j: usize, v: f32, e: Ep) {
+        // SAFETY: (i, j) is inside C and inside the bias (caller's promise); C is only
+        // read when beta is non-zero, when the caller promises it is initialised.
+        unsafe {
+            let dst = self.ptr.offset(i as isize * self.rs + j as isize * self.cs);
+            let old = if e.beta == 0.0 { 0.0 } else { e.beta * *dst };
+            *dst = e.alpha * v + old + e.bias.at(j);
         }
-        return Some(out);
     }
-    if m * n * k > DIRECT_MACS && !has_avx2_fma() {
-        return None;
-    }
-    let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    let c = MatMut {
-        ptr: out.as_mut_ptr(),
-        rs: n as isize,
-        cs: 1,
-    };
-    // SAFETY: the kernels write every element of C through the raw pointer before reading
-    // any (they only read C back when accumulating over a later block of k), so all m·n
-    // elements are initialised when the length is set.
-    unsafe {
-        let bias = bias.map_or(Bias::NONE, |b| Bias(b.as_ptr()));
-        run(m, n, k, mat_ref(a), mat_ref(b), c, bias);
-        out.set_len(m * n);
-    }
-    Array2::from_shape_vec((m, n), out).ok()
 }
 
-fn mat_ref(a: &ArrayView2<'_, f32>) -> MatRef {
+fn mat_ref<T>(a: &ArrayView2<'_, T>) -> MatRef {
     MatRef {
-        ptr: a.as_ptr(),
+        ptr: a.as_ptr().cast::<f32>(),
         rs: a.strides()[0],
         cs: a.strides()[1],
     }
 }
 
-/// Picks the direct or the blocked (possibly two-thread) product; `k > 0`.
-unsafe fn run(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, bias: Bias) {
-    let macs = m * n * k;
-    if macs <= DIRECT_MACS {
-        unsafe { direct(m, n, k, a, b, c, bias) };
-    } else {
-        unsafe { split(m, n, k, a, b, c, bias, macs >= PARALLEL_MACS) };
-    }
-}
-
-/// `c = a @ b` in f32. Returns `false` (leaving `c` untouched) when this CPU lacks the
-/// kernel's instructions, so the caller can fall back to matrixmultiply.
-pub(crate) fn sgemm(
-    a: &ArrayView2<'_, f32>,
-    b: &ArrayView2<'_, f32>,
-    c: &mut ArrayViewMut2<'_, f32>,
-) -> bool {
-    let (m, k) = a.dim();
-    let n = b.dim().1;
-    debug_assert_eq!(b.dim().0, k);
-    debug_assert_eq!(c.dim(), (m, n));
-    if m == 0 || n == 0 {
-        return true;
-    }
-    if k == 0 {
-        c.fill(0.0);
-        return true;
-    }
-    if m * n * k > DIRECT_MACS && !has_avx2_fma() {
-        return false;
-    }
-    let cm = MatMut {
-        ptr: c.as_mut_ptr(),
-        rs: c.strides()[0],
-        cs: c.strides()[1],
-    };
-    // SAFETY: the shapes and strides describe the views' own elements; the split halves
-    // write disjoint rows or columns of C.
-    unsafe { run(m, n, k, mat_ref(a), mat_ref(b), cm, Bias::NONE) };
-    true
-}
-
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Runs the blocked product, in two halves on two threads when `parallel`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn split(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef,
-    b: MatRef,
-    c: MatMut,
-    bias: Bias,
-    parallel: bool,
+/// The pointers and strides of every product of a batch, in order.
+fn collect_items<T>(
+    a: ArrayViewD<'_, T>,
+    b: ArrayViewD<'_, T>,
+    mut c: ArrayViewMutD<'_, T>,
+    out: &mut Vec<Item>,
 ) {
-    if !parallel || rayon::current_num_threads() < 2 {
-        unsafe { blocked(m, n, k, a, b, c, bias) };
+    if a.ndim() == 2 {
+        let (sa, sb) = (a.strides(), b.strides());
+        let sc = [c.strides()[0], c.strides()[1]];
+        out.push(Item {
+            a: MatRef {
+                ptr: a.as_ptr().cast::<f32>(),
+                rs: sa[0],
+                cs: sa[1],
+            },
+            b: MatRef {
+                ptr: b.as_ptr().cast::<f32>(),
+                rs: sb[0],
+                cs: sb[1],
+            },
+            c: MatMut {
+                ptr: c.as_mut_ptr().cast::<f32>(),
+                rs: sc[0],
+                cs: sc[1],
+            },
+        });
         return;
     }
-    if n >= m {
-        let n0 = (n / 2).div_ceil(NR) * NR;
-        let n0 = n0.min(n);
-        let (b1, c1, bias1) = (b.offset(0, n0), c.offset(0, n0), bias.offset(n0));
-        rayon::join(
-            || unsafe { blocked(m, n0, k, a, b, c, bias) },
-            || unsafe { blocked(m, n - n0, k, a, b1, c1, bias1) },
-        );
+    for ((a, b), c) in a
+        .axis_iter(Axis(0))
+        .zip(b.axis_iter(Axis(0)))
+        .zip(c.axis_iter_mut(Axis(0)))
+    {
+        collect_items(a, b, c, out);
+    }
+}
+
+/// Runs every product of `batch`: spread over two threads by item when there are several
+/// small ones, else one after the other, each split over two threads when large.
+///
+/// # Safety
+/// Every item must describe valid f32 matrices of the batch's shape (C's disjoint from each
+/// other and from A's and B's), the bias must have `n` values, and C must be initialised
+/// unless `e.beta` is 0; the CPU must have AVX2 and FMA unless every product is at most
+/// `DIRECT_MACS`.
+unsafe fn sgemm_batch(batch: &Batch, e: Ep) {
+    let Batch { m, n, k, ref items } = *batch;
+    let macs = m * n * k;
+    let count = items.len();
+    let spread = count >= 2
+        && macs < PARALLEL_MACS
+        && count * macs >= PARALLEL_BATCH_MACS
+        && rayon::current_num_threads() >= 2;
+    if spread {
+        let (lo, hi) = items.split_at(count / 2);
+        // SAFETY: the halves hold disjoint items (the caller's promise covers each).
+        let run = |part: &[Item]| unsafe {
+            part.iter().for_each(|&it| product(m, n, k, it, e, false));
+        };
+        rayon::join(|| run(lo), || run(hi));
     } else {
-        let m0 = (m / 2).div_ceil(MR) * MR;
-        let m0 = m0.min(m);
-        rayon::join(
-            || unsafe { blocked(m0, n, k, a, b, c, bias) },
-            || unsafe { blocked(m - m0, n, k, a.offset(m0, 0), b, c.offset(m0, 0), bias) },
+        for &it in items {
+            // SAFETY: the caller's promise, item by item.
+            unsafe { product(m, n, k, it, e, macs >= PARALLEL_MACS) };
+        }
+    }
+}
+
+/// One product: direct for tiny ones, else blocked, on two threads when `parallel`.
+///
+/// # Safety
+/// As [`sgemm_batch`], for the one item.
+unsafe fn product(m: usize, n: usize, k: usize, it: Item, e: Ep, parallel: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY (all three calls): the caller's promise about the item and the epilogue.
+    if k == 0 {
+        for i in 0..m {
+            for j in 0..n {
+                unsafe { it.c.store(i, j, 0.0, e) };
+            }
+        }
+    } else if m * n * k <= DIRECT_MACS {
+        unsafe { direct(m, n, k, it, e) };
+    } else if parallel && rayon::current_num_threads() >= 2 {
+        unsafe { split(m, n, k, it, e) };
+    } else {
+        let (a, b) = (AOp::Matrix(it.a), BOp::Matrix(it.b));
+        unsafe { blocked(m, n, k, a, b, it.c, e) };
+    }
+}
+
+thread_local! {
+    static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `cell`'s buffer taken out of it and puts the buffer back afterwards, so a
+/// nested use (rayon running another product on this thread while it waits) gets a fresh
+/// buffer instead of a borrow error.
+fn with_buffer<R>(
+    cell: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    f: impl FnOnce(&mut Vec<f32>) -> R,
+) -> R {
+    let mut buf = cell.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let r = f(&mut buf);
+    cell.with(|c| {
+        let mut slot = c.borrow_mut();
+        if slot.capacity() < buf.capacity() {
+            *slot = buf;
+        }
+    });
+    r
+}
+
+/// The product in two halves on two threads (see NOTE [ GEMM ]): the rows are split when
+/// there are more rows than columns, with B packed once and shared; else the columns, with
+/// A shared (read in place when row-major, else packed once).
+///
+/// # Safety
+/// As [`product`].
+unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
+    let Item { a, b, c } = it;
+    let kblocks = k.div_ceil(KC);
+    if n >= m {
+        let n0 = ((n / 2).div_ceil(NR) * NR).min(n);
+        let (b1, c1, e1) = (
+            b.offset(0, n0),
+            c.offset(0, n0),
+            Ep {
+                bias: e.bias.offset(n0),
+                ..e
+            },
         );
+        if a.cs == 1 {
+            // SAFETY: the halves write disjoint columns of C; the rest is the caller's.
+            rayon::join(
+                || unsafe { blocked(m, n0, k, AOp::Matrix(a), BOp::Matrix(b), c, e) },
+                || unsafe { blocked(m, n - n0, k, AOp::Matrix(a), BOp::Matrix(b1), c1, e1) },
+            );
+            return;
+        }
+        let mpad = m.div_ceil(MR) * MR;
+        with_buffer(&SHARED, |buf| {
+            let packed = aligned(buf, kblocks * KC * mpad);
+            let p = SendPtr(packed.as_mut_ptr());
+            let m0 = ((m / 2).div_ceil(MR) * MR).min(m);
+            // SAFETY: `packed` holds KC·mpad floats per block of k; each half packs its
+            // own strips (rows 0..m0 and m0..m, m0 a multiple of MR) of every block.
+            rayon::join(
+                || unsafe { pack_a_full(0, m0, m, k, a, p) },
+                || unsafe { pack_a_full(m0, m, m, k, a, p) },
+            );
+            let pa = AOp::Packed(p.0.cast_const(), mpad);
+            // SAFETY: both halves only read the packed A, written before this join; they
+            // write disjoint columns of C.
+            rayon::join(
+                || unsafe { blocked(m, n0, k, pa, BOp::Matrix(b), c, e) },
+                || unsafe { blocked(m, n - n0, k, pa, BOp::Matrix(b1), c1, e1) },
+            );
+        });
+    } else {
+        let npad = n.div_ceil(NR) * NR;
+        with_buffer(&SHARED, |buf| {
+            let packed = aligned(buf, kblocks * KC * npad);
+            let p = SendPtr(packed.as_mut_ptr());
+            let n0 = ((n / 2).div_ceil(NR) * NR).min(n);
+            // SAFETY: as for A above, with column strips of NR.
+            rayon::join(
+                || unsafe { pack_b_full(0, n0, n, k, b, p) },
+                || unsafe { pack_b_full(n0, n, n, k, b, p) },
+            );
+            let pb = BOp::Packed(p.0.cast_const(), npad);
+            let m0 = ((m / 2).div_ceil(MR) * MR).min(m);
+            let (a1, c1) = (a.offset(m0, 0), c.offset(m0, 0));
+            // SAFETY: both halves only read the packed B, written before this join; they
+            // write disjoint rows of C.
+            rayon::join(
+                || unsafe { blocked(m0, n, k, AOp::Matrix(a), pb, c, e) },
+                || unsafe { blocked(m - m0, n, k, AOp::Matrix(a1), pb, c1, e) },
+            );
+        });
+    }
+}
+
+/// Packs rows `lo..hi` (`lo` a multiple of MR) of the whole `m × k` A, block of k by block:
+/// block `pc` starts at `pc · mpad`, and in it the strip of row `i` at `i · kc`.
+///
+/// # Safety
+/// `a` must be a valid `m × k` matrix and `out` must hold `k.div_ceil(KC) · KC · mpad`
+/// floats, `mpad` being `m` rounded up to MR; no one else may touch the strips written.
+unsafe fn pack_a_full(lo: usize, hi: usize, m: usize, k: usize, a: MatRef, out: SendPtr) {
+    let mpad = m.div_ceil(MR) * MR;
+    let rows = hi - lo;
+    if rows == 0 {
+        return;
+    }
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        let len = rows.div_ceil(MR) * MR * kc;
+        // SAFETY: the strips of rows lo..hi in block pc lie inside `out` (the caller sized
+        // it) and belong to this call alone.
+        unsafe {
+            let dst = std::slice::from_raw_parts_mut(out.0.add(pc * mpad + lo * kc), len);
+            pack_a(rows, kc, a.offset(lo, pc), dst);
+        }
+    }
+}
+
+/// Packs columns `lo..hi` (`lo` a multiple of NR) of the whole `k × n` B, block of k by
+/// block: block `pc` starts at `pc · npad`, and in it the strip of column `j` at `j · kc`.
+///
+/// # Safety
+/// As [`pack_a_full`], for a `k × n` B and `npad` = `n` rounded up to NR.
+unsafe fn pack_b_full(lo: usize, hi: usize, n: usize, k: usize, b: MatRef, out: SendPtr) {
+    let npad = n.div_ceil(NR) * NR;
+    let cols = hi - lo;
+    if cols == 0 {
+        return;
+    }
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        let len = cols.div_ceil(NR) * NR * kc;
+        // SAFETY: as in `pack_a_full`.
+        unsafe {
+            let dst = std::slice::from_raw_parts_mut(out.0.add(pc * npad + lo * kc), len);
+            pack_b(kc, cols, b.offset(pc, lo), dst);
+        }
     }
 }
 
 /// `c = a @ b` for small products, without packing: as row updates `c[i] += a[i,p] · b[p]`
 /// when B's rows are contiguous, as dot products when A's rows and B's columns are (the
 /// `x @ wᵀ` of a Linear layer), element by element otherwise.
-unsafe fn direct(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, bias: Bias) {
+///
+/// # Safety
+/// As [`product`].
+unsafe fn direct(m: usize, n: usize, k: usize, it: Item, e: Ep) {
+    let Item { a, b, c } = it;
     if b.rs == 1 && a.cs == 1 && b.cs != 1 {
         for i in 0..m {
-            let arow = unsafe { std::slice::from_raw_parts(a.ptr.offset(i as isize * a.rs), k) };
-            for j in 0..n {
-                let bcol =
-                    unsafe { std::slice::from_raw_parts(b.ptr.offset(j as isize * b.cs), k) };
-                let v = dot(arow, bcol) + unsafe { bias.at(j) };
-                unsafe { *c.ptr.offset(i as isize * c.rs + j as isize * c.cs) = v };
+            // SAFETY: row i of A and column j of B are k contiguous elements of the views;
+            // (i, j) is inside C.
+            unsafe {
+                let arow = std::slice::from_raw_parts(a.ptr.offset(i as isize * a.rs), k);
+                for j in 0..n {
+                    let bcol = std::slice::from_raw_parts(b.ptr.offset(j as isize * b.cs), k);
+                    c.store(i, j, dot(arow, bcol), e);
+                }
             }
         }
         return;
@@ -284,20 +730,23 @@ unsafe fn direct(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, 
     for i in 0..m {
         acc.fill(0.0);
         for p in 0..k {
-            let aip = unsafe { a.at(i, p) };
-            if b.cs == 1 {
-                let brow =
-                    unsafe { std::slice::from_raw_parts(b.ptr.offset(p as isize * b.rs), n) };
-                acc.iter_mut().zip(brow).for_each(|(s, &v)| *s += aip * v);
-            } else {
-                for (j, s) in acc.iter_mut().enumerate() {
-                    *s += aip * unsafe { b.at(p, j) };
+            // SAFETY: (i, p) is inside A; row p of B has n elements, contiguous when
+            // `b.cs == 1`, else read one by one inside the matrix.
+            unsafe {
+                let aip = a.at(i, p);
+                if b.cs == 1 {
+                    let brow = std::slice::from_raw_parts(b.ptr.offset(p as isize * b.rs), n);
+                    acc.iter_mut().zip(brow).for_each(|(s, &v)| *s += aip * v);
+                } else {
+                    for (j, s) in acc.iter_mut().enumerate() {
+                        *s += aip * b.at(p, j);
+                    }
                 }
             }
         }
         for (j, &v) in acc.iter().enumerate() {
-            let v = v + unsafe { bias.at(j) };
-            unsafe { *c.ptr.offset(i as isize * c.rs + j as isize * c.cs) = v };
+            // SAFETY: (i, j) is inside C.
+            unsafe { c.store(i, j, v, e) };
         }
     }
 }
@@ -316,47 +765,92 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-thread_local! {
-    static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+/// Where the blocked loop takes A from.
+#[derive(Clone, Copy)]
+enum AOp {
+    /// The matrix: read in place when row-major, else packed block by block.
+    Matrix(MatRef),
+    /// Packed in full by [`pack_a_full`] (the pointer, and the rows rounded up to MR).
+    Packed(*const f32, usize),
 }
 
-/// The Goto/BLIS loop nest over packed blocks (see NOTE [ GEMM ]).
-unsafe fn blocked(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, bias: Bias) {
+/// Where the blocked loop takes B from.
+#[derive(Clone, Copy)]
+enum BOp {
+    /// The matrix, packed block by block.
+    Matrix(MatRef),
+    /// Packed in full by [`pack_b_full`] (the pointer, and the columns rounded up to NR).
+    Packed(*const f32, usize),
+}
+
+// SAFETY: as for `MatRef`: the packed operands are written before the join that shares
+// them and only read during it.
+unsafe impl Send for AOp {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for AOp {}
+// SAFETY: as for `AOp`.
+unsafe impl Send for BOp {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for BOp {}
+
+/// The Goto/BLIS loop nest over packed blocks (see NOTE [ GEMM ]); `k > 0`.
+///
+/// # Safety
+/// As [`product`], for the `m × n` part of C given; a packed operand must cover it.
+unsafe fn blocked(m: usize, n: usize, k: usize, a: AOp, b: BOp, c: MatMut, e: Ep) {
     if m == 0 || n == 0 {
         return;
     }
-    PACK_B.with(|pb| {
-        PACK_A.with(|pa| {
-            let mut pb = pb.borrow_mut();
-            let mut pa = pa.borrow_mut();
-            let nc_max = NC.min(n.div_ceil(NR) * NR);
-            let mc_max = MC.min(m.div_ceil(MR) * MR);
-            let pb = aligned(&mut pb, KC * nc_max);
-            let pa = aligned(&mut pa, KC * mc_max);
+    let nc_max = NC.min(n.div_ceil(NR) * NR);
+    let mc_max = MC.min(m.div_ceil(MR) * MR);
+    with_buffer(&PACK_B, |pb_buf| {
+        with_buffer(&PACK_A, |pa_buf| {
+            let pb_own = aligned(pb_buf, KC * nc_max);
+            // A's block, then room for the zero-padded last strip of an in-place A.
+            let (pa, edge) = aligned(pa_buf, KC * (mc_max + MR)).split_at_mut(KC * mc_max);
             for jc in (0..n).step_by(NC) {
                 let nc = NC.min(n - jc);
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
-                    unsafe { pack_b(kc, nc, b.offset(pc, jc), pb) };
-                    // The first block of k stores C (plus the bias); later ones add to it.
+                    let pb: *const f32 = match b {
+                        BOp::Matrix(b) => {
+                            // SAFETY: the block lies inside B; `pb_own` holds KC·nc_max.
+                            unsafe { pack_b(kc, nc, b.offset(pc, jc), pb_own) };
+                            pb_own.as_ptr()
+                        }
+                        BOp::Packed(p, npad) => p.wrapping_add(pc * npad + jc * kc),
+                    };
+                    // The first block of k applies the epilogue; later ones add to C.
                     let store = if pc == 0 {
-                        Store::Write(bias.offset(jc))
+                        Ep {
+                            bias: e.bias.offset(jc),
+                            ..e
+                        }
                     } else {
-                        Store::Accumulate
+                        Ep {
+                            alpha: e.alpha,
+                            beta: 1.0,
+                            bias: Bias::NONE,
+                        }
                     };
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
-                        let block = a.offset(ic, pc);
-                        // Row-major A is read in place; anything else is packed first.
-                        let source = if block.cs == 1 {
-                            ASource::InPlace(block)
-                        } else {
-                            unsafe { pack_a(mc, kc, block, pa) };
-                            ASource::Packed(pa)
+                        let source = match a {
+                            // Row-major A is read in place; anything else is packed first.
+                            AOp::Matrix(a) if a.cs == 1 => ASource::InPlace(a.offset(ic, pc)),
+                            AOp::Matrix(a) => {
+                                // SAFETY: the block lies inside A; `pa` holds KC·mc_max.
+                                unsafe { pack_a(mc, kc, a.offset(ic, pc), pa) };
+                                ASource::Packed(pa.as_ptr())
+                            }
+                            AOp::Packed(p, mpad) => {
+                                ASource::Packed(p.wrapping_add(pc * mpad + ic * kc))
+                            }
                         };
                         let cc = c.offset(ic, jc);
-                        unsafe { macro_kernel(mc, nc, kc, source, pb, cc, store) };
+                        // SAFETY: the packed blocks hold mc × kc and kc × nc (padded to
+                        // whole strips); the C block is inside C.
+                        unsafe { macro_kernel(mc, nc, kc, source, pb, edge, cc, store) };
                     }
                 }
             }
@@ -375,11 +869,15 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Packs a `kc × nc` block of B into strips of `NR` columns, zero-padded.
+///
+/// # Safety
+/// `b` must be a valid `kc × nc` matrix; `out` must hold `nc.div_ceil(NR) · NR · kc`.
 unsafe fn pack_b(kc: usize, nc: usize, b: MatRef, out: &mut [f32]) {
     if b.cs == 1 && nc.is_multiple_of(NR) {
         // Walk B along its rows: reading down a column strip would touch `kc` lines that
         // all map to the same cache set when the row length is a power of two.
         for p in 0..kc {
+            // SAFETY: row p of B has nc contiguous elements.
             let src = unsafe { std::slice::from_raw_parts(b.ptr.offset(p as isize * b.rs), nc) };
             for (t, chunk) in src.chunks_exact(NR).enumerate() {
                 out[t * NR * kc + p * NR..t * NR * kc + (p + 1) * NR].copy_from_slice(chunk);
@@ -394,6 +892,7 @@ unsafe fn pack_b(kc: usize, nc: usize, b: MatRef, out: &mut [f32]) {
             // A transposed operand (Linear's `x @ wᵀ`): read each column contiguously.
             for jj in 0..NR {
                 if jj < cols {
+                    // SAFETY: column j0 + jj of B has kc contiguous elements.
                     let src = unsafe {
                         std::slice::from_raw_parts(b.ptr.offset((j0 + jj) as isize * b.cs), kc)
                     };
@@ -411,6 +910,7 @@ unsafe fn pack_b(kc: usize, nc: usize, b: MatRef, out: &mut [f32]) {
         for p in 0..kc {
             let dst = &mut strip[p * NR..(p + 1) * NR];
             if b.cs == 1 && cols == NR {
+                // SAFETY: NR contiguous elements of row p from column j0 lie inside B.
                 let src = unsafe {
                     std::slice::from_raw_parts(b.ptr.offset(p as isize * b.rs + j0 as isize), NR)
                 };
@@ -418,6 +918,7 @@ unsafe fn pack_b(kc: usize, nc: usize, b: MatRef, out: &mut [f32]) {
             } else {
                 for (jj, d) in dst.iter_mut().enumerate() {
                     *d = if jj < cols {
+                        // SAFETY: (p, j0 + jj) is inside B.
                         unsafe { b.at(p, j0 + jj) }
                     } else {
                         0.0
@@ -429,6 +930,9 @@ unsafe fn pack_b(kc: usize, nc: usize, b: MatRef, out: &mut [f32]) {
 }
 
 /// Packs an `mc × kc` block of A into strips of `MR` rows, zero-padded.
+///
+/// # Safety
+/// `a` must be a valid `mc × kc` matrix; `out` must hold `mc.div_ceil(MR) · MR · kc`.
 unsafe fn pack_a(mc: usize, kc: usize, a: MatRef, out: &mut [f32]) {
     for (s, i0) in (0..mc).step_by(MR).enumerate() {
         let rows = MR.min(mc - i0);
@@ -436,6 +940,7 @@ unsafe fn pack_a(mc: usize, kc: usize, a: MatRef, out: &mut [f32]) {
         if a.cs == 1 {
             for r in 0..MR {
                 if r < rows {
+                    // SAFETY: row i0 + r of A has kc contiguous elements.
                     let src = unsafe {
                         std::slice::from_raw_parts(a.ptr.offset((i0 + r) as isize * a.rs), kc)
                     };
@@ -452,6 +957,7 @@ unsafe fn pack_a(mc: usize, kc: usize, a: MatRef, out: &mut [f32]) {
             // A transposed operand (the `gᵀ @ x` of a weight gradient): each step of k is
             // six neighbouring values.
             for (p, dst) in strip.chunks_exact_mut(MR).enumerate() {
+                // SAFETY: rows i0..i0 + MR of column p are contiguous and inside A.
                 let src = unsafe {
                     std::slice::from_raw_parts(a.ptr.offset(p as isize * a.cs + i0 as isize), MR)
                 };
@@ -461,6 +967,7 @@ unsafe fn pack_a(mc: usize, kc: usize, a: MatRef, out: &mut [f32]) {
             for p in 0..kc {
                 for r in 0..MR {
                     strip[p * MR + r] = if r < rows {
+                        // SAFETY: (i0 + r, p) is inside A.
                         unsafe { a.at(i0 + r, p) }
                     } else {
                         0.0
@@ -473,76 +980,75 @@ unsafe fn pack_a(mc: usize, kc: usize, a: MatRef, out: &mut [f32]) {
 
 /// Where the micro-kernel reads A from: a packed block, or a row-major block in place.
 #[derive(Clone, Copy)]
-enum ASource<'a> {
-    Packed(&'a [f32]),
+enum ASource {
+    /// Strips of MR rows, `MR · kc` floats each.
+    Packed(*const f32),
     /// Rows with unit column stride: no packing needed for full strips of `MR` rows.
     InPlace(MatRef),
 }
 
-/// How the micro-kernel puts its tile into C.
-#[derive(Clone, Copy)]
-enum Store {
-    /// `C = tile + bias` (the first block of k).
-    Write(Bias),
-    /// `C += tile` (later blocks of k).
-    Accumulate,
-}
-
-impl Store {
-    fn offset(self, j: usize) -> Store {
-        match self {
-            Store::Write(bias) => Store::Write(bias.offset(j)),
-            Store::Accumulate => self,
-        }
-    }
-}
-
-/// All micro-tiles of one `mc × nc` block of C.
+/// All micro-tiles of one `mc × nc` block of C; `edge` is scratch for the zero-padded last
+/// strip of an in-place A.
+///
+/// # Safety
+/// `a` and `pb` must hold the block's packed strips (or `a` a valid in-place `mc × kc`
+/// block), `edge` at least `MR · kc` floats, `c` a valid `mc × nc` block of C (initialised
+/// unless `store.beta` is 0), the bias `nc` values.
+#[allow(clippy::too_many_arguments)]
 unsafe fn macro_kernel(
     mc: usize,
     nc: usize,
     kc: usize,
-    a: ASource<'_>,
-    pb: &[f32],
+    a: ASource,
+    pb: *const f32,
+    edge: &mut [f32],
     c: MatMut,
-    store: Store,
+    store: Ep,
 ) {
     // A partial last strip of an in-place A is packed (zero-padded) once for the block,
     // not once per column strip: a 16- or 32-row A (a CNN's channels) has one.
-    let mut edge = [0f32; MR * KC];
     let tail = mc - mc % MR;
     if let ASource::InPlace(a) = a
         && tail < mc
     {
-        unsafe { pack_a(mc - tail, kc, a.offset(tail, 0), &mut edge) };
+        // SAFETY: rows tail..mc of the block are inside A; `edge` holds MR · kc.
+        unsafe { pack_a(mc - tail, kc, a.offset(tail, 0), edge) };
     }
     for (t, j0) in (0..nc).step_by(NR).enumerate() {
         let cols = NR.min(nc - j0);
-        let bp = pb[t * NR * kc..].as_ptr();
+        let bp = pb.wrapping_add(t * NR * kc);
         for (s, i0) in (0..mc).step_by(MR).enumerate() {
             let rows = MR.min(mc - i0);
             let ap = match a {
-                ASource::Packed(pa) => (pa[s * MR * kc..].as_ptr(), 1, MR as isize),
+                ASource::Packed(pa) => (pa.wrapping_add(s * MR * kc), 1, MR as isize),
                 ASource::InPlace(a) if rows == MR => (a.offset(i0, 0).ptr, a.rs, 1),
                 ASource::InPlace(_) => (edge.as_ptr(), 1, MR as isize),
             };
             let ct = c.offset(i0, j0);
-            let st = store.offset(j0);
+            let st = Ep {
+                bias: store.bias.offset(j0),
+                ..store
+            };
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: `ap` and `bp` address kc steps of a full strip (packed ones are
+            // zero-padded); a full tile of C is stored directly, a partial one through
+            // `tile`, of which only the rows and columns inside C are copied out. The CPU
+            // has AVX2 and FMA (the caller's promise: products past DIRECT_MACS only run
+            // where it does).
             unsafe {
                 if rows == MR && cols == NR && ct.cs == 1 {
                     avx2::kernel_6x16(kc, ap, bp, ct.ptr, ct.rs, st);
                 } else {
                     let mut tile = [0f32; MR * NR];
-                    let plain = Store::Write(Bias::NONE);
+                    let plain = Ep {
+                        alpha: 1.0,
+                        beta: 0.0,
+                        bias: Bias::NONE,
+                    };
                     avx2::kernel_6x16(kc, ap, bp, tile.as_mut_ptr(), NR as isize, plain);
                     for r in 0..rows {
                         for (jj, &v) in tile[r * NR..r * NR + cols].iter().enumerate() {
-                            let dst = ct.ptr.offset(r as isize * ct.rs + jj as isize * ct.cs);
-                            *dst = match st {
-                                Store::Write(bias) => v + bias.at(jj),
-                                Store::Accumulate => *dst + v,
-                            };
+                            ct.store(r, jj, v, st);
                         }
                     }
                 }
@@ -555,16 +1061,22 @@ unsafe fn macro_kernel(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::Store;
+    use super::Ep;
     use std::arch::x86_64::*;
 
-    /// `C[0..6, 0..16] (+)= A · Bpanel` over `kc` steps. `a` is (start, row stride, step
-    /// stride): `(ptr, 1, 6)` for a packed strip, `(ptr, lda, 1)` for six rows of a row-major
-    /// A read in place. C rows are `rsc` apart and contiguous within a row.
+    /// `C[0..6, 0..16] = α · A · Bpanel + β · C + bias` over `kc` steps. `a` is (start,
+    /// row stride, step stride): `(ptr, 1, 6)` for a packed strip, `(ptr, lda, 1)` for six
+    /// rows of a row-major A read in place. C rows are `rsc` apart and contiguous within a
+    /// row.
     ///
     /// The k loop is unrolled by four, and A's layout is fixed at compile time in `tile`, so
     /// that every load is a constant offset from a pointer (measured 11% faster, single
     /// thread, on W2's products than one loop over run-time strides).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `a` must address 6 rows × `kc` steps, `b` `kc`
+    /// steps of 16 floats, `c` 6 rows of 16 floats (initialised unless `store.beta` is 0)
+    /// and a non-null bias 16 floats.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_6x16(
         kc: usize,
@@ -572,8 +1084,9 @@ mod avx2 {
         b: *const f32,
         c: *mut f32,
         rsc: isize,
-        store: Store,
+        store: Ep,
     ) {
+        // SAFETY: the caller's promise, passed on.
         unsafe {
             if a.2 == 6 && a.1 == 1 {
                 tile::<true>(kc, a.0, 0, b, c, rsc, store)
@@ -584,6 +1097,10 @@ mod avx2 {
         }
     }
 
+    /// The body of [`kernel_6x16`] for one layout of A.
+    ///
+    /// # Safety
+    /// As [`kernel_6x16`].
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn tile<const PACKED: bool>(
@@ -593,8 +1110,10 @@ mod avx2 {
         mut b: *const f32,
         c: *mut f32,
         rsc: isize,
-        store: Store,
+        store: Ep,
     ) {
+        // SAFETY: every pointer stays inside the areas the caller vouched for: A's six rows
+        // over kc steps, B's kc × 16 panel, C's 6 × 16 tile and 16 bias values.
         unsafe {
             for r in 0..6 {
                 let row = c.offset(r as isize * rsc) as *const i8;
@@ -639,17 +1158,27 @@ mod avx2 {
                 p += 1;
                 b = b.add(16);
             }
-            let (add, add_rs) = match store {
-                Store::Accumulate => (c.cast_const(), rsc),
-                Store::Write(bias) => (bias.0, 0),
-            };
+            let alpha = _mm256_set1_ps(store.alpha);
+            let beta = _mm256_set1_ps(store.beta);
+            let scale = store.alpha != 1.0;
+            let bias = store.bias.0;
             for (r, row) in acc.iter().enumerate() {
                 let dst = c.offset(r as isize * rsc);
                 let (mut v0, mut v1) = (row[0], row[1]);
-                if !add.is_null() {
-                    let src = add.offset(r as isize * add_rs);
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(src));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(src.add(8)));
+                if scale {
+                    v0 = _mm256_mul_ps(v0, alpha);
+                    v1 = _mm256_mul_ps(v1, alpha);
+                }
+                if store.beta == 1.0 {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(dst));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(dst.add(8)));
+                } else if store.beta != 0.0 {
+                    v0 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(dst), v0);
+                    v1 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(dst.add(8)), v1);
+                }
+                if !bias.is_null() {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(bias));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(bias.add(8)));
                 }
                 _mm256_storeu_ps(dst, v0);
                 _mm256_storeu_ps(dst.add(8), v1);
@@ -661,7 +1190,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array2, ShapeBuilder};
+    use ndarray::{Array2, Array3, ShapeBuilder};
 
     fn reference(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
         let a64 = a.mapv(f64::from);
@@ -678,8 +1207,12 @@ mod tests {
         })
     }
 
+    fn close(got: f32, want: f32) -> bool {
+        (got - want).abs() <= 1e-4 * (1.0 + want.abs())
+    }
+
     #[test]
-    fn matches_f64_reference_for_edge_sizes_and_layouts() {
+    fn matches_f64_reference_for_edge_sizes_layouts_and_epilogues() {
         let sizes = [
             (1, 1, 1),
             (7, 5, 3),
@@ -690,39 +1223,46 @@ mod tests {
             (64, 784, 128),
             (150, 300, 100),
             (37, 520, 300),
-            // From PARALLEL_MACS on: split by rows, then by columns with a partial strip.
+            // From PARALLEL_MACS on: split by rows (B shared), then by columns with a
+            // partial strip (A shared when packed, in place when row-major).
             (200, 300, 150),
             (130, 400, 170),
+            (40, 2100, 130),
+            (9, 0, 4),
         ];
+        let (alpha, beta) = (0.5f32, -2.0f32);
         for &(m, k, n) in &sizes {
             for (fa, fb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a = filled(m, k, 1, fa);
                 let b = filled(k, n, 2, fb);
-                let mut c = Array2::from_elem((m, n), f32::NAN);
-                assert!(sgemm(&a.view(), &b.view(), &mut c.view_mut()) || !has_avx2_fma());
-                if !has_avx2_fma() && m * n * k > DIRECT_MACS {
-                    continue;
-                }
                 let want = reference(&a, &b);
-                // A fresh output, without and with a bias row added as C is stored.
                 let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 3.0).collect();
+                // A fresh output, without and with a bias row added as C is stored.
                 for with_bias in [false, true] {
                     let bias = with_bias.then_some(&bias[..]);
-                    let fresh = sgemm_new(&a.view(), &b.view(), bias).expect("AVX2 checked above");
+                    let fresh = gemm_new(&a.view(), &b.view(), Epilogue::bias(bias));
                     for ((i, j), &v) in fresh.indexed_iter() {
                         let w = want[(i, j)] + bias.map_or(0.0, |b| b[j]);
-                        assert!(
-                            (v - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                            "new {m}x{k}x{n} (bias {with_bias}) at ({i},{j}): {v} vs {w}"
-                        );
+                        assert!(close(v, w), "new {m}x{k}x{n} bias {with_bias} ({i},{j})");
                     }
                 }
+                // Overwriting garbage, and α · A·B + β · C + bias over old values.
+                let mut c = Array2::from_elem((m, n), f32::NAN);
+                gemm(&a.view(), &b.view(), &mut c.view_mut(), Epilogue::write());
                 for ((i, j), &v) in c.indexed_iter() {
-                    let w = want[(i, j)];
-                    assert!(
-                        (v - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                        "{m}x{k}x{n} ({fa},{fb}) at ({i},{j}): {v} vs {w}"
-                    );
+                    assert!(close(v, want[(i, j)]), "{m}x{k}x{n} ({fa},{fb}) ({i},{j})");
+                }
+                let old = filled(m, n, 3, false);
+                let mut c = old.clone();
+                let e = Epilogue {
+                    alpha,
+                    beta,
+                    bias: Some(&bias[..]),
+                };
+                gemm(&a.view(), &b.view(), &mut c.view_mut(), e);
+                for ((i, j), &v) in c.indexed_iter() {
+                    let w = alpha * want[(i, j)] + beta * old[(i, j)] + bias[j];
+                    assert!(close(v, w), "epilogue {m}x{k}x{n} ({fa},{fb}) ({i},{j})");
                 }
             }
         }
@@ -734,10 +1274,61 @@ mod tests {
         let b = filled(30, 40, 4, false);
         let mut big = Array2::<f32>::zeros((40, 20));
         let mut ct = big.view_mut().reversed_axes();
-        assert!(sgemm(&a.view(), &b.view(), &mut ct) || !has_avx2_fma());
+        gemm(&a.view(), &b.view(), &mut ct, Epilogue::write());
         let want = reference(&a, &b);
         for ((i, j), &w) in want.indexed_iter() {
-            assert!((big[(j, i)] - w).abs() <= 1e-4 * (1.0 + w.abs()));
+            assert!(close(big[(j, i)], w));
+        }
+    }
+
+    #[test]
+    fn batches_with_broadcast_and_strided_operands_match_each_product() {
+        // 2 × 3 products of 64 × 32 @ (64 × 32)ᵀ, A's rows strided as attention's heads
+        // are, B broadcast over the first batch dimension: spread over the threads.
+        let (m, k, n) = (64, 32, 64);
+        let q = Array3::from_shape_fn((m, 6, k), |(i, h, p)| ((i * 7 + h * 3 + p) % 11) as f32);
+        let a = q
+            .view()
+            .into_shape_with_order((m, 2, 3, k))
+            .unwrap()
+            .permuted_axes([1, 2, 0, 3]);
+        let kt = filled(3 * n, k, 5, false);
+        let b = kt
+            .view()
+            .into_shape_with_order((3, n, k))
+            .unwrap()
+            .permuted_axes([0, 2, 1])
+            .insert_axis(Axis(0));
+        let b = b.broadcast((2, 3, k, n)).unwrap();
+        for (e, f64_too) in [(Epilogue::write(), true), (Epilogue::accumulate(), false)] {
+            let mut c = ndarray::Array4::<f32>::ones((2, 3, m, n));
+            gemm_batched(
+                a.view().into_dyn(),
+                b.view().into_dyn(),
+                c.view_mut().into_dyn(),
+                e,
+            );
+            let add = if e.beta == 1.0 { 1.0 } else { 0.0 };
+            for (i, h) in [(0, 0), (0, 2), (1, 1), (1, 2)] {
+                let ai = a.slice(ndarray::s![i, h, .., ..]).to_owned();
+                let bi = b.slice(ndarray::s![i, h, .., ..]).to_owned();
+                let want = reference(&ai, &bi);
+                for ((r, col), &w) in want.indexed_iter() {
+                    assert!(
+                        close(c[(i, h, r, col)], w + add),
+                        "item ({i},{h}) at ({r},{col})"
+                    );
+                }
+            }
+            if f64_too {
+                let a64 = a.mapv(f64::from);
+                let b64 = b.mapv(f64::from);
+                let mut c64 = ndarray::Array4::<f64>::zeros((2, 3, m, n));
+                let e64 = Epilogue::write();
+                let (av, bv) = (a64.view().into_dyn(), b64.view().into_dyn());
+                gemm_batched(av, bv, c64.view_mut().into_dyn(), e64);
+                assert!(c64.iter().zip(&c).all(|(&x, &y)| close(y, x as f32)));
+            }
         }
     }
 }

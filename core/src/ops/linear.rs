@@ -6,13 +6,9 @@
 
 use crate::autograd::graph::{Saved, record};
 use crate::dtype::{Float, Storage};
+use crate::ops::gemm::{Epilogue, gemm_new};
 use crate::tensor::Tensor;
-use ndarray::{Array2, ArrayView2, Axis, Ix2, IxDyn};
-
-/// `a @ b` for 2-D views.
-pub(crate) fn mm<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
-    T::gemm_new(&a, &b, None)
-}
+use ndarray::{ArrayView2, Axis, Ix2, IxDyn};
 
 fn view2<T>(a: &ndarray::ArcArray<T, IxDyn>, rows: usize, cols: usize) -> ArrayView2<'_, T> {
     let v = a.view().into_dimensionality::<Ix2>();
@@ -133,13 +129,15 @@ impl Tensor {
                         let w2 = view2(&w, outf, inf);
                         let mut shape = out_shape.clone();
                         *shape.last_mut().unwrap_or(&mut 0) = inf;
-                        mm(g2, w2).into_shape_with_order(IxDyn(&shape))
+                        gemm_new(&g2, &w2, Epilogue::write()).into_shape_with_order(IxDyn(&shape))
                             .unwrap_or_else(|e| unreachable!("linear grad input: {e}"))
                             .into_shared()
                     });
                     let gw = needs[1].then(|| {
                         let x = standard_unless_2d(crate::ops::same_dtype(&x.get().storage(), &g));
-                        mm(g2.t(), view2(&x, rows, inf)).into_dyn().into_shared()
+                        gemm_new(&g2.t(), &view2(&x, rows, inf), Epilogue::write())
+                            .into_dyn()
+                            .into_shared()
                     });
                     let gb = needs.get(2).copied().unwrap_or(false).then(|| {
                         column_sums(g2).into_dyn().into_shared()
@@ -173,14 +171,14 @@ fn forward<T: Float>(
     let bias = b.as_ref().map(|b| b.as_slice().unwrap_or_default());
     // A 2-D input is multiplied in whatever layout it has; others are flattened to rows.
     let out = if x.ndim() == 2 || x.is_standard_layout() {
-        T::gemm_new(&view2(x, rows, inf), &w2.t(), bias)
+        gemm_new(&view2(x, rows, inf), &w2.t(), Epilogue::bias(bias))
     } else {
         let x2 = x
             .as_standard_layout()
             .into_owned()
             .into_shape_with_order((rows, inf))
             .unwrap_or_else(|e| unreachable!("linear input: {e}"));
-        T::gemm_new(&x2.view(), &w2.t(), bias)
+        gemm_new(&x2.view(), &w2.t(), Epilogue::bias(bias))
     };
     out.into_shape_with_order(IxDyn(out_shape))
         .unwrap_or_else(|e| unreachable!("linear output: {e}"))

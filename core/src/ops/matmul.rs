@@ -1,13 +1,14 @@
 //! Matrix products: 2-D, batched, broadcast, and the vector cases of `torch.matmul`.
 //!
-//! Every product goes through ndarray's `general_mat_mul` (matrixmultiply's packed,
-//! multi-threaded GEMM), which takes strided operands: the transposed views that backward
-//! builds (`g @ bᵀ`, `aᵀ @ g`) are multiplied without being copied.
+//! Every product goes through `ops::gemm` (NOTE [ GEMM ]), which takes strided operands:
+//! the transposed views that backward builds (`g @ bᵀ`, `aᵀ @ g`) are multiplied without
+//! being copied.
 
 use crate::autograd::graph::{Saved, record};
 use crate::dtype::Float;
+use crate::ops::gemm::{Epilogue, gemm_batched, gemm_new};
 use crate::tensor::Tensor;
-use ndarray::{ArcArray, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn};
+use ndarray::{ArcArray, ArrayView2, ArrayViewD, Ix2, IxDyn};
 
 #[cold]
 #[inline(never)]
@@ -107,7 +108,8 @@ fn batched_matmul<T: Float>(
         return None;
     }
     if ra == 2 && rb == 2 {
-        return Some(T::gemm_new(&as2(a), &as2(b), None).into_dyn().into_shared());
+        let c = gemm_new(&as2(a), &as2(b), Epilogue::write());
+        return Some(c.into_dyn().into_shared());
     }
     let batch = crate::shape::broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
     let mut full_a = batch.clone();
@@ -119,66 +121,10 @@ fn batched_matmul<T: Float>(
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
     let mut out = ndarray::ArrayD::<T>::zeros(IxDyn(&out_shape));
-    let count: usize = batch.iter().product();
-    if count == 0 || m * n == 0 {
-        return Some(out.into_shared());
-    }
-    let blocks = out
-        .view_mut()
-        .into_shape_with_order((count, m, n))
-        .unwrap_or_else(|e| unreachable!("matmul output is contiguous: {e}"));
-    let (a, b) = (a.view(), b.view());
-    // Attention multiplies many small matrices ([B, H, L, E] @ [B, H, E, S]): each is too
-    // small for the GEMM to split, so the batch itself is split over two threads.
-    if count >= 2 && count * m * n * k >= PARALLEL_BATCH_MACS && rayon::current_num_threads() >= 2 {
-        let half = count / 2;
-        let (lo, hi) = blocks.split_at(Axis(0), half);
-        rayon::join(
-            || products(&a, &b, &batch, 0, lo),
-            || products(&a, &b, &batch, half, hi),
-        );
-    } else {
-        products(&a, &b, &batch, 0, blocks);
-    }
+    // Attention multiplies many small matrices ([B, H, L, E] @ [B, H, E, S]): the GEMM
+    // spreads the batch itself over the threads (NOTE [ GEMM ] in ops/gemm.rs).
+    gemm_batched(a.view(), b.view(), out.view_mut(), Epilogue::write());
     Some(out.into_shared())
-}
-
-/// From this many multiply-adds on, a batch of products is split over two threads (see
-/// `PARALLEL_MACS` in `gemm.rs` for the same trade-off within one product).
-const PARALLEL_BATCH_MACS: usize = 4 * 1024 * 1024;
-
-/// `c[i] = a[first + i] @ b[first + i]` for every block `i` of `c`, where `a` and `b` (already
-/// broadcast to the full batch shape `batch`) are indexed by the batch position.
-fn products<T: Float>(
-    a: &ArrayViewD<'_, T>,
-    b: &ArrayViewD<'_, T>,
-    batch: &[usize],
-    first: usize,
-    mut c: ndarray::ArrayViewMut3<'_, T>,
-) {
-    let nb = batch.len();
-    let mut idx = vec![0usize; nb];
-    let mut rest = first;
-    for d in (0..nb).rev() {
-        idx[d] = rest % batch[d];
-        rest /= batch[d];
-    }
-    for mut vc in c.outer_iter_mut() {
-        let mut va = a.view();
-        let mut vb = b.view();
-        for &i in &idx {
-            va.index_axis_inplace(Axis(0), i);
-            vb.index_axis_inplace(Axis(0), i);
-        }
-        T::gemm(&as2(va), &as2(vb), &mut vc);
-        for d in (0..nb).rev() {
-            idx[d] += 1;
-            if idx[d] < batch[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
 }
 
 fn as2<T: Float>(a: ArrayViewD<'_, T>) -> ArrayView2<'_, T> {

@@ -12,6 +12,7 @@
 
 use crate::autograd::graph::record;
 use crate::dtype::{Float, Storage};
+use crate::ops::gemm::{Epilogue, gemm};
 use crate::ops::kernel::from_vec;
 use crate::tensor::Tensor;
 use ndarray::{ArcArray, ArrayView2, ArrayViewMut2, IxDyn};
@@ -114,7 +115,12 @@ fn forward<T: Float>(gx: &[T], h0: &[T], c0: &[T], w_hh: &[T], d: Dims) -> Forwa
     let (mut h_prev, mut c_prev) = (h0.to_vec(), c0.to_vec());
     for t in d.order() {
         let a = &mut gates[t * 4 * nh..][..4 * nh];
-        T::gemm(&view2(&h_prev, n, h), &w_t, &mut view2_mut(a, n, 4 * h));
+        gemm(
+            &view2(&h_prev, n, h),
+            &w_t,
+            &mut view2_mut(a, n, 4 * h),
+            Epilogue::write(),
+        );
         let x = &gx[t * 4 * nh..][..4 * nh];
         let c = &mut cells[t * nh..][..nh];
         let tc = &mut tanh_cells[t * nh..][..nh];
@@ -194,14 +200,20 @@ fn backward<T: Float>(s: &Saved4<T>, gp: &[T], d: Dims) -> [Vec<T>; 4] {
                 dc[e] = dc_e * f;
             }
         }
-        T::gemm(&view2(da, n, 4 * h), &w, &mut view2_mut(&mut dh, n, h));
+        gemm(
+            &view2(da, n, 4 * h),
+            &w,
+            &mut view2_mut(&mut dh, n, h),
+            Epilogue::write(),
+        );
     }
     let mut g_w = vec![T::zero(); 4 * h * h];
     let rows = d.steps * n;
-    T::gemm(
+    gemm(
         &view2(&g_gx, rows, 4 * h).t(),
         &view2(&h_prev_all, rows, h),
         &mut view2_mut(&mut g_w, 4 * h, h),
+        Epilogue::write(),
     );
     [g_gx, dh, dc, g_w]
 }

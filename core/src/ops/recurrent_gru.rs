@@ -3,6 +3,7 @@
 
 use crate::autograd::graph::record;
 use crate::dtype::{Float, Storage};
+use crate::ops::gemm::{Epilogue, gemm};
 use crate::ops::kernel::from_vec;
 use crate::ops::recurrent::{Dims, contiguous, sigmoid, tanh, view2, view2_mut};
 use crate::tensor::Tensor;
@@ -65,10 +66,11 @@ fn forward<T: Float>(
     let mut gh = vec![T::zero(); g * nh];
     let mut h_prev = h0.clone();
     for t in d.order() {
-        T::gemm(
+        gemm(
             &view2(&h_prev, n, h),
             &w_t,
             &mut view2_mut(&mut gh, n, g * h),
+            Epilogue::write(),
         );
         if let Some(b) = b_hh {
             gh.chunks_exact_mut(g * h)
@@ -160,7 +162,12 @@ fn backward<T: Float>(s: &Saved<T>, go: &[T], d: Dims, bias: bool) -> [Option<Ve
                         direct[e] = dh_e * z;
                     }
                 }
-                T::gemm(&view2(dgh, n, 3 * h), &w, &mut view2_mut(&mut dh, n, h));
+                gemm(
+                    &view2(dgh, n, 3 * h),
+                    &w,
+                    &mut view2_mut(&mut dh, n, h),
+                    Epilogue::write(),
+                );
                 dh.iter_mut().zip(&direct).for_each(|(v, &d)| *v += d);
             }
             Recurrence::Tanh | Recurrence::Relu => {
@@ -173,7 +180,12 @@ fn backward<T: Float>(s: &Saved<T>, go: &[T], d: Dims, bias: bool) -> [Option<Ve
                         _ => T::zero(),
                     };
                 }
-                T::gemm(&view2(dx, n, h), &w, &mut view2_mut(&mut dh, n, h));
+                gemm(
+                    &view2(dx, n, h),
+                    &w,
+                    &mut view2_mut(&mut dh, n, h),
+                    Epilogue::write(),
+                );
             }
         }
     }
@@ -184,10 +196,11 @@ fn backward<T: Float>(s: &Saved<T>, go: &[T], d: Dims, bias: bool) -> [Option<Ve
     };
     let rows = d.steps * n;
     let mut g_w = vec![T::zero(); g * h * h];
-    T::gemm(
+    gemm(
         &view2(g_gh, rows, g * h).t(),
         &view2(&h_prev_all, rows, h),
         &mut view2_mut(&mut g_w, g * h, h),
+        Epilogue::write(),
     );
     let g_b = bias.then(|| {
         let mut sum = vec![T::zero(); g * h];
