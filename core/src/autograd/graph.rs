@@ -17,10 +17,17 @@
 //! finished, when every leaf holds its final gradient (PyTorch's
 //! `Variable._execution_engine.queue_callback`, which DistributedDataParallel uses to finish
 //! its gradient reduction). Callbacks run on the thread that called backward, in the order
-//! their nodes ran, after all gradients have been accumulated.
+//! their nodes ran, after all gradients have been accumulated. The same identity node can
+//! also run a callback when the pass reaches it, before any gradient of what is upstream of
+//! it has been computed ([`with_backward_callbacks`]).
+//!
+//! Hooks on leaves run during the pass, as soon as a leaf's gradient is final (NOTE
+//! [ Post-accumulate-grad hooks ] in `hooks.rs`): when hooks are registered, the pass also
+//! counts the edges into each hooked leaf and runs its hooks when the last has delivered.
 
 use crate::autograd::anomaly::{self, OpContext};
 use crate::autograd::grad_mode::{is_grad_enabled, set_grad_enabled};
+use crate::autograd::hooks::{self, Hook};
 use crate::dtype::Storage;
 use crate::tensor::Tensor;
 use std::cell::{Cell, RefCell};
@@ -49,7 +56,8 @@ struct NodeState {
     at_end: Option<EndCallback>,
 }
 
-/// A callback run after a backward pass (NOTE [ Callbacks at the end of backward ]).
+/// A callback run when a backward pass reaches a node or after the pass (NOTE [ Callbacks at
+/// the end of backward ]).
 pub(crate) type EndCallback = Arc<dyn Fn() + Send + Sync>;
 
 impl Node {
@@ -262,10 +270,27 @@ where
 /// pass that reaches it (NOTE [ Callbacks at the end of backward ]). Without a graph to
 /// record (grad mode off, or `t` does not require grad) no backward can reach it, and `t`
 /// comes back unchanged.
-#[cfg(any(test, feature = "distributed"))]
+#[cfg(test)]
 pub(crate) fn with_end_callback(name: &'static str, t: &Tensor, at_end: EndCallback) -> Tensor {
+    with_backward_callbacks(name, t, None, at_end)
+}
+
+/// [`with_end_callback`] whose node also runs `on_reached` when a gradient reaches it in a
+/// backward pass, before the pass goes on to the ops that made `t`.
+#[cfg(any(test, feature = "distributed"))]
+pub(crate) fn with_backward_callbacks(
+    name: &'static str,
+    t: &Tensor,
+    on_reached: Option<EndCallback>,
+    at_end: EndCallback,
+) -> Tensor {
     let out = record(name, t.storage(), &[t], || {
-        |g: &Tensor, _: &[bool]| vec![Some(g.clone())]
+        move |g: &Tensor, _: &[bool]| {
+            if let Some(f) = &on_reached {
+                f();
+            }
+            vec![Some(g.clone())]
+        }
     });
     let Some(node) = out.grad_fn() else {
         return out;
@@ -317,6 +342,8 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, retain_graph: bool) {
     let Some(root_node) = root.grad_fn() else {
         if root.requires_grad() {
             root.accumulate_grad(grad);
+            let hooks = hooks::snapshot().and_then(|mut h| h.remove(&root.identity()));
+            hooks.into_iter().flatten().for_each(|hook| hook(root));
             return;
         }
         panic!(
@@ -333,6 +360,9 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, retain_graph: bool) {
     }
     let _restore = RestoreGradMode(set_grad_enabled(false));
     let consumers = count_consumers(&root_node);
+    let mut leaves = hooks::snapshot()
+        .map(|hooks| hooked_leaves(&consumers, hooks))
+        .unwrap_or_default();
     let mut pending: AddrMap<(Arc<Node>, usize)> = consumers;
     let mut grads: AddrMap<Tensor> = AddrMap::default();
     grads.insert(addr(&root_node), grad);
@@ -348,8 +378,12 @@ pub(crate) fn run_backward(root: &Tensor, grad: Tensor, retain_graph: bool) {
                 continue;
             };
             let Some(next) = input.grad_fn() else {
+                let reached = g.is_some();
                 if let Some(g) = g {
                     input.accumulate_grad(g);
+                }
+                if !leaves.is_empty() {
+                    leaf_delivered(&mut leaves, &input, reached);
                 }
                 continue;
             };
@@ -421,6 +455,53 @@ fn node_grads(node: &Node, s: &NodeState, grad: Option<&Tensor>) -> Vec<Option<T
     grads
 }
 
+/// A hooked leaf's edges still to deliver in this pass, whether a gradient came along one,
+/// and its hooks.
+struct LeafHooks {
+    remaining: usize,
+    reached: bool,
+    hooks: Vec<Hook>,
+}
+
+/// The hooked leaves that the nodes in `consumers` feed, with their number of edges.
+fn hooked_leaves(
+    consumers: &AddrMap<(Arc<Node>, usize)>,
+    mut hooks: std::collections::BTreeMap<usize, Vec<Hook>>,
+) -> AddrMap<LeafHooks> {
+    let mut leaves: AddrMap<LeafHooks> = AddrMap::default();
+    for (node, _) in consumers.values() {
+        let state = node.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(s) = state.as_ref() else { continue };
+        for leaf in s.inputs.iter().flatten().filter(|t| t.grad_fn().is_none()) {
+            let id = leaf.identity();
+            if let Some(entry) = leaves.get_mut(&id) {
+                entry.remaining += 1;
+            } else if let Some(hooks) = hooks.remove(&id) {
+                let entry = LeafHooks {
+                    remaining: 1,
+                    reached: false,
+                    hooks,
+                };
+                leaves.insert(id, entry);
+            }
+        }
+    }
+    leaves
+}
+
+/// Counts one delivered edge into `leaf`, and runs its hooks after the last (NOTE
+/// [ Post-accumulate-grad hooks ]).
+fn leaf_delivered(leaves: &mut AddrMap<LeafHooks>, leaf: &Tensor, reached: bool) {
+    let Some(entry) = leaves.get_mut(&leaf.identity()) else {
+        return;
+    };
+    entry.remaining -= 1;
+    entry.reached |= reached;
+    if entry.remaining == 0 && entry.reached {
+        entry.hooks.iter().for_each(|hook| hook(leaf));
+    }
+}
+
 /// How many recorded consumers each node reachable from `root` has.
 #[track_caller]
 fn count_consumers(root: &Arc<Node>) -> AddrMap<(Arc<Node>, usize)> {
@@ -476,5 +557,63 @@ mod tests {
         let y = with_end_callback("probe", &x, Arc::new(|| unreachable!()));
         assert!(y.grad_fn().is_none());
         assert_eq!(y.to_vec::<f32>(), [1.0]);
+    }
+
+    #[test]
+    fn post_accumulate_grad_hooks_run_once_when_the_leaf_gradient_is_final() {
+        let w1 = Tensor::from_vec(vec![2.0f64], &[1]).requires_grad_(true);
+        let w2 = Tensor::from_vec(vec![3.0f64], &[1]).requires_grad_(true);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (l, other) = (log.clone(), w1.clone());
+        let h2 = w2.register_post_accumulate_grad_hook(move |p: &Tensor| {
+            let own = p.grad().unwrap().to_vec::<f64>()[0];
+            l.lock().unwrap().push(("w2", own, other.grad().is_none()));
+        });
+        let l = log.clone();
+        let h1 = w1.register_post_accumulate_grad_hook(move |p: &Tensor| {
+            l.lock()
+                .unwrap()
+                .push(("w1", p.grad().unwrap().to_vec::<f64>()[0], false));
+        });
+        // w2 has three edges into the graph, w1 one further from the loss: w2's hook runs
+        // once with the sum of all three, while w1 has no gradient yet.
+        let loss = (&(&(&w1 * 2.0) * &w2) * &w2).sum() + w2.sum();
+        loss.backward();
+        assert_eq!(
+            *log.lock().unwrap(),
+            [("w2", 25.0, true), ("w1", 18.0, false)]
+        );
+        h2.remove();
+        w1.zero_grad();
+        (&w1 * 2.0).sum().backward();
+        w1.sum().backward(); // backward from the leaf itself runs its hooks too
+        assert_eq!(
+            log.lock().unwrap()[2..],
+            [("w1", 2.0, false), ("w1", 3.0, false)]
+        );
+        h1.remove();
+        (&w1 * &w2).sum().backward();
+        assert_eq!(log.lock().unwrap().len(), 4, "removed hooks do not run");
+    }
+
+    #[test]
+    fn post_accumulate_grad_hooks_skip_leaves_no_gradient_reached() {
+        let w = Tensor::from_vec(vec![1.0f32], &[1]).requires_grad_(true);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let h = w.register_post_accumulate_grad_hook(move |_: &Tensor| {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        let unrelated = Tensor::from_vec(vec![1.0f32], &[1]).requires_grad_(true);
+        (&unrelated * 2.0).sum().backward();
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        h.remove();
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot be registered on non-leaf tensors")]
+    fn post_accumulate_grad_hooks_refuse_non_leaves() {
+        let w = Tensor::from_vec(vec![1.0f32], &[1]).requires_grad_(true);
+        let _ = (&w * 2.0).register_post_accumulate_grad_hook(|_: &Tensor| {});
     }
 }
