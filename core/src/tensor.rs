@@ -182,16 +182,13 @@ impl Tensor {
     /// ([`manual_seed`](crate::random::manual_seed)).
     pub fn rand(shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
-        Tensor::from_vec(
-            random::with_rng(|r| random::uniform_vec::<f32>(r, n)),
-            shape,
-        )
+        Tensor::from_vec(random::uniform_f32(n, 0.0, 1.0), shape)
     }
 
     /// f32 values drawn from the standard normal distribution with the global generator.
     pub fn randn(shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
-        Tensor::from_vec(random::with_rng(|r| random::normal_vec::<f32>(r, n)), shape)
+        Tensor::from_vec(random::normal_f32(n, 0.0, 1.0), shape)
     }
 
     /// i64 values drawn uniformly from `low..high` with the global generator.
@@ -204,10 +201,7 @@ impl Tensor {
             panic!("randint: empty range {low}..{high}");
         }
         let n = shape.iter().product();
-        Tensor::from_vec(
-            random::with_rng(|r| random::int_vec(r, low, high, n)),
-            shape,
-        )
+        Tensor::from_vec(random::randint(low, high, n), shape)
     }
 
     // ---- inspection ---------------------------------------------------------------------
@@ -607,11 +601,14 @@ impl Tensor {
     #[track_caller]
     pub fn uniform_(&self, low: f64, high: f64) -> &Tensor {
         let n = self.numel();
-        let values = random::with_rng(|r| random::uniform_vec::<f64>(r, n));
-        self.fill_from(
-            "uniform_",
-            values.into_iter().map(|u| low + (high - low) * u),
-        );
+        let values = match self.dtype() {
+            DType::F32 => random::uniform_f32(n, low, high)
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            _ => random::uniform_f64(n, low, high),
+        };
+        self.fill_from("uniform_", values.into_iter());
         self
     }
 
@@ -619,8 +616,14 @@ impl Tensor {
     #[track_caller]
     pub fn normal_(&self, mean: f64, std: f64) -> &Tensor {
         let n = self.numel();
-        let values = random::with_rng(|r| random::normal_vec::<f64>(r, n));
-        self.fill_from("normal_", values.into_iter().map(|z| mean + std * z));
+        // PyTorch's vectorised path needs a contiguous tensor; others draw value by value.
+        let contiguous = match self.storage() {
+            Storage::F32(a) => a.is_standard_layout(),
+            Storage::F64(a) => a.is_standard_layout(),
+            Storage::I64(a) => a.is_standard_layout(),
+        };
+        let values = random::normal_values(n, mean, std, self.dtype(), contiguous);
+        self.fill_from("normal_", values.into_iter());
         self
     }
 
