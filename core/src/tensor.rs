@@ -238,16 +238,13 @@ impl Tensor {
     /// ([`manual_seed`](crate::random::manual_seed)).
     pub fn rand(shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
-        Tensor::from_vec(
-            random::with_rng(|r| random::uniform_vec::<f32>(r, n)),
-            shape,
-        )
+        Tensor::from_vec(random::uniform_f32(n, 0.0, 1.0), shape)
     }
 
     /// f32 values drawn from the standard normal distribution with the global generator.
     pub fn randn(shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
-        Tensor::from_vec(random::with_rng(|r| random::normal_vec::<f32>(r, n)), shape)
+        Tensor::from_vec(random::normal_f32(n, 0.0, 1.0), shape)
     }
 
     /// i64 values drawn uniformly from `low..high` with the global generator.
@@ -260,10 +257,7 @@ impl Tensor {
             panic!("randint: empty range {low}..{high}");
         }
         let n = shape.iter().product();
-        Tensor::from_vec(
-            random::with_rng(|r| random::int_vec(r, low, high, n)),
-            shape,
-        )
+        Tensor::from_vec(random::randint(low, high, n), shape)
     }
 
     // ---- inspection ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ use crate::nn::linear::Linear;
 use crate::nn::module::{Member, MemberMut};
 use crate::nn::parameter::Parameter;
 use crate::ops::attention::{Mask, packed_self_attention};
+use crate::random::InitDraws;
 use crate::tensor::Tensor;
 use std::ops::{Deref, DerefMut};
 
@@ -84,9 +85,7 @@ pub fn scaled_dot_product_attention(
     }
     let mut weights = scores.softmax(-1);
     if dropout_p > 0.0 {
-        let keep = Tensor::rand(&weights.shape())
-            .ge_scalar(dropout_p)
-            .to_dtype(weights.dtype());
+        let keep = crate::random::dropout_mask(&weights.shape(), dropout_p, weights.dtype());
         weights = &(&weights * &keep) * (1.0 / (1.0 - dropout_p));
     }
     weights.matmul(value)
@@ -246,6 +245,47 @@ pub struct MultiheadAttention {
     batch_first: bool,
     #[module(training)]
     training: bool,
+    #[module(skip)]
+    draws: InitDraws,
+}
+
+/// The parameters of a [`MultiheadAttention`], drawn as PyTorch's constructor draws them.
+struct Projections {
+    in_proj_weight: Option<Parameter>,
+    qkv_proj_weights: Option<[Parameter; 3]>,
+    in_proj_bias: Option<Parameter>,
+    out_proj: Linear,
+}
+
+impl Projections {
+    /// `out_proj` first (a Linear: Kaiming weight, uniform bias), then Xavier-uniform
+    /// projections (`in_proj_weight`, or q, k, v when `kdim`/`vdim` differ from
+    /// `embed_dim`); the biases are then set to zero (`out_proj.bias` after its draws).
+    fn draw(embed_dim: usize, kdim: usize, vdim: usize, bias: bool) -> Projections {
+        let out_proj = Linear::with_bias(embed_dim, embed_dim, bias);
+        let xavier = |shape: &[usize]| {
+            let w = Tensor::zeros(shape);
+            init::xavier_uniform_(&w, 1.0);
+            Parameter::new(w)
+        };
+        let (in_proj_weight, qkv_proj_weights) = if kdim == embed_dim && vdim == embed_dim {
+            (Some(xavier(&[3 * embed_dim, embed_dim])), None)
+        } else {
+            let q = xavier(&[embed_dim, embed_dim]);
+            let k = xavier(&[embed_dim, kdim]);
+            let v = xavier(&[embed_dim, vdim]);
+            (None, Some([q, k, v]))
+        };
+        if let Some(b) = &out_proj.bias {
+            init::constant_(b, 0.0);
+        }
+        Projections {
+            in_proj_weight,
+            qkv_proj_weights,
+            in_proj_bias: bias.then(|| Parameter::new(Tensor::zeros(&[3 * embed_dim]))),
+            out_proj,
+        }
+    }
 }
 
 impl MultiheadAttention {
@@ -261,31 +301,68 @@ impl MultiheadAttention {
                  {embed_dim} and num_heads = {num_heads}"
             );
         }
-        let in_proj_weight = Tensor::zeros(&[3 * embed_dim, embed_dim]);
-        init::xavier_uniform_(&in_proj_weight, 1.0);
-        let out_proj = Linear::new(embed_dim, embed_dim);
-        if let Some(b) = &out_proj.bias {
-            init::constant_(b, 0.0);
-        }
-        MultiheadAttention {
-            in_proj_weight: Some(Parameter::new(in_proj_weight)),
+        let (p, draws) =
+            InitDraws::record(|| Projections::draw(embed_dim, embed_dim, embed_dim, true));
+        let mut mha = MultiheadAttention {
+            in_proj_weight: None,
             q_proj_weight: None,
             k_proj_weight: None,
             v_proj_weight: None,
-            in_proj_bias: Some(Parameter::new(Tensor::zeros(&[3 * embed_dim]))),
-            out_proj: NonDynamicallyQuantizableLinear(out_proj),
+            in_proj_bias: None,
+            // Replaced by `set_projections` (a placeholder that draws nothing).
+            out_proj: NonDynamicallyQuantizableLinear(Linear::from_parts(
+                Tensor::zeros(&[0, 0]),
+                None,
+            )),
             num_heads,
             dropout: 0.0,
             batch_first: false,
             training: true,
+            draws,
+        };
+        mha.set_projections(p);
+        mha
+    }
+
+    fn set_projections(&mut self, p: Projections) {
+        self.in_proj_weight = p.in_proj_weight;
+        [self.q_proj_weight, self.k_proj_weight, self.v_proj_weight] = match p.qkv_proj_weights {
+            Some([q, k, v]) => [Some(q), Some(k), Some(v)],
+            None => [None, None, None],
+        };
+        self.in_proj_bias = p.in_proj_bias;
+        self.out_proj = NonDynamicallyQuantizableLinear(p.out_proj);
+    }
+
+    /// The feature sizes of key and value.
+    fn kdim_vdim(&self) -> (usize, usize) {
+        match (&self.k_proj_weight, &self.v_proj_weight) {
+            (Some(k), Some(v)) => (k.size(1), v.size(1)),
+            _ => (self.embed_dim(), self.embed_dim()),
         }
     }
 
-    /// Whether the projections have biases (`in_proj_bias`, `out_proj.bias`).
+    /// Whether the projections have biases (`in_proj_bias`, `out_proj.bias`). Right after
+    /// construction the projections are drawn again, so that the draws are PyTorch's for
+    /// `bias=False` (no draws for `out_proj.bias`).
     pub fn with_bias(mut self, bias: bool) -> MultiheadAttention {
-        if !bias {
-            self.in_proj_bias = None;
-            self.out_proj.bias = None;
+        if bias == self.in_proj_bias.is_some() {
+            return self;
+        }
+        let (e, (kdim, vdim)) = (self.embed_dim(), self.kdim_vdim());
+        match self
+            .draws
+            .redo_if_last(|| Projections::draw(e, kdim, vdim, bias))
+        {
+            Some(p) => self.set_projections(p),
+            None if !bias => {
+                self.in_proj_bias = None;
+                self.out_proj.bias = None;
+            }
+            None => {
+                self.in_proj_bias = Some(Parameter::new(Tensor::zeros(&[3 * e])));
+                self.out_proj.bias = Some(Parameter::new(Tensor::zeros(&[e])));
+            }
         }
         self
     }
@@ -312,19 +389,12 @@ impl MultiheadAttention {
     /// The feature sizes of key and value; when either differs from `embed_dim`, the
     /// projections are separate `q_proj_weight`, `k_proj_weight`, `v_proj_weight`.
     pub fn with_kdim_vdim(mut self, kdim: usize, vdim: usize) -> MultiheadAttention {
-        let e = self.embed_dim();
-        if kdim == e && vdim == e {
+        if (kdim, vdim) == self.kdim_vdim() {
             return self;
         }
-        let proj = |cols: usize| {
-            let w = Tensor::zeros(&[e, cols]);
-            init::xavier_uniform_(&w, 1.0);
-            Some(Parameter::new(w))
-        };
-        self.in_proj_weight = None;
-        self.q_proj_weight = proj(e);
-        self.k_proj_weight = proj(kdim);
-        self.v_proj_weight = proj(vdim);
+        let (e, bias) = (self.embed_dim(), self.in_proj_bias.is_some());
+        let p = self.draws.redo(|| Projections::draw(e, kdim, vdim, bias));
+        self.set_projections(p);
         self
     }
 

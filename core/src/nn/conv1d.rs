@@ -5,6 +5,7 @@ use crate::nn::conv_transpose::conv_repr;
 use crate::nn::forward::Forward;
 use crate::nn::init;
 use crate::nn::parameter::Parameter;
+use crate::random::InitDraws;
 use crate::tensor::Tensor;
 
 /// A 1-D convolution with zero padding, stride, dilation and groups.
@@ -44,6 +45,8 @@ pub struct Conv1d {
     groups: usize,
     #[module(training)]
     training: bool,
+    #[module(skip)]
+    draws: InitDraws,
 }
 
 impl Conv1d {
@@ -51,7 +54,7 @@ impl Conv1d {
     /// stride 1, no padding, dilation 1, one group, with a bias.
     pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize) -> Conv1d {
         let shape = [out_channels, in_channels, kernel_size];
-        let (w, b) = init::default_weight_and_bias(&shape, true);
+        let ((w, b), draws) = InitDraws::record(|| init::default_weight_and_bias(&shape, true));
         Conv1d {
             weight: Parameter::new(w),
             bias: b.map(Parameter::new),
@@ -61,6 +64,7 @@ impl Conv1d {
             dilation: 1,
             groups: 1,
             training: true,
+            draws,
         }
     }
 
@@ -100,22 +104,18 @@ impl Conv1d {
         }
         let shape = [out, self.in_channels / groups, k];
         if self.weight.shape() != shape {
-            let (w, b) = init::default_weight_and_bias(&shape, self.bias.is_some());
-            self.weight = Parameter::new(w);
-            self.bias = b.map(Parameter::new);
+            let bias = self.bias.is_some().then_some(out);
+            (self.weight, self.bias) = init::redraw(&mut self.draws, &shape, bias);
         }
         self.groups = groups;
         self
     }
 
-    /// Keeps the bias or drops it (PyTorch's `bias=False`).
+    /// Keeps the bias or drops it (PyTorch's `bias=False`). Right after construction the
+    /// weight is drawn again, so that the draws are PyTorch's for `bias=False`.
     pub fn with_bias(mut self, bias: bool) -> Conv1d {
-        if !bias {
-            self.bias = None;
-        } else if self.bias.is_none() {
-            let (_, b) = init::default_weight_and_bias(&self.weight.shape(), true);
-            self.bias = b.map(Parameter::new);
-        }
+        let out = self.weight.size(0);
+        (self.weight, self.bias) = init::rebias(&mut self.draws, self.weight, self.bias, bias, out);
         self
     }
 

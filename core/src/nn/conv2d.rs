@@ -5,6 +5,7 @@ use crate::nn::forward::Forward;
 use crate::nn::init;
 use crate::nn::parameter::Parameter;
 use crate::nn::size::{Size2, py_pair};
+use crate::random::InitDraws;
 use crate::tensor::Tensor;
 
 /// A 2-D convolution with zero padding, optionally dilated and grouped.
@@ -43,6 +44,8 @@ pub struct Conv2d {
     in_channels: usize,
     #[module(training)]
     training: bool,
+    #[module(skip)]
+    draws: InitDraws,
 }
 
 impl Conv2d {
@@ -50,8 +53,12 @@ impl Conv2d {
     /// (`3` or `(3, 2)`), stride 1, no padding, with a bias.
     pub fn new(in_channels: usize, out_channels: usize, kernel_size: impl Size2) -> Conv2d {
         let [kh, kw] = kernel_size.pair();
-        let (w, b) = init::default_weight_and_bias(&[out_channels, in_channels, kh, kw], true);
-        Conv2d::from_parts(w, b)
+        let shape = [out_channels, in_channels, kh, kw];
+        let ((w, b), draws) = InitDraws::record(|| init::default_weight_and_bias(&shape, true));
+        Conv2d {
+            draws,
+            ..Conv2d::from_parts(w, b)
+        }
     }
 
     /// A convolution over given tensors: `weight` `[out, in, kh, kw]`, optional `bias` `[out]`.
@@ -76,6 +83,7 @@ impl Conv2d {
             groups: 1,
             in_channels: ws[1],
             training: true,
+            draws: InitDraws::default(),
         }
     }
 
@@ -118,22 +126,18 @@ impl Conv2d {
         }
         let shape = [out, self.in_channels / groups, kh, kw];
         if self.weight.shape() != shape {
-            let (w, b) = init::default_weight_and_bias(&shape, self.bias.is_some());
-            self.weight = Parameter::new(w);
-            self.bias = b.map(Parameter::new);
+            let bias = self.bias.is_some().then_some(out);
+            (self.weight, self.bias) = init::redraw(&mut self.draws, &shape, bias);
         }
         self.groups = groups;
         self
     }
 
-    /// Keeps the bias or drops it (PyTorch's `bias=False`).
+    /// Keeps the bias or drops it (PyTorch's `bias=False`). Right after construction the
+    /// weight is drawn again, so that the draws are PyTorch's for `bias=False`.
     pub fn with_bias(mut self, bias: bool) -> Conv2d {
-        if !bias {
-            self.bias = None;
-        } else if self.bias.is_none() {
-            let (_, b) = init::default_weight_and_bias(&self.weight.shape(), true);
-            self.bias = b.map(Parameter::new);
-        }
+        let out = self.weight.size(0);
+        (self.weight, self.bias) = init::rebias(&mut self.draws, self.weight, self.bias, bias, out);
         self
     }
 

@@ -6,6 +6,7 @@ use crate::nn::forward::Forward;
 use crate::nn::init;
 use crate::nn::parameter::Parameter;
 use crate::nn::size::{Size2, py_tuple};
+use crate::random::InitDraws;
 use crate::tensor::Tensor;
 
 /// PyTorch's `_ConvNd.extra_repr`: channels, `kernel_size` and `stride` always, then
@@ -84,21 +85,8 @@ pub struct ConvTranspose2d {
     groups: usize,
     #[module(training)]
     training: bool,
-}
-
-/// The weight `[in, out / groups, kh, kw]` and bias `[out]` as PyTorch's `reset_parameters`
-/// draws them (Kaiming uniform with `a = sqrt(5)`; the bias bound from the same fan-in).
-fn draw(shape: [usize; 4], out_channels: usize, bias: bool) -> (Parameter, Option<Parameter>) {
-    let weight = Tensor::zeros(&shape);
-    init::kaiming_uniform_(&weight, 5f64.sqrt());
-    let bias = bias.then(|| {
-        let (fan_in, _) = init::calculate_fan_in_and_fan_out(&shape);
-        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-        let b = Tensor::zeros(&[out_channels]);
-        init::uniform_(&b, -bound, bound);
-        Parameter::new(b)
-    });
-    (Parameter::new(weight), bias)
+    #[module(skip)]
+    draws: InitDraws,
 }
 
 impl ConvTranspose2d {
@@ -110,10 +98,14 @@ impl ConvTranspose2d {
         kernel_size: impl Size2,
     ) -> ConvTranspose2d {
         let [kh, kw] = kernel_size.pair();
-        let (weight, bias) = draw([in_channels, out_channels, kh, kw], out_channels, true);
+        // The weight is `[in, out / groups, kh, kw]`; the bias bound comes from its fan-in.
+        let shape = [in_channels, out_channels, kh, kw];
+        let ((weight, bias), draws) =
+            InitDraws::record(|| init::weight_and_bias(&shape, Some(out_channels)));
         ConvTranspose2d {
-            weight,
-            bias,
+            weight: Parameter::new(weight),
+            bias: bias.map(Parameter::new),
+            draws,
             out_channels,
             stride: [1, 1],
             padding: [0, 0],
@@ -167,19 +159,20 @@ impl ConvTranspose2d {
                 "ConvTranspose2d: groups must divide in_channels {cin} and out_channels {out}, got {groups}"
             );
         }
-        (self.weight, self.bias) = draw([cin, out / groups, kh, kw], out, self.bias.is_some());
+        let shape = [cin, out / groups, kh, kw];
+        if self.weight.shape() != shape {
+            let bias = self.bias.is_some().then_some(out);
+            (self.weight, self.bias) = init::redraw(&mut self.draws, &shape, bias);
+        }
         self.groups = groups;
         self
     }
 
-    /// Keeps the bias or drops it (PyTorch's `bias=False`).
+    /// Keeps the bias or drops it (PyTorch's `bias=False`). Right after construction the
+    /// weight is drawn again, so that the draws are PyTorch's for `bias=False`.
     pub fn with_bias(mut self, bias: bool) -> ConvTranspose2d {
-        if !bias {
-            self.bias = None;
-        } else if self.bias.is_none() {
-            let shape: [usize; 4] = self.weight.shape()[..].try_into().expect("4-D weight");
-            self.bias = draw(shape, self.out_channels, true).1;
-        }
+        let out = self.out_channels;
+        (self.weight, self.bias) = init::rebias(&mut self.draws, self.weight, self.bias, bias, out);
         self
     }
 

@@ -63,9 +63,7 @@ impl<'a> Forward<&'a Tensor> for Dropout {
         if self.p == 1.0 {
             return x * &x.zeros_like();
         }
-        let keep = Tensor::rand(&x.shape())
-            .ge_scalar(self.p)
-            .to_dtype(x.dtype());
+        let keep = crate::random::dropout_mask(&x.shape(), self.p, x.dtype());
         &(x * &keep) * (1.0 / (1.0 - self.p))
     }
 }

@@ -15,6 +15,7 @@ use crate::nn::init;
 use crate::nn::module::{Member, MemberMut, Module, fmt_module, py_bool, py_float};
 use crate::nn::parameter::Parameter;
 use crate::ops::recurrent_gru::Recurrence;
+use crate::random::InitDraws;
 use crate::tensor::Tensor;
 use std::fmt;
 
@@ -66,6 +67,7 @@ struct RnnBase {
     bidirectional: bool,
     params: Vec<(String, Parameter)>,
     training: bool,
+    draws: InitDraws,
 }
 
 impl RnnBase {
@@ -81,6 +83,7 @@ impl RnnBase {
             bidirectional: false,
             params: Vec::new(),
             training: true,
+            draws: InitDraws::default(),
         };
         base.reset_parameters();
         base
@@ -91,10 +94,19 @@ impl RnnBase {
     }
 
     /// Draws every parameter from `U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))`, as PyTorch's
-    /// `reset_parameters` does, for the current configuration.
+    /// `reset_parameters` does, for the current configuration: in place of the previous
+    /// draws when nothing has drawn since them, so that a layer configured by its builders
+    /// right after `new` gets PyTorch's values for the final arguments.
     fn reset_parameters(&mut self) {
+        let mut draws = std::mem::take(&mut self.draws);
+        self.params = draws.redo(|| self.draw_parameters());
+        self.draws = draws;
+    }
+
+    /// The parameters of the current configuration, drawn in PyTorch's order.
+    fn draw_parameters(&self) -> Vec<(String, Parameter)> {
         let (h, g) = (self.hidden_size, self.cell.gates() * self.hidden_size);
-        let bound = 1.0 / (h.max(1) as f64).sqrt();
+        let bound = if h > 0 { 1.0 / (h as f64).sqrt() } else { 0.0 };
         let mut params = Vec::new();
         for layer in 0..self.num_layers {
             let in_k = if layer == 0 {
@@ -115,7 +127,7 @@ impl RnnBase {
                 }
             }
         }
-        self.params = params;
+        params
     }
 
     /// The parameters as plain tensors, in order.

@@ -11,6 +11,7 @@ use crate::nn::dropout::Dropout;
 use crate::nn::forward::Forward;
 use crate::nn::layernorm::LayerNorm;
 use crate::nn::linear::Linear;
+use crate::random::{self, InitDraws};
 use crate::tensor::Tensor;
 
 /// The feed-forward activation of the Transformer layers (PyTorch's `activation="relu"` /
@@ -57,12 +58,42 @@ macro_rules! layer_builders {
     ($layer:ident, [$($attn:ident),*], [$($norm:ident),*], [$($drop:ident),*]) => {
         impl $layer {
             /// The hidden size of the feed-forward part (PyTorch's default 2048).
+            ///
+            /// The layer's parameters are drawn again; right after construction they are
+            /// PyTorch's for this `dim_feedforward` (see `random::InitDraws`).
             pub fn with_dim_feedforward(mut self, dim_feedforward: usize) -> $layer {
-                let d = self.linear1.in_features();
                 let bias = self.linear1.bias.is_some();
-                self.linear1 = Linear::with_bias(d, dim_feedforward, bias);
-                self.linear2 = Linear::with_bias(dim_feedforward, d, bias);
+                self.redraw(dim_feedforward, bias, true);
                 self
+            }
+
+            /// Draws the attention block(s) and the linears again, in PyTorch's order, for
+            /// `dim_feedforward` and `bias`: always, or (`always = false`) only when
+            /// nothing has drawn since the layer's draws, returning whether it did.
+            fn redraw(&mut self, dim_feedforward: usize, bias: bool, always: bool) -> bool {
+                let (d, h) = (self.linear1.in_features(), self.self_attn.num_heads());
+                let p = self.options.dropout;
+                let draw = || {
+                    $(let $attn = MultiheadAttention::new(d, h)
+                        .with_bias(bias)
+                        .with_dropout(p)
+                        .with_batch_first(true);)*
+                    let linear1 = Linear::with_bias(d, dim_feedforward, bias);
+                    let linear2 = Linear::with_bias(dim_feedforward, d, bias);
+                    ($($attn,)* linear1, linear2)
+                };
+                let parts = if always {
+                    Some(self.draws.redo(draw))
+                } else {
+                    self.draws.redo_if_last(draw)
+                };
+                let Some(($($attn,)* linear1, linear2)) = parts else {
+                    return false;
+                };
+                $(self.$attn = $attn;)*
+                self.linear1 = linear1;
+                self.linear2 = linear2;
+                true
             }
 
             /// The dropout probability everywhere (attention weights, feed-forward,
@@ -101,12 +132,16 @@ macro_rules! layer_builders {
             }
 
             /// `false` removes every bias: the attention's, the linears' and the
-            /// LayerNorms'.
+            /// LayerNorms'. Right after construction the parameters are drawn again, so
+            /// that they are PyTorch's for `bias=False`.
             pub fn with_bias(mut self, bias: bool) -> $layer {
                 if !bias {
-                    $(self.$attn = self.$attn.with_bias(false);)*
-                    self.linear1.bias = None;
-                    self.linear2.bias = None;
+                    let ff = self.linear1.out_features();
+                    if !self.redraw(ff, false, false) {
+                        $(self.$attn = self.$attn.with_bias(false);)*
+                        self.linear1.bias = None;
+                        self.linear2.bias = None;
+                    }
                     $(self.$norm.bias = None;)*
                 }
                 self
@@ -178,6 +213,8 @@ pub struct TransformerEncoderLayer {
     options: Options,
     #[module(training)]
     training: bool,
+    #[module(skip)]
+    draws: InitDraws,
 }
 
 layer_builders!(
@@ -195,19 +232,25 @@ impl TransformerEncoderLayer {
     #[track_caller]
     pub fn new(d_model: usize, nhead: usize) -> TransformerEncoderLayer {
         let options = Options::default();
-        TransformerEncoderLayer {
-            self_attn: MultiheadAttention::new(d_model, nhead)
+        // PyTorch's order: self_attn, linear1, linear2.
+        let ((self_attn, linear1, linear2), draws) = InitDraws::record(|| {
+            let attn = MultiheadAttention::new(d_model, nhead)
                 .with_dropout(options.dropout)
-                .with_batch_first(true),
-            linear1: Linear::new(d_model, 2048),
+                .with_batch_first(true);
+            (attn, Linear::new(d_model, 2048), Linear::new(2048, d_model))
+        });
+        TransformerEncoderLayer {
+            self_attn,
+            linear1,
             dropout: Dropout::new(options.dropout),
-            linear2: Linear::new(2048, d_model),
+            linear2,
             norm1: LayerNorm::new(&[d_model]),
             norm2: LayerNorm::new(&[d_model]),
             dropout1: Dropout::new(options.dropout),
             dropout2: Dropout::new(options.dropout),
             options,
             training: true,
+            draws,
         }
     }
 
@@ -242,8 +285,16 @@ impl TransformerEncoderLayer {
         self.dropout2.forward(x)
     }
 
-    /// A copy with its own parameters holding the same values (PyTorch's `deepcopy`).
+    /// A copy with its own parameters holding the same values (PyTorch's `deepcopy`); the
+    /// global generator ends where it was, as after a `deepcopy`.
     fn duplicate(&self) -> TransformerEncoderLayer {
+        let rng = random::get_rng_state();
+        let copy = self.duplicate_drawing();
+        random::set_rng_state(&rng);
+        copy
+    }
+
+    fn duplicate_drawing(&self) -> TransformerEncoderLayer {
         let d = self.linear1.in_features();
         let mut copy = TransformerEncoderLayer::new(d, self.self_attn.num_heads())
             .with_dim_feedforward(self.linear1.out_features())
@@ -359,6 +410,8 @@ pub struct TransformerDecoderLayer {
     options: Options,
     #[module(training)]
     training: bool,
+    #[module(skip)]
+    draws: InitDraws,
 }
 
 layer_builders!(
@@ -381,12 +434,22 @@ impl TransformerDecoderLayer {
                 .with_dropout(options.dropout)
                 .with_batch_first(true)
         };
+        // PyTorch's order: self_attn, multihead_attn, linear1, linear2.
+        let ((self_attn, multihead_attn, linear1, linear2), draws) = InitDraws::record(|| {
+            let (sa, ca) = (attn(), attn());
+            (
+                sa,
+                ca,
+                Linear::new(d_model, 2048),
+                Linear::new(2048, d_model),
+            )
+        });
         TransformerDecoderLayer {
-            self_attn: attn(),
-            multihead_attn: attn(),
-            linear1: Linear::new(d_model, 2048),
+            self_attn,
+            multihead_attn,
+            linear1,
             dropout: Dropout::new(options.dropout),
-            linear2: Linear::new(2048, d_model),
+            linear2,
             norm1: LayerNorm::new(&[d_model]),
             norm2: LayerNorm::new(&[d_model]),
             norm3: LayerNorm::new(&[d_model]),
@@ -395,6 +458,7 @@ impl TransformerDecoderLayer {
             dropout3: Dropout::new(options.dropout),
             options,
             training: true,
+            draws,
         }
     }
 

@@ -4,7 +4,7 @@
 //! while the graph is recorded and bumps the version that saved values check (NOTE [ Storage
 //! access ] in `tensor.rs`). None is recorded in the graph.
 
-use crate::dtype::{Float, Storage};
+use crate::dtype::{DType, Float, Storage};
 use crate::random;
 use crate::tensor::Tensor;
 use ndarray::{ArcArray, IxDyn};
@@ -105,11 +105,14 @@ impl Tensor {
     #[track_caller]
     pub fn uniform_(&self, low: f64, high: f64) -> &Tensor {
         let n = self.numel();
-        let values = random::with_rng(|r| random::uniform_vec::<f64>(r, n));
-        self.fill_from(
-            "uniform_",
-            values.into_iter().map(|u| low + (high - low) * u),
-        );
+        let values = match self.dtype() {
+            DType::F32 => random::uniform_f32(n, low, high)
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            _ => random::uniform_f64(n, low, high),
+        };
+        self.fill_from("uniform_", values.into_iter());
         self
     }
 
@@ -117,8 +120,14 @@ impl Tensor {
     #[track_caller]
     pub fn normal_(&self, mean: f64, std: f64) -> &Tensor {
         let n = self.numel();
-        let values = random::with_rng(|r| random::normal_vec::<f64>(r, n));
-        self.fill_from("normal_", values.into_iter().map(|z| mean + std * z));
+        // PyTorch's vectorised path needs a contiguous tensor; others draw value by value.
+        let contiguous = match self.storage() {
+            Storage::F32(a) => a.is_standard_layout(),
+            Storage::F64(a) => a.is_standard_layout(),
+            Storage::I64(a) => a.is_standard_layout(),
+        };
+        let values = random::normal_values(n, mean, std, self.dtype(), contiguous);
+        self.fill_from("normal_", values.into_iter());
         self
     }
 
