@@ -14,6 +14,9 @@
 //! ```
 //!
 //! Users depend on this crate only; it re-exports `torchlet-core` at the same paths.
+//! Coming from PyTorch? Start with the [`guide`].
+
+#![warn(missing_docs)]
 
 pub use torchlet_core::{
     DType, Element, Error, Result, StateDict, Tensor, get_num_threads, manual_seed, set_num_threads,
@@ -23,6 +26,8 @@ pub use torchlet_core::{
     serialize, shape, state_dict, tensor,
 };
 pub use torchlet_macros::sequential;
+
+pub mod guide;
 
 /// Data-parallel training over MPI: [`distributed::DistributedDataParallel`], collectives,
 /// the process group. Only with the cargo feature `distributed` (see the README).
@@ -49,3 +54,14 @@ pub mod prelude {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The examples on the pages of `#[derive(Module)]` and `sequential!`: written in
+/// torchlet-macros, which cannot depend on this crate, they run here.
+#[cfg(doctest)]
+#[doc = include_str!("../macros/doc/derive_module.md")]
+struct DeriveModuleDoctests;
+
+/// See [`DeriveModuleDoctests`].
+#[cfg(doctest)]
+#[doc = include_str!("../macros/doc/sequential.md")]
+struct SequentialDoctests;

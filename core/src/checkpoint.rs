@@ -34,20 +34,21 @@ use std::path::{Path, PathBuf};
 /// checkpoint layout ].
 ///
 /// ```
-/// use torchlet_core::checkpoint::TrainingCheckpoint;
-/// use torchlet_core::nn::{Linear, Module};
-/// use torchlet_core::optim::{Adam, AdamConfig, Optimizer};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::checkpoint::TrainingCheckpoint;
+/// use torchlet::nn::{Linear, Module};
+/// use torchlet::optim::{Adam, AdamConfig, Optimizer};
 ///
 /// let mut model = Linear::new(4, 2);
 /// let mut opt = Adam::new(model.named_parameters(), AdamConfig::default())?;
-/// let path = torchlet_core::serialize::temp_path("doc-checkpoint.safetensors");
+/// let path = torchlet::serialize::temp_path("doc-checkpoint.safetensors");
 /// TrainingCheckpoint::capture(&model, &opt, None, 3, 0).save(&path)?;
 ///
 /// let ckpt = TrainingCheckpoint::load(&path)?;
 /// ckpt.restore(&mut model, &mut opt, None)?;
 /// assert_eq!(ckpt.epoch, 3);
 /// # std::fs::remove_file(&path).ok();
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct TrainingCheckpoint {

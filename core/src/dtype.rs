@@ -6,7 +6,7 @@
 //! i64 for class labels, indices and counters. Model code then has no type parameters, and a
 //! state dict can hold f32 weights next to an i64 `num_batches_tracked`. The price is one
 //! `match` per op (never per element): each op body is written once, generically over
-//! [`Float`], and [`dispatch_float!`] instantiates it for f32 and f64.
+//! [`Float`], and `dispatch_float!` instantiates it for f32 and f64.
 
 use ndarray::{ArcArray, IxDyn};
 use std::fmt;
@@ -14,8 +14,11 @@ use std::fmt;
 /// The element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit floating point (`torch.float32`), the default.
     F32,
+    /// 64-bit floating point (`torch.float64`), for gradient checks and tight comparisons.
     F64,
+    /// 64-bit signed integer (`torch.int64`), for class labels, indices and counters.
     I64,
 }
 
@@ -53,6 +56,7 @@ impl fmt::Display for DType {
 ///
 /// Reading converts: `to_vec::<f32>()` of an i64 tensor gives its values as f32.
 pub trait Element: Copy + Send + Sync + fmt::Debug + 'static {
+    /// The dtype of tensors built from this type.
     const DTYPE: DType;
     #[doc(hidden)]
     fn into_storage(a: ArcArray<Self, IxDyn>) -> Storage;
@@ -174,12 +178,16 @@ impl Float for f64 {
 /// makes in-place writes copy-on-write, so a value saved for backward never changes under it.
 #[derive(Clone, Debug)]
 pub enum Storage {
+    /// f32 values.
     F32(ArcArray<f32, IxDyn>),
+    /// f64 values.
     F64(ArcArray<f64, IxDyn>),
+    /// i64 values.
     I64(ArcArray<i64, IxDyn>),
 }
 
 impl Storage {
+    /// The element type.
     pub fn dtype(&self) -> DType {
         match self {
             Storage::F32(_) => DType::F32,
@@ -188,6 +196,7 @@ impl Storage {
         }
     }
 
+    /// The dimensions.
     pub fn shape(&self) -> &[usize] {
         match self {
             Storage::F32(a) => a.shape(),
@@ -196,6 +205,7 @@ impl Storage {
         }
     }
 
+    /// The number of elements.
     pub fn len(&self) -> usize {
         match self {
             Storage::F32(a) => a.len(),
@@ -204,6 +214,7 @@ impl Storage {
         }
     }
 
+    /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -13,11 +13,18 @@ use std::path::PathBuf;
 pub enum Error {
     /// An operating-system error while reading or writing `path`.
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// A file whose contents are not what its format promises.
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, where in the file, and what was expected.
+        message: String,
+    },
     /// A setting (DataLoader option, optimizer hyper-parameter, ...) that cannot be used.
     Config(String),
     /// A data set item that could not be produced.
@@ -33,10 +40,15 @@ pub enum Error {
     /// (an integer tensor for a floating-point one or the other way round) at once;
     /// `matched` counts the keys that fit.
     StateDict {
+        /// The class name of the module (or optimizer) being loaded.
         module: String,
+        /// How many keys fit.
         matched: usize,
+        /// Keys the module has and the state dict lacks.
         missing: Vec<String>,
+        /// Keys the state dict has and the module lacks.
         unexpected: Vec<String>,
+        /// `(key, shape in the state dict, shape in the module)` for each shape mismatch.
         mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
         /// `(key, dtype in the state dict, dtype in the module)` (boxed: `Error` stays
         /// small, every `Result` carries it).

@@ -2,6 +2,8 @@
 //!
 //! Users depend on the facade crate `torchlet`, which re-exports everything here.
 
+#![warn(missing_docs)]
+
 extern crate self as torchlet;
 
 pub mod autograd;

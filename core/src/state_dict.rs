@@ -17,14 +17,15 @@ use std::collections::HashMap;
 /// Named tensors in insertion order, looked up by key.
 ///
 /// ```
-/// use torchlet_core::{StateDict, Tensor};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{StateDict, Tensor};
 /// let mut sd = StateDict::new();
 /// sd.insert("lr", Tensor::from_vec(vec![0.1f64], &[]));
 /// sd.insert("betas", Tensor::from_vec(vec![0.9f64, 0.999], &[2]));
 /// assert_eq!(sd.scalar_f64("lr")?, Some(0.1));
 /// let err = sd.scalar_f64("betas").unwrap_err().to_string();
 /// assert_eq!(err, "`betas` must be a scalar (shape []), got float64 of shape [2]");
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct StateDict {

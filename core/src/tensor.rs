@@ -5,7 +5,7 @@
 //! graph, like two Python names for one `torch.Tensor`. Behind the handle sit the data (a
 //! [`Storage`] in an `RwLock`, so optimizers can update parameters in place through any
 //! handle), a version counter (shared with views, bumped by every in-place op, see
-//! [`Saved`](crate::autograd::graph)), the `requires_grad` flag, the accumulated gradient, and
+//! `Saved` in [`autograd`](crate::autograd)), the `requires_grad` flag, the accumulated gradient, and
 //! for op results the `grad_fn` node that produced it (NOTE [ Graph layout ]).
 //!
 //! NOTE [ Storage access ]
@@ -33,7 +33,8 @@ use std::sync::{Arc, LockResult, Mutex, MutexGuard, PoisonError, RwLock};
 /// run time ] in `dtype.rs` for why the dtype is not a type parameter.
 ///
 /// ```
-/// use torchlet_core::tensor::Tensor;
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::tensor::Tensor;
 /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).requires_grad_(true);
 /// let y = (&x * &x).sum();
 /// y.backward();

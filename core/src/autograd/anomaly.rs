@@ -48,7 +48,8 @@ pub fn set_detect_anomaly(enabled: bool) -> bool {
 /// infinity, with the op, the shapes, the module path and the line that created the op:
 ///
 /// ```
-/// use torchlet_core::{Tensor, autograd::detect_anomaly};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, autograd::detect_anomaly};
 /// let x = Tensor::from_vec(vec![1.0f32, 0.0], &[2]).requires_grad_(true);
 /// let caught = std::panic::catch_unwind(|| detect_anomaly(|| x.log().sum()));
 /// let message = caught.unwrap_err().downcast::<String>().unwrap();

@@ -20,8 +20,9 @@ pub fn set_grad_enabled(enabled: bool) -> bool {
 /// leaf tensors that require grad may be updated in place (what optimizers do).
 ///
 /// ```
-/// # use torchlet_core::tensor::Tensor;
-/// # use torchlet_core::autograd::no_grad;
+/// # extern crate torchlet_core as torchlet;
+/// # use torchlet::tensor::Tensor;
+/// # use torchlet::autograd::no_grad;
 /// let w = Tensor::ones(&[2]).requires_grad_(true);
 /// let y = no_grad(|| &w * 2.0);
 /// assert!(!y.requires_grad());
@@ -34,8 +35,9 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
 /// Turns graph recording off until dropped (PyTorch's `with torch.no_grad():`).
 ///
 /// ```
-/// # use torchlet_core::tensor::Tensor;
-/// # use torchlet_core::autograd::NoGradGuard;
+/// # extern crate torchlet_core as torchlet;
+/// # use torchlet::tensor::Tensor;
+/// # use torchlet::autograd::NoGradGuard;
 /// let w = Tensor::ones(&[2]).requires_grad_(true);
 /// {
 ///     let _guard = NoGradGuard::new();
@@ -49,6 +51,7 @@ pub struct NoGradGuard {
 }
 
 impl NoGradGuard {
+    /// Turns recording off now; the state before is restored when the guard is dropped.
     pub fn new() -> Self {
         NoGradGuard {
             previous: set_grad_enabled(false),

@@ -65,8 +65,9 @@ impl std::error::Error for GradcheckError {}
 /// If an input that requires grad is not f64.
 ///
 /// ```
-/// use torchlet_core::autograd::gradcheck;
-/// use torchlet_core::tensor::Tensor;
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::autograd::gradcheck;
+/// use torchlet::tensor::Tensor;
 /// let x = Tensor::from_vec(vec![0.3f64, -1.2, 2.0], &[3]).requires_grad_(true);
 /// // x is used twice, so its gradient accumulates from both uses.
 /// gradcheck(|v| &(&v[0] * &v[0]) + &v[0].exp(), &[x]).unwrap();

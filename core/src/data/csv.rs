@@ -220,7 +220,8 @@ fn format_error(path: &Path, message: String) -> Error {
 /// [`labels`](Self::labels) turn columns into tensors.
 ///
 /// ```
-/// use torchlet_core::data::{CsvOptions, TensorDataset};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::data::{CsvOptions, TensorDataset};
 /// # use std::path::Path;
 /// let csv = "sepal_length,sepal_width,species\n5.1,3.5,setosa\n7.0,3.2,versicolor\n";
 /// let table = CsvOptions::default().parse(csv, Path::new("iris.csv"))?;
@@ -228,7 +229,7 @@ fn format_error(path: &Path, message: String) -> Error {
 /// let (y, classes) = table.labels("species")?;              // [2] i64
 /// assert_eq!(classes, vec!["setosa", "versicolor"]);
 /// let dataset = TensorDataset::new((x, y))?;
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct CsvTable {

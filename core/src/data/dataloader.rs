@@ -27,12 +27,13 @@ type IndexBatchSampler = Box<dyn Sampler<Item = Vec<usize>>>;
 /// Batches of a data set, as PyTorch's `torch.utils.data.DataLoader`.
 ///
 /// ```
-/// # use torchlet_core::data::{DataLoader, Dataset};
+/// # extern crate torchlet_core as torchlet;
+/// # use torchlet::data::{DataLoader, Dataset};
 /// # struct Squares;
 /// # impl Dataset for Squares {
 /// #     type Item = (f32, i64);
 /// #     fn len(&self) -> usize { 10 }
-/// #     fn get(&self, i: usize) -> torchlet_core::Result<(f32, i64)> { Ok((i as f32, (i * i) as i64)) }
+/// #     fn get(&self, i: usize) -> torchlet::Result<(f32, i64)> { Ok((i as f32, (i * i) as i64)) }
 /// # }
 /// let loader = DataLoader::builder(Squares)
 ///     .batch_size(4)
@@ -44,7 +45,7 @@ type IndexBatchSampler = Box<dyn Sampler<Item = Vec<usize>>>;
 /// for (xb, yb) in &loader {
 ///     assert_eq!(xb.shape()[0], yb.shape()[0]);
 /// }
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 ///
 /// Every call to [`iter`](Self::iter) (or `for … in &loader`) starts a new epoch with a new

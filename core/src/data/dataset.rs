@@ -246,7 +246,10 @@ impl<D: Dataset> Dataset for ConcatDataset<D> {
 /// length, or fractions that add up to 1 (as PyTorch accepts both).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Lengths {
+    /// Counts that add up to the data set's length.
     Counts(Vec<usize>),
+    /// Fractions that add up to 1: `floor(fraction · len)` each, then what is left one by
+    /// one to the first parts (PyTorch's rule).
     Fractions(Vec<f64>),
 }
 
@@ -330,18 +333,19 @@ fn fraction_counts(fractions: &[f64], len: usize) -> Result<Vec<usize>> {
 /// permutation seeded by `seed` (PyTorch's `random_split(dataset, lengths, generator)`).
 ///
 /// ```
-/// # use torchlet_core::data::{random_split, Dataset, Subset};
+/// # extern crate torchlet_core as torchlet;
+/// # use torchlet::data::{random_split, Dataset, Subset};
 /// # struct Range(usize);
 /// # impl Dataset for Range {
 /// #     type Item = usize;
 /// #     fn len(&self) -> usize { self.0 }
-/// #     fn get(&self, i: usize) -> torchlet_core::Result<usize> { Ok(i) }
+/// #     fn get(&self, i: usize) -> torchlet::Result<usize> { Ok(i) }
 /// # }
 /// let parts = random_split(Range(10), [0.8, 0.2], 42)?;
 /// assert_eq!((parts[0].len(), parts[1].len()), (8, 2));
 /// let again = random_split(Range(10), [8, 2], 42)?;
 /// assert_eq!(parts[1].indices(), again[1].indices());
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 ///
 /// # Errors

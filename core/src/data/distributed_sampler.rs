@@ -27,8 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// See NOTE [ Distributed sampling ].
 ///
 /// ```
-/// use torchlet_core::data::{DataLoader, DistributedSampler, Sampler, TensorDataset, epoch_generator};
-/// use torchlet_core::Tensor;
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::data::{DataLoader, DistributedSampler, Sampler, TensorDataset, epoch_generator};
+/// use torchlet::Tensor;
 /// use std::sync::Arc;
 ///
 /// // Rank 1 of 3 over 10 samples: ceil(10 / 3) = 4 indices, the order padded to 12.
@@ -41,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///     sampler.set_epoch(epoch);
 ///     assert_eq!(loader.iter().count(), 2);
 /// }
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct DistributedSampler {

@@ -36,13 +36,14 @@ pub const DEFAULT_MAX_BYTES: usize = 1 << 30;
 /// NOTE [ Reading untrusted IDX files ].
 ///
 /// ```
-/// use torchlet_core::data::IdxOptions;
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::data::IdxOptions;
 /// # use std::path::Path;
 /// let file = [0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]; // 3 bytes: [7, 8, 9]
 /// assert_eq!(IdxOptions::default().from_bytes(&file, Path::new("a.idx"))?.data, [7, 8, 9]);
 /// let err = IdxOptions::default().max_bytes(2).from_bytes(&file, Path::new("a.idx"));
 /// assert!(err.unwrap_err().to_string().contains("above max_bytes 2"));
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct IdxOptions {
@@ -61,7 +62,9 @@ impl Default for IdxOptions {
 /// order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxArray {
+    /// The dimensions, from the file's header.
     pub shape: Vec<usize>,
+    /// The values in row-major order.
     pub data: Vec<u8>,
 }
 

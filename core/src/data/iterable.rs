@@ -57,13 +57,14 @@ where
 /// Batches of an [`IterableDataset`], made on a worker thread ahead of the loop.
 ///
 /// ```
-/// use torchlet_core::data::{from_fn, StreamLoader};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::data::{from_fn, StreamLoader};
 ///
 /// let squares = from_fn(|| Box::new((0..10i64).map(|i| Ok(i * i))));
 /// let loader = StreamLoader::builder(squares).batch_size(4).build()?;
 /// let sizes: Vec<usize> = loader.iter().map(|b| b.shape()[0]).collect();
 /// assert_eq!(sizes, vec![4, 4, 2]);
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 pub struct StreamLoader<S, C = DefaultCollate> {
     source: Arc<S>,

@@ -21,14 +21,15 @@ pub const MNIST_STD: f32 = 0.3081;
 /// `(xb: [B, 1, 28, 28] f32, yb: [B] i64)`. Batches are converted straight from the bytes.
 ///
 /// ```
-/// use torchlet_core::data::{DataLoader, Mnist, MNIST_MEAN, MNIST_STD};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::data::{DataLoader, Mnist, MNIST_MEAN, MNIST_STD};
 ///
 /// let train = Mnist::vendored(true)?.normalize(MNIST_MEAN, MNIST_STD).flatten(true);
 /// assert_eq!(train.len(), 8000);
 /// let loader = DataLoader::builder(train).batch_size(64).shuffle(true).seed(0).build()?;
 /// let (xb, yb) = loader.iter().next().unwrap();
 /// assert_eq!((xb.shape(), yb.shape()), (vec![64, 784], vec![64]));
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Mnist {

@@ -19,8 +19,9 @@ use rand::{Rng, SeedableRng};
 /// PyTorch's `Sampler[int]` and `Sampler[List[int]]`. Implement it to write your own.
 ///
 /// ```
-/// use torchlet_core::random::Generator;
-/// use torchlet_core::data::{epoch_generator, Sampler};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::random::Generator;
+/// use torchlet::data::{epoch_generator, Sampler};
 ///
 /// /// Every even index, then every odd one.
 /// struct EvensFirst(usize);

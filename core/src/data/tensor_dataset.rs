@@ -73,15 +73,16 @@ tensor_tuples!((0, 1), (0, 1, 2));
 /// an in-memory data set costs the loader one copy of the batch.
 ///
 /// ```
-/// use torchlet_core::data::{DataLoader, TensorDataset};
-/// use torchlet_core::Tensor;
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::data::{DataLoader, TensorDataset};
+/// use torchlet::Tensor;
 ///
 /// let x = Tensor::from_vec((0..12).map(|v| v as f32).collect(), &[6, 2]);
 /// let y = Tensor::from_vec(vec![0i64, 1, 0, 1, 0, 1], &[6]);
 /// let loader = DataLoader::builder(TensorDataset::new((x, y))?).batch_size(4).build()?;
 /// let shapes: Vec<_> = loader.iter().map(|(xb, yb)| (xb.shape(), yb.shape())).collect();
 /// assert_eq!(shapes, vec![(vec![4, 2], vec![4]), (vec![2, 2], vec![2])]);
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct TensorDataset<T> {

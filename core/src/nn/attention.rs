@@ -231,11 +231,18 @@ impl std::fmt::Display for NonDynamicallyQuantizableLinear {
 /// ```
 #[derive(Module)]
 pub struct MultiheadAttention {
+    /// The packed `[3 embed_dim, embed_dim]` projection of query, key and value; `None`
+    /// when `kdim`/`vdim` differ from `embed_dim`.
     pub in_proj_weight: Option<Parameter>,
+    /// The query projection `[embed_dim, embed_dim]` when the projections are separate, else `None`.
     pub q_proj_weight: Option<Parameter>,
+    /// The key projection `[embed_dim, kdim]` when the projections are separate, else `None`.
     pub k_proj_weight: Option<Parameter>,
+    /// The value projection `[embed_dim, vdim]` when the projections are separate, else `None`.
     pub v_proj_weight: Option<Parameter>,
+    /// The packed `[3 embed_dim]` bias of the three projections, or `None` without bias.
     pub in_proj_bias: Option<Parameter>,
+    /// The output projection (PyTorch's `out_proj`).
     pub out_proj: NonDynamicallyQuantizableLinear,
     #[module(skip)]
     num_heads: usize,

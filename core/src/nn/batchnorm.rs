@@ -472,9 +472,14 @@ macro_rules! batch_norm {
         #[derive(Module)]
         #[module(extra_repr = "Self::describe")]
         pub struct $name {
+            /// The learned scale `γ` `[num_features]`, or `None` when `affine` is false.
             pub weight: Option<Parameter>,
+            /// The learned shift `β` `[num_features]`, or `None` when `affine` is false.
             pub bias: Option<Parameter>,
+            /// The running mean used in eval mode, or `None` when `track_running_stats` is false.
             pub running_mean: Option<Buffer>,
+            /// The running (unbiased) variance used in eval mode, or `None` when
+            /// `track_running_stats` is false.
             pub running_var: Option<Buffer>,
             /// An i64 counter, as in PyTorch.
             pub num_batches_tracked: Option<Buffer>,

@@ -31,7 +31,9 @@ use crate::tensor::Tensor;
 #[derive(Module)]
 #[module(extra_repr = "Conv1d::describe")]
 pub struct Conv1d {
+    /// The kernels `[out_channels, in_channels / groups, kernel_size]`.
     pub weight: Parameter,
+    /// The bias `[out_channels]`, or `None` when made without one.
     pub bias: Option<Parameter>,
     #[module(skip)]
     in_channels: usize,

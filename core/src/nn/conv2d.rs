@@ -30,7 +30,9 @@ use crate::tensor::Tensor;
 #[derive(Module)]
 #[module(extra_repr = "Conv2d::describe")]
 pub struct Conv2d {
+    /// The kernels `[out_channels, in_channels / groups, kh, kw]`.
     pub weight: Parameter,
+    /// The bias `[out_channels]`, or `None` when made without one.
     pub bias: Option<Parameter>,
     #[module(skip)]
     stride: [usize; 2],

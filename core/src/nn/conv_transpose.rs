@@ -69,7 +69,9 @@ pub(crate) fn conv_repr(
 #[derive(Module)]
 #[module(extra_repr = "ConvTranspose2d::describe")]
 pub struct ConvTranspose2d {
+    /// The kernels `[in_channels, out_channels / groups, kh, kw]` (in-channels first).
     pub weight: Parameter,
+    /// The bias `[out_channels]`, or `None` when made without one.
     pub bias: Option<Parameter>,
     #[module(skip)]
     out_channels: usize,

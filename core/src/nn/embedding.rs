@@ -18,6 +18,7 @@ use crate::tensor::Tensor;
 #[derive(Module)]
 #[module(extra_repr = "Embedding::describe")]
 pub struct Embedding {
+    /// The table `[num_embeddings, embedding_dim]`, one row per index.
     pub weight: Parameter,
     #[module(skip)]
     padding_idx: Option<usize>,

@@ -89,7 +89,8 @@ fn like(t: &Tensor, input: &Tensor) -> Tensor {
 /// If the shapes differ.
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::functional::mse_loss};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::functional::mse_loss};
 /// let loss = mse_loss(&Tensor::from_vec(vec![1.0f32, 3.0], &[2]), &Tensor::zeros(&[2]));
 /// assert_eq!(loss.item(), 5.0);
 /// ```
@@ -354,7 +355,8 @@ pub fn nll_loss_with(
 /// If the shapes do not match, or a class index is out of range.
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::functional::cross_entropy};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::functional::cross_entropy};
 /// let logits = Tensor::zeros(&[2, 4]);
 /// let loss = cross_entropy(&logits, &Tensor::from_vec(vec![0i64, 3], &[2]));
 /// assert!((loss.item() - 4f64.ln()).abs() < 1e-6);
@@ -384,7 +386,8 @@ pub fn cross_entropy(input: &Tensor, target: &Tensor) -> Tensor {
 /// As [`cross_entropy`], and if `label_smoothing` is outside `[0, 1]`.
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::{Reduction, functional::cross_entropy_with}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Reduction, functional::cross_entropy_with}};
 /// // The padding positions (target -100) are left out of the mean.
 /// let logits = Tensor::zeros(&[3, 4]);
 /// let target = Tensor::from_vec(vec![1i64, -100, 2], &[3]);
@@ -565,7 +568,8 @@ pub fn kl_div(input: &Tensor, target: &Tensor) -> Tensor {
 /// If the shapes differ.
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::{Reduction, functional::kl_div_with}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Reduction, functional::kl_div_with}};
 /// let p = Tensor::from_vec(vec![0.5f64, 0.5], &[1, 2]);
 /// let loss = kl_div_with(&p.log(), &p, Reduction::BatchMean, false);
 /// assert_eq!(loss.item(), 0.0);
@@ -645,7 +649,8 @@ pub fn binary_cross_entropy_with(
 /// there).
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::{Reduction, functional::cosine_embedding_loss}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Reduction, functional::cosine_embedding_loss}};
 /// let a = Tensor::from_vec(vec![1.0f64, 0.0], &[1, 2]);
 /// let b = Tensor::from_vec(vec![0.0f64, 2.0], &[1, 2]);
 /// let similar = Tensor::from_vec(vec![1i64], &[1]);

@@ -52,7 +52,10 @@ pub(crate) fn affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) 
 #[derive(Module)]
 #[module(extra_repr = "GroupNorm::describe")]
 pub struct GroupNorm {
+    /// The learned per-channel scale `[num_channels]`, or `None` when `affine` is false.
     pub weight: Option<Parameter>,
+    /// The learned per-channel shift `[num_channels]`, or `None` when `affine` is false or
+    /// made without bias.
     pub bias: Option<Parameter>,
     #[module(skip)]
     num_groups: usize,

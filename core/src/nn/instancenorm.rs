@@ -34,9 +34,15 @@ use crate::tensor::Tensor;
 #[derive(Module)]
 #[module(extra_repr = "InstanceNorm2d::describe")]
 pub struct InstanceNorm2d {
+    /// The learned scale `γ` `[num_features]`, or `None` when `affine` is false (the default).
     pub weight: Option<Parameter>,
+    /// The learned shift `β` `[num_features]`, or `None` when `affine` is false (the default).
     pub bias: Option<Parameter>,
+    /// The running mean used in eval mode, or `None` when `track_running_stats` is false
+    /// (the default).
     pub running_mean: Option<Buffer>,
+    /// The running variance used in eval mode, or `None` when `track_running_stats` is
+    /// false (the default).
     pub running_var: Option<Buffer>,
     /// An i64 counter, as in PyTorch.
     pub num_batches_tracked: Option<Buffer>,

@@ -17,7 +17,9 @@ use crate::tensor::Tensor;
 #[derive(Module)]
 #[module(extra_repr = "LayerNorm::describe")]
 pub struct LayerNorm {
+    /// The learned scale of `normalized_shape`, or `None` when `elementwise_affine` is false.
     pub weight: Option<Parameter>,
+    /// The learned shift of `normalized_shape`, or `None` without affine or bias.
     pub bias: Option<Parameter>,
     #[module(skip)]
     normalized_shape: Vec<usize>,

@@ -27,7 +27,9 @@ use crate::tensor::Tensor;
 #[derive(Module)]
 #[module(extra_repr = "Linear::describe")]
 pub struct Linear {
+    /// The weight `[out_features, in_features]`.
     pub weight: Parameter,
+    /// The bias `[out_features]`, or `None` when made with `with_bias(.., false)`.
     pub bias: Option<Parameter>,
     #[module(training)]
     training: bool,

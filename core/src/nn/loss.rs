@@ -8,7 +8,8 @@ use crate::tensor::Tensor;
 /// Mean squared error (PyTorch's `nn.MSELoss`); see [`F::mse_loss`].
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::{MseLoss, Reduction}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{MseLoss, Reduction}};
 /// let loss = MseLoss::new().reduction(Reduction::Sum);
 /// let value = loss.forward(&Tensor::from_vec(vec![1.0f32, 2.0], &[2]), &Tensor::zeros(&[2]));
 /// assert_eq!(value.item(), 5.0);
@@ -16,6 +17,7 @@ use crate::tensor::Tensor;
 #[doc(alias = "MSELoss")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MseLoss {
+    /// How the per-element losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
 }
 
@@ -40,6 +42,7 @@ impl MseLoss {
 /// Mean absolute error (PyTorch's `nn.L1Loss`); see [`F::l1_loss`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct L1Loss {
+    /// How the per-element losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
 }
 
@@ -65,7 +68,9 @@ impl L1Loss {
 /// [`F::smooth_l1_loss`].
 #[derive(Clone, Copy, Debug)]
 pub struct SmoothL1Loss {
+    /// How the per-element losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
+    /// Where the loss turns from quadratic to linear (PyTorch's `beta=`, default 1).
     pub beta: f64,
 }
 
@@ -108,16 +113,21 @@ impl SmoothL1Loss {
 /// [`F::cross_entropy_with`].
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::CrossEntropyLoss};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::CrossEntropyLoss};
 /// let loss = CrossEntropyLoss::new().label_smoothing(0.1);
 /// let value = loss.forward(&Tensor::zeros(&[2, 4]), &Tensor::from_vec(vec![1i64, 2], &[2]));
 /// assert!((value.item() - 4f64.ln()).abs() < 1e-6);
 /// ```
 #[derive(Clone, Debug)]
 pub struct CrossEntropyLoss {
+    /// A per-class weight `[C]`, or `None` for every class weighing 1.
     pub weight: Option<Tensor>,
+    /// The target class whose positions are left out of the loss and its mean (default -100).
     pub ignore_index: i64,
+    /// How the per-sample losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
+    /// How much probability is spread uniformly over the classes, in `[0, 1]` (default 0).
     pub label_smoothing: f64,
 }
 
@@ -190,8 +200,11 @@ impl CrossEntropyLoss {
 #[doc(alias = "NLLLoss")]
 #[derive(Clone, Debug)]
 pub struct NllLoss {
+    /// A per-class weight `[C]`, or `None` for every class weighing 1.
     pub weight: Option<Tensor>,
+    /// The target class whose positions are left out of the loss and its mean (default -100).
     pub ignore_index: i64,
+    /// How the per-sample losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
 }
 
@@ -253,8 +266,11 @@ impl NllLoss {
 #[doc(alias = "BCEWithLogitsLoss")]
 #[derive(Clone, Debug, Default)]
 pub struct BceWithLogitsLoss {
+    /// A weight broadcast to every element, or `None`.
     pub weight: Option<Tensor>,
+    /// The weight of positive examples, one per class (last dimension), or `None`.
     pub pos_weight: Option<Tensor>,
+    /// How the per-element losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
 }
 
@@ -302,7 +318,9 @@ impl BceWithLogitsLoss {
 /// [`F::huber_loss_with`].
 #[derive(Clone, Copy, Debug)]
 pub struct HuberLoss {
+    /// How the per-element losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
+    /// Where the loss turns from quadratic to linear (PyTorch's `delta=`, default 1).
     pub delta: f64,
 }
 
@@ -345,7 +363,9 @@ impl HuberLoss {
 #[doc(alias = "KLDivLoss")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KlDivLoss {
+    /// How the per-element losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
+    /// Whether the target holds log-probabilities rather than probabilities (default false).
     pub log_target: bool,
 }
 
@@ -378,7 +398,9 @@ impl KlDivLoss {
 #[doc(alias = "BCELoss")]
 #[derive(Clone, Debug, Default)]
 pub struct BceLoss {
+    /// A weight broadcast to every element, or `None`.
     pub weight: Option<Tensor>,
+    /// How the per-element losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
 }
 
@@ -412,7 +434,9 @@ impl BceLoss {
 /// [`F::cosine_embedding_loss`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CosineEmbeddingLoss {
+    /// The margin for dissimilar pairs (`target = -1`), in `[-1, 1]` (default 0).
     pub margin: f64,
+    /// How the per-pair losses are combined (PyTorch's `reduction=`).
     pub reduction: Reduction,
 }
 

@@ -17,15 +17,21 @@ use std::fmt;
 
 /// One member of a module, as [`Module::visit`] reports it.
 pub enum Member<'a> {
+    /// A parameter, registered under its name.
     Parameter(&'a Parameter),
+    /// A buffer (running statistics and the like), registered under its name.
     Buffer(&'a Buffer),
+    /// A submodule, whose members are named under its name.
     Module(&'a dyn Module),
 }
 
 /// One member of a module, as [`Module::visit_mut`] reports it.
 pub enum MemberMut<'a> {
+    /// A parameter, registered under its name.
     Parameter(&'a mut Parameter),
+    /// A buffer (running statistics and the like), registered under its name.
     Buffer(&'a mut Buffer),
+    /// A submodule, whose members are named under its name.
     Module(&'a mut dyn Module),
 }
 

@@ -20,7 +20,9 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Activation {
     #[default]
+    /// `max(x, 0)` (PyTorch's `"relu"`, the default).
     Relu,
+    /// `x Φ(x)` with the exact erf form of `Φ` (PyTorch's `"gelu"`).
     Gelu,
 }
 
@@ -201,13 +203,21 @@ macro_rules! layer_builders {
 /// ```
 #[derive(Module)]
 pub struct TransformerEncoderLayer {
+    /// Self-attention over the input (PyTorch's `self_attn`).
     pub self_attn: MultiheadAttention,
+    /// The feed-forward network's first layer, `d_model → dim_feedforward`.
     pub linear1: Linear,
+    /// Dropout after the feed-forward activation.
     pub dropout: Dropout,
+    /// The feed-forward network's second layer, `dim_feedforward → d_model`.
     pub linear2: Linear,
+    /// The LayerNorm of the self-attention branch.
     pub norm1: LayerNorm,
+    /// The LayerNorm of the feed-forward branch.
     pub norm2: LayerNorm,
+    /// Dropout on the self-attention branch's output.
     pub dropout1: Dropout,
+    /// Dropout on the feed-forward branch's output.
     pub dropout2: Dropout,
     #[module(skip)]
     options: Options,
@@ -336,7 +346,9 @@ impl<'a> Forward<&'a Tensor> for TransformerEncoderLayer {
 /// ```
 #[derive(Module)]
 pub struct TransformerEncoder {
+    /// The stacked layers, named `layers.0`, `layers.1`, … in the state dict.
     pub layers: Vec<TransformerEncoderLayer>,
+    /// A LayerNorm applied after the last layer (PyTorch's `norm=`), or `None`.
     pub norm: Option<LayerNorm>,
 }
 
@@ -395,16 +407,27 @@ impl<'a> Forward<&'a Tensor> for TransformerEncoder {
 /// `[N, T, d_model]`.
 #[derive(Module)]
 pub struct TransformerDecoderLayer {
+    /// Self-attention over the target (PyTorch's `self_attn`).
     pub self_attn: MultiheadAttention,
+    /// Cross-attention from the target to `memory` (PyTorch's `multihead_attn`).
     pub multihead_attn: MultiheadAttention,
+    /// The feed-forward network's first layer, `d_model → dim_feedforward`.
     pub linear1: Linear,
+    /// Dropout after the feed-forward activation.
     pub dropout: Dropout,
+    /// The feed-forward network's second layer, `dim_feedforward → d_model`.
     pub linear2: Linear,
+    /// The LayerNorm of the self-attention branch.
     pub norm1: LayerNorm,
+    /// The LayerNorm of the cross-attention branch.
     pub norm2: LayerNorm,
+    /// The LayerNorm of the feed-forward branch.
     pub norm3: LayerNorm,
+    /// Dropout on the self-attention branch's output.
     pub dropout1: Dropout,
+    /// Dropout on the cross-attention branch's output.
     pub dropout2: Dropout,
+    /// Dropout on the feed-forward branch's output.
     pub dropout3: Dropout,
     #[module(skip)]
     options: Options,

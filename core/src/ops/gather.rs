@@ -73,7 +73,8 @@ impl Tensor {
     /// If `index` is not i64, does not fit the shape, or holds a value out of bounds.
     ///
     /// ```
-    /// use torchlet_core::Tensor;
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::Tensor;
     /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
     /// let idx = Tensor::from_vec(vec![1i64, 0], &[2, 1]);
     /// assert_eq!(x.gather(1, &idx).to_vec::<f32>(), [2.0, 3.0]);

@@ -21,7 +21,8 @@ impl Tensor {
     /// If `ord` is not positive, or a dimension is out of range.
     ///
     /// ```
-    /// use torchlet_core::Tensor;
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::Tensor;
     /// let x = Tensor::from_vec(vec![3.0f32, 4.0, 6.0, 8.0], &[2, 2]);
     /// assert_eq!(x.vector_norm(2.0, Some(&[1]), false).to_vec::<f32>(), [5.0, 10.0]);
     /// ```

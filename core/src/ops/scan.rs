@@ -43,7 +43,8 @@ impl Tensor {
     /// sum of the upstream gradient taken from the end.
     ///
     /// ```
-    /// use torchlet_core::Tensor;
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::Tensor;
     /// let x = Tensor::from_vec(vec![1i64, 0, 1, 1], &[4]);
     /// assert_eq!(x.cumsum(0).to_vec::<i64>(), [1, 1, 2, 3]);
     /// ```

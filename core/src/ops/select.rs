@@ -74,7 +74,8 @@ impl Tensor {
     /// If the shapes do not broadcast or `input` and `other` differ in dtype.
     ///
     /// ```
-    /// use torchlet_core::Tensor;
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::Tensor;
     /// let cond = Tensor::from_vec(vec![1i64, 0, 1], &[3]);
     /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]);
     /// let y = cond.where_cond(&a, &Tensor::scalar(0.0));
@@ -109,7 +110,8 @@ impl Tensor {
     /// If the shapes do not broadcast.
     ///
     /// ```
-    /// use torchlet_core::Tensor;
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::Tensor;
     /// let scores = Tensor::zeros(&[2, 2]);
     /// let causal = Tensor::ones(&[2, 2]).triu(1);
     /// let masked = scores.masked_fill(&causal, f64::NEG_INFINITY);

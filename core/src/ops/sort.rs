@@ -127,7 +127,8 @@ impl Tensor {
     /// every number, as in PyTorch.
     ///
     /// ```
-    /// use torchlet_core::Tensor;
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::Tensor;
     /// let (values, indices) = Tensor::from_vec(vec![3.0f32, 1.0, 2.0], &[3]).sort(0, false);
     /// assert_eq!(values.to_vec::<f32>(), [1.0, 2.0, 3.0]);
     /// assert_eq!(indices.to_vec::<i64>(), [1, 2, 0]);

@@ -14,7 +14,8 @@ impl Tensor {
     /// If `chunks` is 0.
     ///
     /// ```
-    /// use torchlet_core::Tensor;
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::Tensor;
     /// let qkv = Tensor::zeros(&[2, 5, 12]);
     /// let parts = qkv.chunk(3, -1);
     /// assert_eq!(parts.len(), 3);
@@ -95,7 +96,8 @@ impl Tensor {
     /// If `repeats` has fewer entries than the tensor has dimensions.
     ///
     /// ```
-    /// use torchlet_core::Tensor;
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::Tensor;
     /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2]);
     /// assert_eq!(x.repeat(&[2, 2]).to_vec::<f32>(), [1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
     /// ```

@@ -138,14 +138,15 @@ impl Rule for AdamConfig {
 /// here is an L2 penalty added to the gradient; [`AdamW`](crate::optim::AdamW) decouples it.
 ///
 /// ```
-/// use torchlet_core::{Tensor, optim::{Adam, AdamConfig, Optimizer}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, optim::{Adam, AdamConfig, Optimizer}};
 /// let w = Tensor::from_vec(vec![1.0f64], &[1]).requires_grad_(true);
 /// let mut opt = Adam::new([&w], AdamConfig { lr: 0.1, ..Default::default() })?;
 /// w.set_grad(Some(Tensor::from_vec(vec![3.0f64], &[1])));
 /// opt.step();
 /// // The first Adam step moves each weight by about lr, whatever the gradient's size.
 /// assert!((w.item() - 0.9).abs() < 1e-6);
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 pub struct Adam {
     core: Core<AdamConfig>,

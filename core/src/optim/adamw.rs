@@ -99,14 +99,15 @@ impl Rule for AdamWConfig {
 /// Adam with decoupled weight decay (PyTorch's `torch.optim.AdamW`): see [`AdamWConfig`].
 ///
 /// ```
-/// use torchlet_core::{Tensor, optim::{AdamW, AdamWConfig, Optimizer}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, optim::{AdamW, AdamWConfig, Optimizer}};
 /// let w = Tensor::from_vec(vec![1.0f64], &[1]).requires_grad_(true);
 /// let mut opt = AdamW::new([&w], AdamWConfig { lr: 0.1, weight_decay: 0.5, ..Default::default() })?;
 /// w.set_grad(Some(Tensor::from_vec(vec![0.0f64], &[1])));
 /// opt.step();
 /// // A zero gradient leaves only the decay: w · (1 - 0.1 · 0.5).
 /// assert!((w.item() - 0.95).abs() < 1e-12);
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[doc(alias = "Adamw")]
 pub struct AdamW {

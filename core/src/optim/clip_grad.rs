@@ -30,7 +30,8 @@ fn norm(g: &Tensor, norm_type: f64) -> f64 {
 /// If `norm_type` is not positive.
 ///
 /// ```
-/// use torchlet_core::{Tensor, optim::clip_grad_norm_};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, optim::clip_grad_norm_};
 /// let w = Tensor::zeros(&[2]).requires_grad_(true);
 /// w.set_grad(Some(Tensor::from_vec(vec![3.0f32, 4.0], &[2])));
 /// let total = clip_grad_norm_([&w], 1.0, 2.0);
@@ -63,7 +64,8 @@ pub fn clip_grad_norm_<P: AsRef<Tensor>>(
 /// If `norm_type` is not positive.
 ///
 /// ```
-/// use torchlet_core::{Tensor, optim::clip_grad_norm_with};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, optim::clip_grad_norm_with};
 /// let w = Tensor::zeros(&[2]).requires_grad_(true);
 /// w.set_grad(Some(Tensor::from_vec(vec![f32::NAN, 4.0], &[2])));
 /// let err = clip_grad_norm_with([&w], 1.0, 2.0, true).unwrap_err();

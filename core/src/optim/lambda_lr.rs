@@ -15,7 +15,8 @@ use crate::optim::lr_scheduler::{Base, LrScheduler};
 /// load the counters.
 ///
 /// ```
-/// use torchlet_core::{Tensor, optim::{LambdaLr, LrScheduler, Optimizer, Sgd, SgdConfig}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, optim::{LambdaLr, LrScheduler, Optimizer, Sgd, SgdConfig}};
 /// let w = Tensor::zeros(&[1]).requires_grad_(true);
 /// let mut opt = Sgd::new([&w], SgdConfig { lr: 1.0, ..Default::default() })?;
 /// let mut sched = LambdaLr::warmup_cosine(&opt, 2, 6, 0.0)?;
@@ -27,7 +28,7 @@ use crate::optim::lr_scheduler::{Base, LrScheduler};
 /// }
 /// let rounded: Vec<f64> = lrs.iter().map(|v| (v * 1000.0).round() / 1000.0).collect();
 /// assert_eq!(rounded, [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]);
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[doc(alias = "LambdaLR")]
 pub struct LambdaLr {

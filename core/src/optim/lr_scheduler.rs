@@ -20,7 +20,8 @@ use crate::tensor::Tensor;
 /// (or per batch, for OneCycleLR) after `opt.step()`.
 ///
 /// ```
-/// use torchlet_core::{Tensor, optim::{LrScheduler, Optimizer, Sgd, SgdConfig, StepLr}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, optim::{LrScheduler, Optimizer, Sgd, SgdConfig, StepLr}};
 /// let w = Tensor::zeros(&[1]).requires_grad_(true);
 /// let mut opt = Sgd::new([&w], SgdConfig { lr: 0.1, ..Default::default() })?;
 /// let mut sched = StepLr::new(&opt, 2, 0.5)?;
@@ -31,7 +32,7 @@ use crate::tensor::Tensor;
 ///     sched.step();
 /// }
 /// assert_eq!(lrs, [0.1, 0.1, 0.05, 0.05, 0.025]);
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 pub trait LrScheduler {
     /// Advances one epoch and sets the param groups' learning rates for it.

@@ -85,7 +85,8 @@ struct Phase {
 /// momentum with `max_momentum` when cycling).
 ///
 /// ```
-/// use torchlet_core::{Tensor, optim::{LrScheduler, OneCycleLr, OneCycleLrConfig, Optimizer, Sgd, SgdConfig}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, optim::{LrScheduler, OneCycleLr, OneCycleLrConfig, Optimizer, Sgd, SgdConfig}};
 /// let w = Tensor::zeros(&[1]).requires_grad_(true);
 /// let mut opt = Sgd::new([&w], SgdConfig { lr: 0.1, momentum: 0.9, ..Default::default() })?;
 /// let config = OneCycleLrConfig { max_lr: 1.0, total_steps: 10, ..Default::default() };
@@ -96,7 +97,7 @@ struct Phase {
 ///     sched.step();
 /// }
 /// assert!(opt.lr() > 0.9); // at the peak after pct_start · total_steps steps
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[doc(alias = "OneCycleLR")]
 #[derive(Clone, Debug)]

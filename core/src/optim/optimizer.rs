@@ -32,8 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The training loop reads as in PyTorch:
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::Parameter};
-/// use torchlet_core::optim::{Optimizer, Sgd, SgdConfig};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::Parameter};
+/// use torchlet::optim::{Optimizer, Sgd, SgdConfig};
 /// let w = Parameter::new(Tensor::from_vec(vec![1.0f32, -2.0], &[2]));
 /// let mut opt = Sgd::new([("w", &w)], SgdConfig { lr: 0.1, ..Default::default() })?;
 /// let loss = (&*w * &*w).sum(); // gradient 2w
@@ -42,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// opt.zero_grad();
 /// assert_eq!(w.to_vec::<f32>(), [0.8, -1.6]);
 /// assert!(w.grad().is_none());
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 pub trait Optimizer: Send {
     /// Updates every parameter that has a gradient (parameters without one are skipped, as
@@ -167,12 +168,13 @@ impl<S: Into<String>, P: AsRef<Tensor>> IntoParam for (S, P) {
 /// [`Optimizer::add_param_group`] (PyTorch's `{'params': …, 'lr': …}` dict).
 ///
 /// ```
-/// use torchlet_core::{Tensor, optim::{Optimizer, ParamGroup, Sgd, SgdConfig}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, optim::{Optimizer, ParamGroup, Sgd, SgdConfig}};
 /// let (a, b) = (Tensor::zeros(&[2]), Tensor::zeros(&[3]));
 /// let mut opt = Sgd::new([("body", &a)], SgdConfig { lr: 0.1, ..Default::default() })?;
 /// opt.add_param_group(ParamGroup::new([("head", &b)]).lr(0.01))?;
 /// assert_eq!(opt.group_rates()[1].lr(), 0.01);
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct ParamGroup {

@@ -10,7 +10,9 @@ use crate::state_dict::StateDict;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PlateauMode {
     #[default]
+    /// Lower the rate when the metric stops going down (PyTorch's `mode="min"`).
     Min,
+    /// Lower the rate when the metric stops going up (PyTorch's `mode="max"`).
     Max,
 }
 
@@ -66,7 +68,8 @@ impl Default for ReduceLrOnPlateauConfig {
 /// not implement [`LrScheduler`](crate::optim::LrScheduler).
 ///
 /// ```
-/// use torchlet_core::{Tensor, optim::{Optimizer, ReduceLrOnPlateau, ReduceLrOnPlateauConfig, Sgd, SgdConfig}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, optim::{Optimizer, ReduceLrOnPlateau, ReduceLrOnPlateauConfig, Sgd, SgdConfig}};
 /// let w = Tensor::zeros(&[1]).requires_grad_(true);
 /// let mut opt = Sgd::new([&w], SgdConfig { lr: 1.0, ..Default::default() })?;
 /// let config = ReduceLrOnPlateauConfig { patience: 1, factor: 0.5, ..Default::default() };
@@ -76,7 +79,7 @@ impl Default for ReduceLrOnPlateauConfig {
 ///     sched.step(val_loss);
 /// }
 /// assert_eq!(opt.lr(), 0.5);
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[doc(alias = "ReduceLROnPlateau")]
 #[derive(Clone, Debug)]

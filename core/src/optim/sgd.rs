@@ -126,15 +126,16 @@ impl Rule for SgdConfig {
 /// see [`SgdConfig`] for the options.
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::Parameter};
-/// use torchlet_core::optim::{Optimizer, Sgd, SgdConfig};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::Parameter};
+/// use torchlet::optim::{Optimizer, Sgd, SgdConfig};
 /// let w = Parameter::new(Tensor::zeros(&[3]));
 /// let config = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, ..Default::default() };
 /// let mut opt = Sgd::new([("weight", &w)], config)?;
 /// assert_eq!(opt.lr(), 0.1);
 /// let bad = SgdConfig { lr: 0.1, nesterov: true, ..Default::default() };
 /// assert!(Sgd::new([("weight", &w)], bad).is_err());
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 #[doc(alias = "SGD")]
 pub struct Sgd {

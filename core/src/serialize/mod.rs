@@ -127,7 +127,8 @@ pub fn save_file(state_dict: &StateDict, path: impl AsRef<Path>) -> Result<()> {
 /// As [`save_file`].
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::StateDict, serialize::{self, Precision}};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::StateDict, serialize::{self, Precision}};
 /// let mut sd = StateDict::new();
 /// sd.insert("weight", Tensor::from_vec(vec![1.0f32, 0.1], &[2]));
 /// let path = serialize::temp_path("doc-bf16.safetensors");
@@ -136,7 +137,7 @@ pub fn save_file(state_dict: &StateDict, path: impl AsRef<Path>) -> Result<()> {
 /// // 0.1 has no exact bfloat16: the nearest one is 0.10009765625.
 /// assert_eq!(back.get("weight").unwrap().to_vec::<f32>(), [1.0, 0.10009765625]);
 /// # std::fs::remove_file(&path).unwrap();
-/// # Ok::<(), torchlet_core::Error>(())
+/// # Ok::<(), torchlet::Error>(())
 /// ```
 pub fn save_file_as(
     state_dict: &StateDict,

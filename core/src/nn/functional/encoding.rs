@@ -11,7 +11,8 @@ use crate::tensor::Tensor;
 /// If `tensor` is not i64 or holds an index outside `0..num_classes`.
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::functional::one_hot};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::functional::one_hot};
 /// let y = one_hot(&Tensor::from_vec(vec![2i64, 0], &[2]), Some(3));
 /// assert_eq!(y.to_vec::<i64>(), [0, 0, 1, 1, 0, 0]);
 /// ```

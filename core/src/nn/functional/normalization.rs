@@ -15,7 +15,8 @@ use crate::tensor::Tensor;
 /// or the dtypes differ.
 ///
 /// ```
-/// use torchlet_core::{Tensor, nn::functional::layer_norm};
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::functional::layer_norm};
 /// let x = Tensor::from_vec(vec![1.0f64, 3.0, 10.0, 20.0], &[2, 2]);
 /// let y = layer_norm(&x, &[2], None, None, 0.0);
 /// assert_eq!(y.to_vec::<f64>(), [-1.0, 1.0, -1.0, 1.0]);
