@@ -32,7 +32,11 @@ struct TinyGPT {
 }
 
 impl TinyGPT {
+    /// Built in torch_peer.py's order (tok, pos, the layer, ln_f, head), so that after the
+    /// same seed the initial weights are PyTorch's.
     fn new() -> TinyGPT {
+        let tok = Embedding::new(VOCAB, EMBD);
+        let pos = Embedding::new(BLOCK, EMBD);
         let layer = TransformerEncoderLayer::new(EMBD, HEADS)
             .with_dim_feedforward(4 * EMBD)
             .with_dropout(0.0)
@@ -40,8 +44,8 @@ impl TinyGPT {
             .with_batch_first(true)
             .with_norm_first(true);
         TinyGPT {
-            tok: Embedding::new(VOCAB, EMBD),
-            pos: Embedding::new(BLOCK, EMBD),
+            tok,
+            pos,
             blocks: TransformerEncoder::new(layer, LAYERS),
             ln_f: LayerNorm::new(&[EMBD]),
             head: Linear::new(EMBD, VOCAB),

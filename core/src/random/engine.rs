@@ -224,7 +224,7 @@ fn cephes_logf(x: f32) -> f32 {
     let bits = x.to_bits();
     let mut e = ((bits >> 23) as i32 - 0x7f) as f32 + 1.0;
     let mut x = f32::from_bits((bits & !0x7f80_0000) | 0.5f32.to_bits());
-    let small = x < c!(0.707106781186547524);
+    let small = x < c!(std::f64::consts::FRAC_1_SQRT_2);
     let tmp = if small { x } else { 0.0 };
     x -= 1.0;
     if small {
@@ -253,8 +253,8 @@ fn cephes_sincosf(x: f32) -> (f32, f32) {
     let cos_poly_first = j & 2 == 0;
     let sign_cos = (j - 2) & 4 == 0;
     let x = y.mul_add(c!(-0.78515625), x);
-    let x = y.mul_add(c!(-2.4187564849853515625e-4), x);
-    let x = y.mul_add(c!(-3.77489497744594108e-8), x);
+    let x = y.mul_add(c!(-2.418_756_484_985_351_6e-4), x);
+    let x = y.mul_add(c!(-3.774_894_977_445_941e-8), x);
     let z = x * x;
     let mut c = c!(2.443315711809948E-005);
     c = c.mul_add(z, c!(-1.388731625493765E-003));
