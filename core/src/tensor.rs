@@ -3,9 +3,9 @@
 //! NOTE [ Tensor layout ]
 //! A `Tensor` is an `Arc` handle: cloning it is cheap and clones share data, gradient and
 //! graph, like two Python names for one `torch.Tensor`. Behind the handle sit the data (a
-//! [`Storage`] in an `RwLock`, so optimizers can update parameters in place through any
-//! handle), a version counter (shared with views, bumped by every in-place op, see
-//! `Saved` in [`autograd`](crate::autograd)), the `requires_grad` flag, the accumulated gradient, and
+//! `Storage` in an `RwLock`, so optimizers can update parameters in place through any
+//! handle), a version counter (shared with views, bumped by every in-place op, see `Saved`
+//! in `autograd/graph.rs`), the `requires_grad` flag, the accumulated gradient, and
 //! for op results the `grad_fn` node that produced it (NOTE [ Graph layout ]).
 //!
 //! NOTE [ Storage access ]

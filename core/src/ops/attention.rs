@@ -22,7 +22,7 @@
 //! a `Float::gemm` on strided views (the blocked kernel packs them).
 
 use crate::autograd::graph::record;
-use crate::dtype::{Element, Float, Storage};
+use crate::dtype::{Float, Storage, ToStorage};
 use crate::ops::gemm::{Epilogue, gemm};
 use crate::tensor::Tensor;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
@@ -303,7 +303,7 @@ fn mask_as<T: Float>(mask: &Mask<f64>) -> Mask<T> {
 
 /// The contiguous data of a storage of `T` (copied when it is a strided view).
 fn contiguous<T: Float>(s: &Storage) -> ndarray::ArcArray<T, ndarray::IxDyn> {
-    let a = <T as Element>::from_storage(s);
+    let a = <T as ToStorage>::from_storage(s);
     if a.is_standard_layout() {
         a
     } else {
