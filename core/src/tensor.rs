@@ -6,7 +6,8 @@
 //! [`Storage`] in an `RwLock`, so optimizers can update parameters in place through any
 //! handle), a version counter (shared with views, bumped by every in-place op, see
 //! `Saved` in [`autograd`](crate::autograd)), the `requires_grad` flag, the accumulated gradient, and
-//! for op results the `grad_fn` node that produced it (NOTE [ Graph layout ]).
+//! for op results the `grad_fn` node that produced it (NOTE [ Graph layout ] in
+//! [`autograd`](crate::autograd#note--graph-layout-)).
 
 use crate::autograd::graph::{self, Node};
 use crate::autograd::is_grad_enabled;
