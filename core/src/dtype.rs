@@ -6,7 +6,7 @@
 //! i64 for class labels, indices and counters. Model code then has no type parameters, and a
 //! state dict can hold f32 weights next to an i64 `num_batches_tracked`. The price is one
 //! `match` per op (never per element): each op body is written once, generically over
-//! [`Float`], and `dispatch_float!` instantiates it for f32 and f64.
+//! `Float`, and `dispatch_float!` instantiates it for f32 and f64.
 
 use ndarray::{ArcArray, Array2, ArrayView2, ArrayViewMut2, IxDyn};
 use std::fmt;
@@ -54,32 +54,64 @@ impl fmt::Display for DType {
 
 /// A Rust type a tensor can be built from and read back into: `f32`, `f64` or `i64`.
 ///
-/// Reading converts: `to_vec::<f32>()` of an i64 tensor gives its values as f32.
-pub trait Element: Copy + Send + Sync + fmt::Debug + 'static {
-    /// The dtype of tensors built from this type.
+/// Reading converts: `to_vec::<f32>()` of an i64 tensor gives its values as f32. The trait
+/// is sealed: the three types above are the only ones a tensor stores.
+pub trait Element: Copy + Send + Sync + fmt::Debug + 'static + ToStorage {
+    /// The dtype of a tensor of this type.
     const DTYPE: DType;
-    #[doc(hidden)]
-    fn into_storage(a: ArcArray<Self, IxDyn>) -> Storage;
     #[doc(hidden)]
     fn from_f64(v: f64) -> Self;
     #[doc(hidden)]
     fn to_f64(self) -> f64;
-    #[doc(hidden)]
-    fn from_storage(s: &Storage) -> ArcArray<Self, IxDyn>;
 }
+
+/// The data of a tensor and the conversions between it and an element type's arrays.
+///
+/// The items are `pub` in a private module: nameable inside the crate only (through the
+/// `pub(crate) use` below), so that `Storage` and ndarray's `ArcArray` stay out of the public
+/// API while [`Element`] can still require `ToStorage` (which also seals it: no type outside
+/// the crate can be an `Element`).
+mod storage {
+    use ndarray::{ArcArray, IxDyn};
+
+    /// The data of a tensor: an n-dimensional, reference-counted ndarray of one dtype.
+    ///
+    /// `ArcArray` makes views (transpose, permute, narrow) share the buffer with their base
+    /// and makes in-place writes copy-on-write, so a value saved for backward never changes
+    /// under it.
+    #[derive(Clone, Debug)]
+    pub enum Storage {
+        /// `DType::F32` data.
+        F32(ArcArray<f32, IxDyn>),
+        /// `DType::F64` data.
+        F64(ArcArray<f64, IxDyn>),
+        /// `DType::I64` data.
+        I64(ArcArray<i64, IxDyn>),
+    }
+
+    pub trait ToStorage: Sized {
+        /// The storage over `a`, without a copy.
+        fn into_storage(a: ArcArray<Self, IxDyn>) -> Storage;
+        /// `s` as an array of this type: a cheap clone when it is one, else a converted copy.
+        fn from_storage(s: &Storage) -> ArcArray<Self, IxDyn>;
+    }
+}
+pub(crate) use storage::{Storage, ToStorage};
 
 macro_rules! impl_element {
     ($t:ty, $variant:ident) => {
         impl Element for $t {
             const DTYPE: DType = DType::$variant;
-            fn into_storage(a: ArcArray<Self, IxDyn>) -> Storage {
-                Storage::$variant(a)
-            }
             fn from_f64(v: f64) -> Self {
                 v as $t
             }
             fn to_f64(self) -> f64 {
                 self as f64
+            }
+        }
+        impl ToStorage for $t {
+            fn into_storage(a: ArcArray<Self, IxDyn>) -> Storage {
+                Storage::$variant(a)
             }
             fn from_storage(s: &Storage) -> ArcArray<Self, IxDyn> {
                 if let Storage::$variant(a) = s {
@@ -99,7 +131,7 @@ impl_element!(f64, F64);
 impl_element!(i64, I64);
 
 /// The floating-point element types (f32, f64): what every differentiable op is generic over.
-pub trait Float:
+pub(crate) trait Float:
     Element
     + num_traits::Float
     + ndarray::LinalgScalar
@@ -215,22 +247,7 @@ impl Float for f64 {
     }
 }
 
-/// The data of a tensor: an n-dimensional, reference-counted ndarray of one dtype.
-///
-/// `ArcArray` makes views (transpose, permute, narrow) share the buffer with their base and
-/// makes in-place writes copy-on-write, so a value saved for backward never changes under it.
-#[derive(Clone, Debug)]
-pub enum Storage {
-    /// f32 values.
-    F32(ArcArray<f32, IxDyn>),
-    /// f64 values.
-    F64(ArcArray<f64, IxDyn>),
-    /// i64 values.
-    I64(ArcArray<i64, IxDyn>),
-}
-
 impl Storage {
-    /// The element type.
     pub fn dtype(&self) -> DType {
         match self {
             Storage::F32(_) => DType::F32,
@@ -239,7 +256,6 @@ impl Storage {
         }
     }
 
-    /// The dimensions.
     pub fn shape(&self) -> &[usize] {
         match self {
             Storage::F32(a) => a.shape(),
@@ -248,7 +264,6 @@ impl Storage {
         }
     }
 
-    /// The number of elements.
     pub fn len(&self) -> usize {
         match self {
             Storage::F32(a) => a.len(),
@@ -257,7 +272,6 @@ impl Storage {
         }
     }
 
-    /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -270,14 +284,21 @@ impl Storage {
             DType::I64 => Storage::I64(i64::from_storage(self)),
         }
     }
+
+    /// A storage with its own (contiguous) buffer.
+    pub(crate) fn to_owned_storage(&self) -> Storage {
+        match self {
+            Storage::F32(a) => Storage::F32(a.to_owned().into_shared()),
+            Storage::F64(a) => Storage::F64(a.to_owned().into_shared()),
+            Storage::I64(a) => Storage::I64(a.to_owned().into_shared()),
+        }
+    }
 }
 
 /// Runs a generic body once for the float variant of a storage, giving back a storage of the
 /// same dtype; `$on_int` is evaluated (and must diverge) for an i64 storage.
 ///
 /// See NOTE [ One Tensor type, dtype at run time ].
-#[macro_export]
-#[doc(hidden)]
 macro_rules! dispatch_float {
     ($storage:expr, $a:ident => $body:expr, int => $on_int:expr) => {
         match $storage {
@@ -291,8 +312,6 @@ macro_rules! dispatch_float {
 /// Runs a generic body for the float variant of a storage, giving back whatever the body
 /// returns (the gradients of a multi-input op, for example) with its arrays wrapped back into
 /// storages of the same dtype by the caller.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! dispatch_float_tuple {
     ($storage:expr, $a:ident => $body:expr) => {{
         fn wrap<T: $crate::dtype::Element>(
@@ -315,8 +334,6 @@ macro_rules! dispatch_float_tuple {
 }
 
 /// Like [`dispatch_float!`] for two storages of the same float dtype.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! dispatch_float2 {
     ($s1:expr, $s2:expr, ($a:ident, $b:ident) => $body:expr, else => $mismatch:expr) => {
         match ($s1, $s2) {
@@ -330,6 +347,8 @@ macro_rules! dispatch_float2 {
         }
     };
 }
+
+pub(crate) use {dispatch_float, dispatch_float_tuple, dispatch_float2};
 
 #[cfg(test)]
 mod tests {

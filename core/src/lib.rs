@@ -27,6 +27,9 @@ pub mod tensor;
 
 mod display;
 
+/// The dtype dispatch macros, at the crate root where every op reaches them.
+pub(crate) use dtype::{dispatch_float, dispatch_float_tuple, dispatch_float2};
+
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use parallel::{get_num_threads, set_num_threads};

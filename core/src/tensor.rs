@@ -3,19 +3,29 @@
 //! NOTE [ Tensor layout ]
 //! A `Tensor` is an `Arc` handle: cloning it is cheap and clones share data, gradient and
 //! graph, like two Python names for one `torch.Tensor`. Behind the handle sit the data (a
-//! [`Storage`] in an `RwLock`, so optimizers can update parameters in place through any
-//! handle), a version counter (shared with views, bumped by every in-place op, see
-//! `Saved` in [`autograd`](crate::autograd)), the `requires_grad` flag, the accumulated gradient, and
+//! `Storage` in an `RwLock`, so optimizers can update parameters in place through any
+//! handle), a version counter (shared with views, bumped by every in-place op, see `Saved`
+//! in [`autograd`](crate::autograd)), the `requires_grad` flag, the accumulated gradient, and
 //! for op results the `grad_fn` node that produced it (NOTE [ Graph layout ] in
 //! [`autograd`](crate::autograd#note--graph-layout-)).
+//!
+//! NOTE [ Storage access ]
+//! Every read and write of a tensor's data goes through `Data`, the one place that takes the
+//! lock, bumps the version on a write and decides what a poisoned lock means. A lock is
+//! poisoned when a thread panicked while holding it: the in-place ops check shapes and dtypes
+//! before they lock, so that takes user code panicking inside an optimizer's or a collective's
+//! update. The data is then as the panicking write left it, as in PyTorch after an exception
+//! in a kernel, so a poisoned lock is used as is (`unpoison`) instead of turning every later
+//! access into a second panic. A write bumps the version before it runs, so that even a write
+//! that panics half-way marks the saved values it may have touched as stale.
 
 use crate::autograd::graph::{self, Node};
 use crate::autograd::is_grad_enabled;
-use crate::dtype::{DType, Element, Float, Storage};
+use crate::dtype::{DType, Element, Storage};
 use crate::random;
 use ndarray::{ArcArray, ArrayD, Dimension, IxDyn};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, LockResult, Mutex, MutexGuard, PoisonError, RwLock};
 
 /// An n-dimensional array of f32, f64 or i64 values that records the ops applied to it, so
 /// that [`backward`](Tensor::backward) can compute gradients.
@@ -37,11 +47,58 @@ pub struct Tensor {
 }
 
 struct Inner {
-    data: RwLock<Storage>,
-    version: Arc<AtomicU64>,
+    data: Data,
     requires_grad: AtomicBool,
     grad: Mutex<Option<Tensor>>,
     grad_fn: Option<Arc<Node>>,
+}
+
+/// A tensor's data and its version counter: the only code that locks the data (NOTE [ Storage
+/// access ]).
+struct Data {
+    storage: RwLock<Storage>,
+    /// Shared with the views of this data; bumped by every write.
+    version: Arc<AtomicU64>,
+}
+
+impl Data {
+    fn new(storage: Storage, version: Arc<AtomicU64>) -> Data {
+        Data {
+            storage: RwLock::new(storage),
+            version,
+        }
+    }
+
+    /// `f` of the storage, under the read lock.
+    #[inline]
+    fn read<R>(&self, f: impl FnOnce(&Storage) -> R) -> R {
+        let storage = unpoison(self.storage.read());
+        f(&storage)
+    }
+
+    /// `f` of the storage under the write lock, with the version bumped (before `f` runs, see
+    /// NOTE [ Storage access ]).
+    #[inline]
+    fn write<R>(&self, f: impl FnOnce(&mut Storage) -> R) -> R {
+        let mut storage = unpoison(self.storage.write());
+        self.version.fetch_add(1, Ordering::Relaxed);
+        f(&mut storage)
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+}
+
+/// The guard of a lock, poisoned or not (NOTE [ Storage access ]).
+#[inline]
+fn unpoison<G>(result: LockResult<G>) -> G {
+    result.unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The tensor's gradient slot, locked.
+fn lock_grad(slot: &Mutex<Option<Tensor>>) -> MutexGuard<'_, Option<Tensor>> {
+    unpoison(slot.lock())
 }
 
 impl Tensor {
@@ -67,8 +124,7 @@ impl Tensor {
         let requires_grad = grad_fn.is_some();
         Tensor {
             inner: Arc::new(Inner {
-                data: RwLock::new(storage),
-                version,
+                data: Data::new(storage, version),
                 requires_grad: AtomicBool::new(requires_grad),
                 grad: Mutex::new(None),
                 grad_fn,
@@ -222,30 +278,21 @@ impl Tensor {
 
     /// A cheap copy of the storage handle (the buffer is shared, not copied).
     pub(crate) fn storage(&self) -> Storage {
-        self.inner
-            .data
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.data.read(Storage::clone)
     }
 
     pub(crate) fn version_counter(&self) -> Arc<AtomicU64> {
-        self.inner.version.clone()
+        self.inner.data.version.clone()
     }
 
     /// How many times this tensor (or a view of its data) was modified in place.
     pub fn version(&self) -> u64 {
-        self.inner.version.load(Ordering::Relaxed)
+        self.inner.data.version()
     }
 
     /// The size of each dimension.
     pub fn shape(&self) -> Vec<usize> {
-        self.inner
-            .data
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .shape()
-            .to_vec()
+        self.inner.data.read(|s| s.shape().to_vec())
     }
 
     /// The size of dimension `dim` (negative counts from the end).
@@ -257,30 +304,17 @@ impl Tensor {
 
     /// The number of elements.
     pub fn numel(&self) -> usize {
-        self.inner
-            .data
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.inner.data.read(Storage::len)
     }
 
     /// The number of dimensions.
     pub fn dim(&self) -> usize {
-        self.inner
-            .data
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .shape()
-            .len()
+        self.inner.data.read(|s| s.shape().len())
     }
 
     /// The element type.
     pub fn dtype(&self) -> DType {
-        self.inner
-            .data
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .dtype()
+        self.inner.data.read(Storage::dtype)
     }
 
     /// The value of a one-element tensor, as f64.
@@ -402,20 +436,12 @@ impl Tensor {
 
     /// The gradient accumulated by backward calls since the last zeroing, if any.
     pub fn grad(&self) -> Option<Tensor> {
-        self.inner
-            .grad
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock_grad(&self.inner.grad).clone()
     }
 
     /// Replaces the gradient (`None` zeroes it the way `zero_grad(set_to_none=True)` does).
     pub fn set_grad(&self, grad: Option<Tensor>) {
-        *self
-            .inner
-            .grad
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = grad;
+        *lock_grad(&self.inner.grad) = grad;
     }
 
     /// Drops the accumulated gradient.
@@ -426,13 +452,9 @@ impl Tensor {
     /// Adds `g` to the accumulated gradient; the first gradient gets a buffer of its own so
     /// that later in-place accumulation never writes into another tensor.
     pub(crate) fn accumulate_grad(&self, g: Tensor) {
-        let mut slot = self
-            .inner
-            .grad
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut slot = lock_grad(&self.inner.grad);
         match slot.as_ref() {
-            Some(existing) => existing.add_assign_unchecked(&g),
+            Some(existing) => existing.add_assign_grad(&g),
             None => *slot = Some(Tensor::from_storage(g.storage())),
         }
     }
@@ -443,315 +465,64 @@ impl Tensor {
     }
 
     /// Computes the gradient of this scalar with respect to every leaf that requires grad,
-    /// adding it to their [`grad`](Tensor::grad). The graph is freed afterwards.
+    /// adding it to their [`grad`](Tensor::grad). The graph is freed afterwards; to keep it
+    /// for a second backward, call [`autograd::backward`](crate::autograd::backward) with
+    /// `retain_graph = true`.
+    ///
+    /// Shorthand for `autograd::backward(self, None, false)`, PyTorch's `loss.backward()`.
     ///
     /// # Panics
     /// If the tensor has more than one element (use [`backward_with`](Tensor::backward_with)),
     /// does not require grad, or its graph was already freed by an earlier backward.
     #[track_caller]
     pub fn backward(&self) {
-        let g = self.implicit_grad("backward");
-        graph::run_backward(self, g, false);
+        crate::autograd::backward(self, None, false);
     }
 
-    /// Like [`backward`](Tensor::backward) but keeps the graph for another backward.
-    #[track_caller]
-    pub fn backward_retain_graph(&self) {
-        let g = self.implicit_grad("backward_retain_graph");
-        graph::run_backward(self, g, true);
-    }
-
-    /// Backward from a non-scalar tensor with upstream gradient `grad` (same shape).
+    /// Backward from a non-scalar tensor with upstream gradient `grad` (same shape and
+    /// dtype): PyTorch's `y.backward(grad)`.
+    ///
+    /// Shorthand for `autograd::backward(self, Some(grad), false)`.
     ///
     /// # Panics
-    /// If `grad`'s shape or dtype differs from this tensor's.
+    /// If `grad`'s shape or dtype differs from this tensor's, and as
+    /// [`backward`](Tensor::backward) does.
     #[track_caller]
     pub fn backward_with(&self, grad: &Tensor) {
-        self.check_grad_arg(grad);
-        graph::run_backward(self, grad.detach(), false);
+        crate::autograd::backward(self, Some(grad), false);
     }
 
-    /// [`backward_with`](Tensor::backward_with) keeping the graph.
-    #[track_caller]
-    pub fn backward_with_retain_graph(&self, grad: &Tensor) {
-        self.check_grad_arg(grad);
-        graph::run_backward(self, grad.detach(), true);
-    }
-
-    #[track_caller]
-    fn implicit_grad(&self, op: &str) -> Tensor {
-        if self.numel() != 1 {
-            panic!(
-                "{op}: grad can be implicitly created only for one-element outputs, got shape \
-                 {:?}; use backward_with(&grad)",
-                self.shape()
-            );
-        }
-        self.ones_like()
-    }
-
-    #[track_caller]
-    fn check_grad_arg(&self, grad: &Tensor) {
-        if grad.shape() != self.shape() || grad.dtype() != self.dtype() {
-            panic!(
-                "backward_with: grad is {} {:?} but the output is {} {:?}",
-                grad.dtype(),
-                grad.shape(),
-                self.dtype(),
-                self.shape()
-            );
-        }
-    }
-
-    // ---- in-place updates ---------------------------------------------------------------
+    // ---- writes (the in-place ops themselves are in `ops/inplace.rs`) ---------------------
 
     /// Applies `f` to the data in place after checking that no graph is being recorded
-    /// through this tensor, and bumps the version.
+    /// through this tensor, and bumps the version: what every public in-place op runs.
     #[track_caller]
-    fn modify(&self, op: &str, f: impl FnOnce(&mut Storage)) {
+    pub(crate) fn modify<R>(&self, op: &str, f: impl FnOnce(&mut Storage) -> R) -> R {
         if is_grad_enabled() && self.requires_grad() {
-            panic!(
-                "{op}: a tensor that requires grad cannot be modified in place while the graph \
-                 is recorded; wrap the update in no_grad(|| ...) as optimizers do"
-            );
+            in_place_on_graph(op);
         }
-        let mut data = self
-            .inner
-            .data
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        f(&mut data);
-        drop(data);
-        self.inner.version.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `self += other` (broadcast to this tensor's shape), in place.
-    ///
-    /// # Panics
-    /// If `other` does not broadcast to this shape or has another dtype, or if this tensor
-    /// requires grad while grad mode is on.
-    #[track_caller]
-    pub fn add_(&self, other: &Tensor) -> &Tensor {
-        self.zip_inplace("add_", other, |x, y| *x += y);
-        self
-    }
-
-    /// `self -= other`, in place.
-    #[track_caller]
-    pub fn sub_(&self, other: &Tensor) -> &Tensor {
-        self.zip_inplace("sub_", other, |x, y| *x -= y);
-        self
-    }
-
-    /// `self *= other`, in place.
-    #[track_caller]
-    pub fn mul_(&self, other: &Tensor) -> &Tensor {
-        self.zip_inplace("mul_", other, |x, y| *x *= y);
-        self
-    }
-
-    /// `self += alpha * other`, in place (PyTorch's `add_(other, alpha=…)`).
-    #[track_caller]
-    pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> &Tensor {
-        self.zip_inplace_scaled("add_scaled_", other, alpha);
-        self
-    }
-
-    /// `self *= value`, in place.
-    #[track_caller]
-    pub fn mul_scalar_(&self, value: f64) -> &Tensor {
-        self.map_inplace("mul_scalar_", |s| match s {
-            Storage::F32(a) => a.map_inplace(|x| *x *= value as f32),
-            Storage::F64(a) => a.map_inplace(|x| *x *= value),
-            Storage::I64(a) => a.map_inplace(|x| *x = (*x as f64 * value) as i64),
-        });
-        self
-    }
-
-    /// Sets every element to zero, in place.
-    #[track_caller]
-    pub fn zero_(&self) -> &Tensor {
-        self.fill_(0.0)
-    }
-
-    /// Sets every element to `value`, in place.
-    #[track_caller]
-    pub fn fill_(&self, value: f64) -> &Tensor {
-        self.map_inplace("fill_", |s| match s {
-            Storage::F32(a) => a.fill(value as f32),
-            Storage::F64(a) => a.fill(value),
-            Storage::I64(a) => a.fill(value as i64),
-        });
-        self
-    }
-
-    /// Copies `src`'s values (same shape; converted to this dtype), in place.
-    #[track_caller]
-    pub fn copy_(&self, src: &Tensor) -> &Tensor {
-        let shape = self.shape();
-        if src.shape() != shape {
-            panic!(
-                "copy_: source shape {:?} differs from destination shape {shape:?}",
-                src.shape()
-            );
-        }
-        let src = src.storage().to_dtype(self.dtype());
-        self.map_inplace("copy_", |s| match (s, &src) {
-            (Storage::F32(a), Storage::F32(b)) => a.assign(b),
-            (Storage::F64(a), Storage::F64(b)) => a.assign(b),
-            (Storage::I64(a), Storage::I64(b)) => a.assign(b),
-            _ => unreachable!("copy_: source converted to the destination dtype"),
-        });
-        self
-    }
-
-    /// Fills with values drawn uniformly from `[low, high)` (global generator), in place.
-    #[track_caller]
-    pub fn uniform_(&self, low: f64, high: f64) -> &Tensor {
-        let n = self.numel();
-        let values = random::with_rng(|r| random::uniform_vec::<f64>(r, n));
-        self.fill_from(
-            "uniform_",
-            values.into_iter().map(|u| low + (high - low) * u),
-        );
-        self
-    }
-
-    /// Fills with values drawn from `N(mean, std²)` (global generator), in place.
-    #[track_caller]
-    pub fn normal_(&self, mean: f64, std: f64) -> &Tensor {
-        let n = self.numel();
-        let values = random::with_rng(|r| random::normal_vec::<f64>(r, n));
-        self.fill_from("normal_", values.into_iter().map(|z| mean + std * z));
-        self
-    }
-
-    #[track_caller]
-    fn fill_from(&self, op: &str, values: impl Iterator<Item = f64>) {
-        self.map_inplace(op, |s| match s {
-            Storage::F32(a) => a.iter_mut().zip(values).for_each(|(x, v)| *x = v as f32),
-            Storage::F64(a) => a.iter_mut().zip(values).for_each(|(x, v)| *x = v),
-            Storage::I64(a) => a.iter_mut().zip(values).for_each(|(x, v)| *x = v as i64),
-        });
-    }
-
-    #[track_caller]
-    fn map_inplace(&self, op: &str, f: impl FnOnce(&mut Storage)) {
-        self.modify(op, f);
-    }
-
-    #[track_caller]
-    fn zip_inplace(&self, op: &str, other: &Tensor, f: impl Fn(&mut f64, f64) + Copy) {
-        let rhs = self.inplace_operand(op, other);
-        self.modify(op, |s| match (s, &rhs) {
-            (Storage::F32(a), Storage::F32(b)) => a.zip_mut_with(b, |x, y| {
-                let mut t = *x as f64;
-                f(&mut t, *y as f64);
-                *x = t as f32;
-            }),
-            (Storage::F64(a), Storage::F64(b)) => a.zip_mut_with(b, |x, y| f(x, *y)),
-            (Storage::I64(a), Storage::I64(b)) => a.zip_mut_with(b, |x, y| {
-                let mut t = *x as f64;
-                f(&mut t, *y as f64);
-                *x = t as i64;
-            }),
-            _ => unreachable!("in-place operand converted to the destination dtype"),
-        });
-    }
-
-    #[track_caller]
-    fn zip_inplace_scaled(&self, op: &str, other: &Tensor, alpha: f64) {
-        let rhs = self.inplace_operand(op, other);
-        self.modify(op, |s| match (s, &rhs) {
-            (Storage::F32(a), Storage::F32(b)) => {
-                let alpha = alpha as f32;
-                a.zip_mut_with(b, |x, y| *x += alpha * *y)
-            }
-            (Storage::F64(a), Storage::F64(b)) => a.zip_mut_with(b, |x, y| *x += alpha * *y),
-            (Storage::I64(a), Storage::I64(b)) => {
-                a.zip_mut_with(b, |x, y| *x += (alpha * *y as f64) as i64)
-            }
-            _ => unreachable!("in-place operand converted to the destination dtype"),
-        });
-    }
-
-    /// `other`'s storage checked to broadcast to this shape, in this dtype.
-    #[track_caller]
-    fn inplace_operand(&self, op: &str, other: &Tensor) -> Storage {
-        let shape = self.shape();
-        let other_shape = other.shape();
-        if crate::shape::broadcast_shapes(&shape, &other_shape).as_deref() != Some(&shape[..]) {
-            panic!("{op}: {other_shape:?} cannot be broadcast to the destination shape {shape:?}");
-        }
-        if other.dtype() != self.dtype() {
-            panic!(
-                "{op}: operand is {} but the destination is {}",
-                other.dtype(),
-                self.dtype()
-            );
-        }
-        other.storage()
+        self.inner.data.write(f)
     }
 
     /// Runs an optimizer's update on the data in place and bumps the version. Unlike the
     /// public in-place ops this skips the grad-mode check: an optimizer step is an update
     /// outside the graph, as if wrapped in `no_grad` (PyTorch's `@torch.no_grad()` on
     /// `step`), and doing it on the storage directly saves the temporaries of a chain of
-    /// tensor ops (see NOTE [ Optimizer updates ] in `optim/optimizer.rs`).
+    /// tensor ops (see NOTE [ Optimizer updates ] in `optim/optimizer.rs`). Gradient
+    /// accumulation uses it too: gradients never require grad themselves.
     pub(crate) fn update_in_place<R>(&self, f: impl FnOnce(&mut Storage) -> R) -> R {
-        let mut data = self
-            .inner
-            .data
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let out = f(&mut data);
-        drop(data);
-        self.inner.version.fetch_add(1, Ordering::Relaxed);
-        out
-    }
-
-    /// Gradient accumulation: in place, without the grad-mode check (gradients never
-    /// require grad themselves).
-    fn add_assign_unchecked(&self, g: &Tensor) {
-        let rhs = g.storage();
-        let mut data = self
-            .inner
-            .data
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        match (&mut *data, &rhs) {
-            (Storage::F32(a), Storage::F32(b)) => add_assign(a, b),
-            (Storage::F64(a), Storage::F64(b)) => add_assign(a, b),
-            (a, b) => panic!(
-                "backward: gradient of dtype {} cannot accumulate into {}",
-                b.dtype(),
-                a.dtype()
-            ),
-        }
-        drop(data);
-        self.inner.version.fetch_add(1, Ordering::Relaxed);
+        self.inner.data.write(f)
     }
 }
 
-fn add_assign<T: Float>(a: &mut ArcArray<T, IxDyn>, b: &ArcArray<T, IxDyn>) {
-    if let (Some(x), Some(y)) = (a.as_slice_mut(), b.as_slice())
-        && x.len() == y.len()
-    {
-        x.iter_mut().zip(y).for_each(|(x, y)| *x += *y);
-        return;
-    }
-    a.zip_mut_with(b, |x, y| *x += *y);
-}
-
-impl Storage {
-    /// A storage with its own (contiguous) buffer.
-    pub(crate) fn to_owned_storage(&self) -> Storage {
-        match self {
-            Storage::F32(a) => Storage::F32(a.to_owned().into_shared()),
-            Storage::F64(a) => Storage::F64(a.to_owned().into_shared()),
-            Storage::I64(a) => Storage::I64(a.to_owned().into_shared()),
-        }
-    }
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn in_place_on_graph(op: &str) -> ! {
+    panic!(
+        "{op}: a tensor that requires grad cannot be modified in place while the graph is \
+         recorded; wrap the update in no_grad(|| ...) as optimizers do"
+    )
 }
 
 /// So that APIs taking `impl AsRef<Tensor>` accept tensors as well as parameters.

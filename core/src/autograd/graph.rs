@@ -294,8 +294,8 @@ fn addr(node: &Arc<Node>) -> usize {
 fn freed_graph(op: &str) -> ! {
     panic!(
         "backward: trying to backward through the graph a second time (the saved values of \
-         `{op}` were freed by the first backward). Call backward_retain_graph() the first time \
-         if you need to backward through the graph again"
+         `{op}` were freed by the first backward). Pass retain_graph = true the first time \
+         (autograd::backward(&y, None, true)) if you need to backward through the graph again"
     )
 }
 

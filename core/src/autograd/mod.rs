@@ -32,11 +32,13 @@
 //!   [`ModuleScope`](crate::nn::ModuleScope) and its NOTE [ Module scopes ]).
 
 pub(crate) mod anomaly;
+mod backward;
 mod grad_mode;
 mod gradcheck;
 pub(crate) mod graph;
 
 pub use anomaly::{detect_anomaly, detect_anomaly_in, is_anomaly_enabled, set_detect_anomaly};
+pub use backward::backward;
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad, set_grad_enabled};
 pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck, gradcheck_with};
 pub use graph::Node;

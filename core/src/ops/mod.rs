@@ -9,6 +9,7 @@ mod conv_general;
 pub(crate) mod fastmath;
 mod gather;
 pub(crate) mod gemm;
+mod inplace;
 pub(crate) mod kernel;
 pub(crate) mod layer_norm;
 mod linear;
@@ -26,10 +27,10 @@ mod split;
 mod unary;
 mod view;
 
-use crate::dtype::{Element, Float, Storage};
+use crate::dtype::{Float, Storage};
 use ndarray::{ArcArray, IxDyn};
 
 /// `s` as an array of the same element type as `like` (a cheap clone when it already is).
 pub(crate) fn same_dtype<T: Float>(s: &Storage, _like: &ArcArray<T, IxDyn>) -> ArcArray<T, IxDyn> {
-    <T as Element>::from_storage(s)
+    T::from_storage(s)
 }
