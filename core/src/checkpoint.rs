@@ -2,7 +2,7 @@
 //! safetensors file, so that a run can stop after any epoch and resume to the result of an
 //! uninterrupted run.
 //!
-//! NOTE [ Training checkpoint layout ]
+//! # NOTE [ Training checkpoint layout ]
 //! PyTorch users save `{'model': model.state_dict(), 'optimizer': opt.state_dict(), …}` with
 //! `torch.save`. safetensors holds one flat map of tensors, so the parts are told apart by
 //! the first key segment:
@@ -14,7 +14,7 @@
 //! - `meta.epoch` (i64: the number of finished epochs), `meta.seed` (i64, the run's seed's
 //!   bits) and `meta.{name}` for whatever else the program keeps (metrics so far, …).
 //!
-//! NOTE [ Resuming draws the same numbers ]
+//! # NOTE [ Resuming draws the same numbers ]
 //! A resumed run must draw what the uninterrupted run drew. The loader's order depends only
 //! on `(seed, epoch)` (`DataLoader::set_epoch`); dropout and every other draw from the
 //! global generator are made to depend on `(seed, epoch)` too by reseeding it at the start
@@ -31,24 +31,32 @@ use std::path::{Path, PathBuf};
 
 /// Everything a training run needs to continue after an epoch, as PyTorch's usual
 /// `{'model': …, 'optimizer': …, 'scheduler': …, 'epoch': …}` dict. See NOTE [ Training
-/// checkpoint layout ].
+/// checkpoint layout ]; the guide (`torchlet::guide`) has a run stopped and resumed to the
+/// same bits as one that never stopped.
 ///
 /// ```
 /// # extern crate torchlet_core as torchlet;
-/// use torchlet::checkpoint::TrainingCheckpoint;
+/// use torchlet::checkpoint::{TrainingCheckpoint, seed_epoch};
 /// use torchlet::nn::{Linear, Module};
 /// use torchlet::optim::{Adam, AdamConfig, Optimizer};
 ///
+/// let seed = 0;
 /// let mut model = Linear::new(4, 2);
 /// let mut opt = Adam::new(model.named_parameters(), AdamConfig::default())?;
-/// let path = torchlet::serialize::temp_path("doc-checkpoint.safetensors");
-/// TrainingCheckpoint::capture(&model, &opt, None, 3, 0).save(&path)?;
+/// let path = std::env::temp_dir().join(format!("doc-checkpoint-{}.safetensors", std::process::id()));
+/// // After 3 finished epochs:
+/// TrainingCheckpoint::capture(&model, &opt, None, 3, seed).save(&path)?;
 ///
+/// // Resuming, in a later process: build the model and optimizer as before, then restore.
 /// let ckpt = TrainingCheckpoint::load(&path)?;
 /// ckpt.restore(&mut model, &mut opt, None)?;
-/// assert_eq!(ckpt.epoch, 3);
-/// # std::fs::remove_file(&path).ok();
-/// # Ok::<(), torchlet::Error>(())
+/// assert_eq!((ckpt.epoch, ckpt.seed), (3, seed));
+/// for epoch in ckpt.epoch..5 {
+///     seed_epoch(ckpt.seed, epoch); // and `loader.set_epoch(epoch)`
+///     // … one epoch of training, then a new checkpoint with `epoch + 1` …
+/// }
+/// std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct TrainingCheckpoint {

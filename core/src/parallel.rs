@@ -1,11 +1,10 @@
 //! How many threads torchlet's kernels use (PyTorch's `torch.get_num_threads` /
 //! `torch.set_num_threads`).
 //!
-//! Large matrix products split across a pool of worker threads (see NOTE \[ GEMM \] in
-//! `ops/gemm.rs`), and so do element-wise kernels and optimizer updates over large
-//! contiguous tensors (from 2^18 elements on); everything else runs on the
-//! calling thread. The pool has one thread per core unless `RAYON_NUM_THREADS` or
-//! [`set_num_threads`] says otherwise.
+//! Large matrix products split their blocks across a pool of worker threads, and so do
+//! element-wise kernels and optimizer updates over large contiguous tensors (from 2^18
+//! elements on); everything else runs on the calling thread. The pool has one thread per core
+//! unless `RAYON_NUM_THREADS` or [`set_num_threads`] says otherwise.
 
 use crate::error::{Error, Result};
 use std::mem::MaybeUninit;

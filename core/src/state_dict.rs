@@ -1,7 +1,7 @@
 //! [`StateDict`]: named tensors in order (PyTorch's `OrderedDict` returned by
 //! `state_dict()`), the one state format of modules, optimizers, schedulers and checkpoints.
 //!
-//! NOTE [ Restoring untrusted state ]
+//! # NOTE [ Restoring untrusted state ]
 //! A state dict read from a file can hold anything: a vector where a scalar belongs, an
 //! integer tensor where floats belong, a negative count, a NaN. Every restore path reads
 //! through the checked accessors here ([`StateDict::scalar_f64`], [`StateDict::count`],

@@ -1,7 +1,7 @@
 //! [`CsvTable`]: tabular data from a CSV file (RFC 4180 quoting), turned into feature tensors
 //! and class labels.
 //!
-//! NOTE [ Untrusted CSV files ]
+//! # NOTE [ Untrusted CSV files ]
 //! A file larger than `max_bytes` ([`DEFAULT_MAX_BYTES`], 1 GiB, unless raised with
 //! [`CsvOptions::max_bytes`]) is refused before it is read: parsed, a table takes a few times
 //! its file's size in memory. Error messages quote at most [`QUOTE_CHARS`] characters of a

@@ -3,11 +3,12 @@
 //!
 //! The loader's own thread decides everything random: at the start of an epoch it draws the
 //! whole list of index batches from the batch sampler with the generator for (seed, epoch)
-//! (see NOTE [ Seeded samplers ] in `sampler.rs`). Workers only read and collate the index
+//! (see NOTE [ Seeded samplers ] in [`sampler`](crate::data::sampler#note--seeded-samplers-)).
+//! Workers only read and collate the index
 //! batches they are given, so the batches of an epoch are the same for every `num_workers`.
 //! Workers, prefetching, timeouts and errors are the engine's, shared with `StreamLoader`:
 //! see NOTE [ One engine for map-style and iterable data ] and the notes after it in
-//! `engine.rs`.
+//! [`data`](crate::data#note--one-engine-for-map-style-and-iterable-data-).
 
 use crate::data::collate::{Collate, DefaultCollate};
 use crate::data::dataset::Dataset;
@@ -28,13 +29,21 @@ type IndexBatchSampler = Box<dyn Sampler<Item = Vec<usize>>>;
 ///
 /// ```
 /// # extern crate torchlet_core as torchlet;
-/// # use torchlet::data::{DataLoader, Dataset};
-/// # struct Squares;
-/// # impl Dataset for Squares {
-/// #     type Item = (f32, i64);
-/// #     fn len(&self) -> usize { 10 }
-/// #     fn get(&self, i: usize) -> torchlet::Result<(f32, i64)> { Ok((i as f32, (i * i) as i64)) }
-/// # }
+/// use torchlet::data::{DataLoader, Dataset};
+///
+/// /// Item `i` is `(i, i²)`.
+/// struct Squares;
+///
+/// impl Dataset for Squares {
+///     type Item = (f32, i64);
+///     fn len(&self) -> usize {
+///         10
+///     }
+///     fn get(&self, i: usize) -> torchlet::Result<(f32, i64)> {
+///         Ok((i as f32, (i * i) as i64))
+///     }
+/// }
+///
 /// let loader = DataLoader::builder(Squares)
 ///     .batch_size(4)
 ///     .shuffle(true)
@@ -51,7 +60,7 @@ type IndexBatchSampler = Box<dyn Sampler<Item = Vec<usize>>>;
 /// Every call to [`iter`](Self::iter) (or `for … in &loader`) starts a new epoch with a new
 /// order when shuffling; given a `seed`, the batches of epoch k are the same on every run and
 /// for every `num_workers`. See NOTE [ One engine for map-style and iterable data ] in
-/// `engine.rs`.
+/// [`data`](crate::data#note--one-engine-for-map-style-and-iterable-data-).
 pub struct DataLoader<D: Dataset, C = DefaultCollate> {
     dataset: Arc<D>,
     collate: Arc<C>,
@@ -126,8 +135,9 @@ impl<D: Dataset, C> DataLoaderBuilder<D, C> {
         self
     }
 
-    /// Seeds every random choice of the loader (see NOTE [ Seeded samplers ]). Without it, a
-    /// seed is drawn once when the loader is built.
+    /// Seeds every random choice of the loader (see NOTE [ Seeded samplers ] in
+    /// [`sampler`](crate::data::sampler#note--seeded-samplers-)). Without it, a seed is drawn
+    /// once when the loader is built.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -136,7 +146,8 @@ impl<D: Dataset, C> DataLoaderBuilder<D, C> {
     /// Worker threads that fetch and collate batches ahead of the loop (default 0: fetch on the
     /// calling thread), at most [`MAX_NUM_WORKERS`]. Unlike PyTorch these are threads, not
     /// processes; a panic or a stack overflow in one is reported as an `Err` naming it (see
-    /// NOTE [ Stack overflow in a worker ] in `engine.rs` for what a thread allows).
+    /// NOTE [ Stack overflow in a worker ] in [`data`](crate::data#note--stack-overflow-in-a-worker-)
+    /// for what a thread allows).
     pub fn num_workers(mut self, num_workers: usize) -> Self {
         self.workers.num_workers = num_workers;
         self
@@ -151,7 +162,8 @@ impl<D: Dataset, C> DataLoaderBuilder<D, C> {
     /// The longest wait for one batch (default: no limit, as PyTorch's `timeout=0`). When it
     /// runs out, `try_iter` yields an error naming the batch and the worker on it, and the
     /// epoch ends; busy workers are abandoned, never waited for. Only with `num_workers > 0`.
-    /// See NOTE [ Timeouts and abandoned workers ] in `engine.rs`.
+    /// See NOTE [ Timeouts and abandoned workers ] in
+    /// [`data`](crate::data#note--timeouts-and-abandoned-workers-).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.workers.timeout = Some(timeout);
         self

@@ -20,7 +20,44 @@ use std::sync::Arc;
 /// `get` returns an error when the item cannot be produced (a missing file, a bad record).
 /// The loader checks `index < len()` before calling `get`, so implementations may index
 /// directly; a panic inside `get` is caught by the loader and reported as an error naming
-/// the index and the worker (see NOTE [ Errors from worker threads ] in `engine.rs`).
+/// the index and the worker (see NOTE [ Errors from worker threads ] in
+/// [`data`](crate::data#note--errors-from-worker-threads-)).
+///
+/// # Example
+///
+/// A data set of your own: samples computed on demand (they could as well be read from
+/// files), batched by a [`DataLoader`](crate::data::DataLoader) with worker threads.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::Tensor;
+/// use torchlet::data::{DataLoader, Dataset};
+///
+/// /// `n` points on the line `y = 2x + 1`, at `x = 0, 1, 2, …`.
+/// struct Line {
+///     n: usize,
+/// }
+///
+/// impl Dataset for Line {
+///     type Item = (Tensor, Tensor);
+///
+///     fn len(&self) -> usize {
+///         self.n
+///     }
+///
+///     fn get(&self, index: usize) -> torchlet::Result<(Tensor, Tensor)> {
+///         let x = index as f32;
+///         Ok((Tensor::from_vec(vec![x], &[1]), Tensor::from_vec(vec![2.0 * x + 1.0], &[1])))
+///     }
+/// }
+///
+/// let loader = DataLoader::builder(Line { n: 10 }).batch_size(4).num_workers(2).build()?;
+/// let batches: Vec<(Tensor, Tensor)> = loader.iter().collect();
+/// assert_eq!(batches.len(), 3); // 4 + 4 + 2 samples
+/// assert_eq!(batches[0].0.shape(), [4, 1]); // items stacked along a new first dimension
+/// assert_eq!(batches[2].1.to_vec::<f32>(), [17.0, 19.0]);
+/// # Ok::<(), torchlet::Error>(())
+/// ```
 pub trait Dataset: Send + Sync {
     /// One sample, e.g. `(Tensor, i64)` or `(Tensor, Tensor)`.
     type Item: Send + 'static;
@@ -72,7 +109,7 @@ impl<D: Dataset + ?Sized> Dataset for Arc<D> {
 
 /// Checks `index` against the data set's length and calls `get`, naming the index in an error.
 /// A panic inside `get` is caught by the loader's engine, which names the index too: `get_item`
-/// records what it is doing (see NOTE [ Errors from worker threads ] in `engine.rs`).
+/// records what it is doing (see NOTE [ Errors from worker threads ] in `data/mod.rs`).
 pub(crate) fn get_item<D: Dataset + ?Sized>(dataset: &D, index: usize) -> Result<D::Item> {
     check_index(dataset.len(), index)?;
     doing(Activity::Get(index));
@@ -334,13 +371,21 @@ fn fraction_counts(fractions: &[f64], len: usize) -> Result<Vec<usize>> {
 ///
 /// ```
 /// # extern crate torchlet_core as torchlet;
-/// # use torchlet::data::{random_split, Dataset, Subset};
-/// # struct Range(usize);
-/// # impl Dataset for Range {
-/// #     type Item = usize;
-/// #     fn len(&self) -> usize { self.0 }
-/// #     fn get(&self, i: usize) -> torchlet::Result<usize> { Ok(i) }
-/// # }
+/// use torchlet::data::{Dataset, random_split};
+///
+/// /// The numbers `0..n`.
+/// struct Range(usize);
+///
+/// impl Dataset for Range {
+///     type Item = usize;
+///     fn len(&self) -> usize {
+///         self.0
+///     }
+///     fn get(&self, i: usize) -> torchlet::Result<usize> {
+///         Ok(i)
+///     }
+/// }
+///
 /// let parts = random_split(Range(10), [0.8, 0.2], 42)?;
 /// assert_eq!((parts[0].len(), parts[1].len()), (8, 2));
 /// let again = random_split(Range(10), [8, 2], 42)?;

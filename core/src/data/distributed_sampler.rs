@@ -1,21 +1,5 @@
 //! [`DistributedSampler`]: each rank's share of a data set, as PyTorch's
 //! `torch.utils.data.distributed.DistributedSampler`.
-//!
-//! NOTE [ Distributed sampling ]
-//! Every rank draws the same order of the whole data set, pads it by repeating its start
-//! until it divides into `num_replicas` equal shares (or, with `drop_last`, cuts the tail
-//! instead), and keeps every `num_replicas`-th index from position `rank`. The shares are
-//! disjoint and together cover the order, so an epoch visits each index exactly once across
-//! the ranks when the length divides evenly. The order must be the same on every rank, so it
-//! derives from the sampler's own `seed` and the epoch given to
-//! [`set_epoch`](DistributedSampler::set_epoch), never from the generator the loader hands
-//! in: each rank's loader may have been built with another seed. As in PyTorch, call
-//! `set_epoch(epoch)` before each epoch, or every epoch repeats the order of epoch 0.
-//!
-//! Rank r's k-th batch of `b` samples is positions `(k·b + j)·num_replicas + r` of the order,
-//! `j < b`, so the batches of all ranks at step k together are positions
-//! `k·b·num_replicas .. (k+1)·b·num_replicas`: the k-th global batch of one process reading
-//! the same order with batch size `b·num_replicas`.
 
 use crate::data::sampler::{Sampler, epoch_generator};
 use crate::error::{Error, Result};
@@ -24,7 +8,7 @@ use rand::seq::SliceRandom;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The indices of one rank's share of a data set of `len` samples, a new shuffle each epoch.
-/// See NOTE [ Distributed sampling ].
+/// See NOTE [ Distributed sampling ] below.
 ///
 /// ```
 /// # extern crate torchlet_core as torchlet;
@@ -44,6 +28,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// }
 /// # Ok::<(), torchlet::Error>(())
 /// ```
+///
+/// # NOTE [ Distributed sampling ]
+/// Every rank draws the same order of the whole data set, pads it by repeating its start
+/// until it divides into `num_replicas` equal shares (or, with `drop_last`, cuts the tail
+/// instead), and keeps every `num_replicas`-th index from position `rank`. The shares are
+/// disjoint and together cover the order, so an epoch visits each index exactly once across
+/// the ranks when the length divides evenly. The order must be the same on every rank, so it
+/// derives from the sampler's own `seed` and the epoch given to
+/// [`set_epoch`](DistributedSampler::set_epoch), never from the generator the loader hands
+/// in: each rank's loader may have been built with another seed. As in PyTorch, call
+/// `set_epoch(epoch)` before each epoch, or every epoch repeats the order of epoch 0.
+///
+/// Rank r's k-th batch of `b` samples is positions `(k·b + j)·num_replicas + r` of the order,
+/// `j < b`, so the batches of all ranks at step k together are positions
+/// `k·b·num_replicas .. (k+1)·b·num_replicas`: the k-th global batch of one process reading
+/// the same order with batch size `b·num_replicas`.
 #[derive(Debug)]
 pub struct DistributedSampler {
     len: usize,

@@ -3,7 +3,7 @@
 //! An IDX file is: two zero bytes, a type code (0x08 = unsigned byte), the number of
 //! dimensions, one big-endian u32 per dimension, then the values in row-major order.
 //!
-//! NOTE [ Reading untrusted IDX files ]
+//! # NOTE [ Reading untrusted IDX files ]
 //! Every size comes from the file, so every size is checked before it is used: the product of
 //! the dimensions with overflow checks, and the bytes it promises against the bytes the file
 //! has (for gzip, against the most that many compressed bytes can inflate to, since deflate

@@ -6,7 +6,8 @@
 //! worker thread: samples are never duplicated, and the order is the stream's order.
 //! Random order comes from a seeded shuffle buffer, filled on that thread. The worker, the
 //! prefetching, `timeout` and the errors are the engine's, shared with `DataLoader` (see
-//! NOTE [ One engine for map-style and iterable data ] in `engine.rs`).
+//! NOTE [ One engine for map-style and iterable data ] in
+//! [`data`](crate::data#note--one-engine-for-map-style-and-iterable-data-)).
 
 use crate::data::collate::{Collate, DefaultCollate};
 use crate::data::engine::{self, Activity, Job, Plan, TryIter, WorkerOptions, doing};

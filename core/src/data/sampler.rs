@@ -1,7 +1,7 @@
 //! Samplers: the order in which a loader visits a data set's indices, and how it groups them
 //! into batches.
 //!
-//! NOTE [ Seeded samplers ]
+//! # NOTE [ Seeded samplers ]
 //! Unlike PyTorch, a sampler holds no random generator of its own. Each epoch, the
 //! [`DataLoader`](crate::data::DataLoader) derives one generator from (seed, epoch) with
 //! [`epoch_generator`] on its own thread and hands it to `sample`. The order of an epoch is then

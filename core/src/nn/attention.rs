@@ -3,14 +3,6 @@
 //!
 //! Both are composites of differentiable ops (matmul, softmax, reshape, …), so autograd
 //! gives their gradients.
-//!
-//! NOTE [ Attention masks ]
-//! Every mask becomes an additive bias on the scores, as PyTorch does internally: a float
-//! mask is added as it is; an i64 mask is a bool mask turned into 0 (attend) and -inf
-//! (do not). What 1 means differs between PyTorch's APIs and torchlet keeps each meaning:
-//! in `scaled_dot_product_attention` 1 = MAY attend; in `MultiheadAttention` and the
-//! Transformer layers (`attn_mask`, `key_padding_mask`, `src_mask`, …) 1 = masked out.
-//! A row whose keys are all masked gives NaN, as in PyTorch.
 
 use crate::dtype::DType;
 use crate::nn::Module;
@@ -28,7 +20,8 @@ use std::ops::{Deref, DerefMut};
 /// dimensions (`torch.nn.functional.scaled_dot_product_attention`).
 ///
 /// - `attn_mask`, broadcastable to `[..., L, S]`: a float mask is added to the scores; an
-///   i64 mask is PyTorch's bool mask, 1 = may attend (see NOTE [ Attention masks ]).
+///   i64 mask is PyTorch's bool mask, 1 = may attend (see NOTE [ Attention masks ] in
+///   [`MultiheadAttention`](MultiheadAttention#note--attention-masks-)).
 /// - `dropout_p`: dropout on the attention weights (always applied when > 0, as in PyTorch's
 ///   functional form: pass 0.0 in evaluation).
 /// - `is_causal`: query i attends to keys `j <= i`, aligned top-left (`tril(ones(L, S))`).
@@ -229,6 +222,14 @@ impl std::fmt::Display for NonDynamicallyQuantizableLinear {
 /// let keys: Vec<String> = mha.state_dict().keys().cloned().collect();
 /// assert_eq!(keys, ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]);
 /// ```
+///
+/// # NOTE [ Attention masks ]
+/// Every mask becomes an additive bias on the scores, as PyTorch does internally: a float
+/// mask is added as it is; an i64 mask is a bool mask turned into 0 (attend) and -inf
+/// (do not). What 1 means differs between PyTorch's APIs and torchlet keeps each meaning:
+/// in `scaled_dot_product_attention` 1 = MAY attend; in `MultiheadAttention` and the
+/// Transformer layers (`attn_mask`, `key_padding_mask`, `src_mask`, …) 1 = masked out.
+/// A row whose keys are all masked gives NaN, as in PyTorch.
 #[derive(Module)]
 pub struct MultiheadAttention {
     /// The packed `[3 embed_dim, embed_dim]` projection of query, key and value; `None`
@@ -430,7 +431,8 @@ impl MultiheadAttention {
     /// - `key_padding_mask` `[N, S]`: i64 with 1 = that key is padding (ignored), or a
     ///   float mask added to the scores.
     /// - `attn_mask` `[L, S]` or `[N * num_heads, L, S]`: i64 with 1 = NOT allowed to
-    ///   attend, or a float mask added to the scores (see NOTE [ Attention masks ]).
+    ///   attend, or a float mask added to the scores (see NOTE [ Attention masks ]
+    ///   [above](MultiheadAttention#note--attention-masks-)).
     ///
     /// # Panics
     /// If the shapes do not fit.

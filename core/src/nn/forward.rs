@@ -9,6 +9,53 @@ use crate::tensor::Tensor;
 /// anything (a tuple of tensors, a batch struct). In a [`sequential!`](crate::nn::sequential)
 /// chain the first layer gets the input and each later one a reference to the previous
 /// output, so the chain compiles only if each output fits the next layer's input.
+///
+/// # Example
+///
+/// A layer of your own (`Forward<&Tensor, Output = Tensor>`, so it goes into `sequential!`)
+/// and a module that takes two inputs and gives two outputs:
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::Tensor;
+/// use torchlet::nn::{Forward, Linear, Module, ReLU, sequential};
+///
+/// /// `x + fc(x)`: a residual block.
+/// #[derive(Module)]
+/// struct Residual {
+///     fc: Linear,
+/// }
+///
+/// impl Forward<&Tensor> for Residual {
+///     type Output = Tensor;
+///
+///     fn forward(&self, x: &Tensor) -> Tensor {
+///         x + &self.fc.forward(x)
+///     }
+/// }
+///
+/// /// Encodes a pair of inputs with one shared layer; gives both codes.
+/// #[derive(Module)]
+/// struct Siamese {
+///     encoder: Linear,
+/// }
+///
+/// impl Forward<(&Tensor, &Tensor)> for Siamese {
+///     type Output = (Tensor, Tensor);
+///
+///     fn forward(&self, (a, b): (&Tensor, &Tensor)) -> (Tensor, Tensor) {
+///         (self.encoder.forward(a), self.encoder.forward(b))
+///     }
+/// }
+///
+/// let model = sequential![Linear::new(4, 8), ReLU, Residual { fc: Linear::new(8, 8) }];
+/// assert_eq!(model.forward(&Tensor::randn(&[2, 4])).shape(), [2, 8]);
+/// assert!(model.state_dict().contains_key("2.fc.weight"));
+///
+/// let siamese = Siamese { encoder: Linear::new(4, 3) };
+/// let (za, zb) = siamese.forward((&Tensor::randn(&[5, 4]), &Tensor::randn(&[5, 4])));
+/// assert_eq!((za.shape(), zb.shape()), (vec![5, 3], vec![5, 3]));
+/// ```
 pub trait Forward<Input> {
     /// What the call gives.
     type Output;

@@ -1,12 +1,5 @@
 //! The [`Module`] trait: the registry of parameters, buffers and submodules that
 //! `#[derive(Module)]` generates, and everything PyTorch's `nn.Module` offers on top of it.
-//!
-//! NOTE [ Registry order ]
-//! A module reports its members in declaration order through [`Module::visit`]. Like
-//! PyTorch, the walks list a module's own parameters, then its own buffers, then its
-//! children (each recursively): `named_parameters()` and `state_dict()` of BatchNorm give
-//! `weight, bias, running_mean, running_var, num_batches_tracked`, and a module's own
-//! parameters come before its children's whatever the field order.
 
 use crate::autograd::no_grad;
 use crate::dtype::DType;
@@ -57,6 +50,13 @@ pub enum MemberMut<'a> {
 /// let y = model.l2.forward(&model.l1.forward(&Tensor::zeros(&[2, 784])).relu());
 /// assert_eq!(y.shape(), [2, 10]);
 /// ```
+///
+/// # NOTE [ Registry order ]
+/// A module reports its members in declaration order through [`Module::visit`]. Like
+/// PyTorch, the walks list a module's own parameters, then its own buffers, then its
+/// children (each recursively): `named_parameters()` and `state_dict()` of BatchNorm give
+/// `weight, bias, running_mean, running_var, num_batches_tracked`, and a module's own
+/// parameters come before its children's whatever the field order.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a torchlet module",
     label = "not a module",
@@ -67,7 +67,7 @@ pub trait Module {
     fn class_name(&self) -> &'static str;
 
     /// Calls `f` with each parameter, buffer and submodule and its name, in declaration
-    /// order (see NOTE [ Registry order ]).
+    /// order (see NOTE [ Registry order ] [above](Module#note--registry-order-)).
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, Member<'a>));
 
     /// [`visit`](Module::visit) with mutable access.

@@ -1,25 +1,4 @@
 //! [`ModuleScope`]: which module an op runs under, for anomaly detection's reports.
-//!
-//! NOTE [ Module scopes ]
-//! PyTorch knows a module's path only from its root (`named_modules()`); a layer does not
-//! know its own name. torchlet finds it by identity while anomaly detection is on (see
-//! NOTE [ Anomaly mode ] in `autograd/anomaly.rs`); off, entering a scope is one relaxed
-//! atomic load and nothing is recorded.
-//! - Every built-in layer enters its own scope at the start of `forward`, and `Sequential`
-//!   enters its own and, around each layer, the layer's under its name (`3`), so a chain and
-//!   the layers in it need nothing from the user, and layers that do not enter a scope
-//!   themselves are still named inside a chain.
-//! - Entering records the module's path and the paths of every module below it (from
-//!   [`Module::named_modules`], keyed by address and class name). A module entered later is
-//!   looked up there, innermost scope first: a `Linear` three derived structs below the
-//!   outermost scope is found as `encoder.block.fc` though the structs between entered none.
-//! - A model of your own (`#[derive(Module)]` with a hand-written `forward`) is named by the
-//!   scope it runs in. Enter the outermost one once, around the step or at the start of its
-//!   `forward` (`let _scope = ModuleScope::enter(self);`), and every path below it is known;
-//!   a layer entered with no scope around it is reported by its class only, `(Linear)`.
-//! - Identity is the address, the size and the class name: two modules alike in all three
-//!   can only be zero-sized (two `ReLU`s side by side in a struct), and the first is named.
-//!   `Sequential` names its layers itself, so there the right one is always named.
 
 use crate::autograd::anomaly::{Frame, is_anomaly_enabled, with_frames};
 use crate::nn::module::Module;
@@ -27,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// The scope of a module's `forward`, entered until dropped: ops run inside it are reported
-/// under the module's path by anomaly detection. See NOTE [ Module scopes ] in this file.
+/// under the module's path by anomaly detection. See NOTE [ Module scopes ] below.
 ///
 /// ```
 /// # extern crate torchlet_core as torchlet;
@@ -48,6 +27,27 @@ use std::sync::Arc;
 /// }
 /// # let y = Head { fc: Linear::new(2, 1) }.forward(&Tensor::zeros(&[1, 2]));
 /// ```
+///
+/// # NOTE [ Module scopes ]
+/// PyTorch knows a module's path only from its root (`named_modules()`); a layer does not
+/// know its own name. torchlet finds it by identity while anomaly detection is on (see
+/// NOTE [ Anomaly mode ] in [`autograd`](crate::autograd#note--anomaly-mode-)); off, entering a scope is one relaxed
+/// atomic load and nothing is recorded.
+/// - Every built-in layer enters its own scope at the start of `forward`, and `Sequential`
+///   enters its own and, around each layer, the layer's under its name (`3`), so a chain and
+///   the layers in it need nothing from the user, and layers that do not enter a scope
+///   themselves are still named inside a chain.
+/// - Entering records the module's path and the paths of every module below it (from
+///   [`Module::named_modules`], keyed by address and class name). A module entered later is
+///   looked up there, innermost scope first: a `Linear` three derived structs below the
+///   outermost scope is found as `encoder.block.fc` though the structs between entered none.
+/// - A model of your own (`#[derive(Module)]` with a hand-written `forward`) is named by the
+///   scope it runs in. Enter the outermost one once, around the step or at the start of its
+///   `forward` (`let _scope = ModuleScope::enter(self);`), and every path below it is known;
+///   a layer entered with no scope around it is reported by its class only, `(Linear)`.
+/// - Identity is the address, the size and the class name: two modules alike in all three
+///   can only be zero-sized (two `ReLU`s side by side in a struct), and the first is named.
+///   `Sequential` names its layers itself, so there the right one is always named.
 #[must_use = "the scope ends as soon as it is dropped"]
 pub struct ModuleScope {
     /// The depth of this thread's scope stack to restore; `None` when nothing was entered.

@@ -2,9 +2,10 @@
 //!
 //! `sequential![a, b, c]` builds `Sequential<(A, B, C)>`, a chain whose type is known at
 //! compile time: each layer's output must fit the next layer's [`Forward`] input, or the
-//! program does not compile. It holds up to [`MAX_LAYERS`] layers (see NOTE [ Chain length ]),
-//! and each layer passes through [`probe`] so that a mistake is reported at the layer. `Sequential::new()` with [`push`](Sequential::push) builds
-//! `Sequential` (the default type parameter: boxed layers) for models assembled at run time.
+//! program does not compile. It holds up to [`MAX_LAYERS`] layers (see NOTE [ Chain length ]
+//! there), and each layer passes through [`probe`] so that a mistake is reported at the layer.
+//! `Sequential::new()` with [`push`](Sequential::push) builds `Sequential` (the default type
+//! parameter: boxed layers) for models assembled at run time.
 
 use crate::nn::forward::{Forward, Layer};
 use crate::nn::module::{Member, MemberMut, Module};
@@ -34,7 +35,15 @@ pub struct Sequential<L = Vec<Box<dyn Layer>>> {
     names: Vec<String>,
 }
 
-/// The longest chain `sequential!` builds (see NOTE [ Chain length ]); nest chains for more.
+/// The longest chain `sequential!` builds; nest chains for more.
+///
+/// # NOTE [ Chain length ]
+/// A typed chain is a flat tuple so that its type reads as the layers it holds
+/// (`Sequential<(Conv2d, ReLU, MaxPool2d)>`); Rust has no variadic generics, so the impls
+/// are generated for every length up to [`MAX_LAYERS`]. That is deeper than any flat stack
+/// in torchvision (VGG-19 with batch norm has 53 layers in `features`); `sequential!`
+/// refuses a longer chain at its 65th layer and says to nest chains, which works at any
+/// depth since a chain is itself a layer.
 pub const MAX_LAYERS: usize = 64;
 
 /// What a [`Sequential`] can hold: a tuple of modules or a `Vec` of boxed layers.
@@ -329,14 +338,6 @@ impl<'x> Forward<&'x Tensor> for Sequential {
 /// `Layers` and `Forward` for the tuple `(A, B, …)`: `($T $O $P $i)` says that layer `$i`
 /// of type `$T` takes a reference to `$P`, the previous layer's output, and gives `$O`; the
 /// first layer takes the chain's input. `$Last` is the last layer's output.
-///
-/// NOTE [ Chain length ]
-/// A typed chain is a flat tuple so that its type reads as the layers it holds
-/// (`Sequential<(Conv2d, ReLU, MaxPool2d)>`); Rust has no variadic generics, so the impls
-/// are generated for every length up to [`MAX_LAYERS`]. That is deeper than any flat stack
-/// in torchvision (VGG-19 with batch norm has 53 layers in `features`); `sequential!`
-/// refuses a longer chain at its 65th layer and says to nest chains, which works at any
-/// depth since a chain is itself a layer.
 macro_rules! tuple_chain {
     (($A:ident $OA:ident 0) $(($T:ident $O:ident $P:ident $i:tt))*; $Last:ident) => {
         impl<$A: Module $(, $T: Module)*> Layers for ($A, $($T,)*) {

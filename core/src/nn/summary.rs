@@ -1,15 +1,5 @@
 //! [`summary`]: a table of a model's layers with each one's output shape and parameter
 //! count, like torchinfo's `summary(model, input_size=…)`.
-//!
-//! NOTE [ Recording output shapes ]
-//! torchinfo hooks every module's forward; torchlet has no hooks, so [`summary`] turns on a
-//! thread-local recorder and each of torchlet's layers reports its output from `forward`
-//! through [`record`] (one check of a thread-local flag when no summary runs). A layer is
-//! matched to its row by its address and class name; zero-sized layers (`ReLU`) can share
-//! an address, so each key keeps its outputs in call order and the rows take them in
-//! registry order, which is the call order of a `Sequential`. A `Sequential` shows its last
-//! layer's output; a module of the user's own (not torchlet's) shows `--` unless it is the
-//! model itself.
 
 use crate::autograd::no_grad;
 use crate::nn::forward::Forward;
@@ -44,7 +34,7 @@ pub struct Summary {
 /// and the totals.
 ///
 /// The modes of `model`'s modules are restored afterwards, which is why it takes
-/// `&mut`. See NOTE [ Recording output shapes ] for which rows show a shape.
+/// `&mut`. See NOTE [ Recording output shapes ] below for which rows show a shape.
 ///
 /// ```
 /// # extern crate torchlet_core as torchlet;
@@ -57,6 +47,16 @@ pub struct Summary {
 /// assert_eq!(s.to_string().lines().nth(4).unwrap(),
 ///            "├─0 (Linear)                      [32, 128]                100,480");
 /// ```
+///
+/// # NOTE [ Recording output shapes ]
+/// torchinfo hooks every module's forward; torchlet has no hooks, so [`summary`] turns on a
+/// thread-local recorder and each of torchlet's layers reports its output from `forward`
+/// through `record` (one check of a thread-local flag when no summary runs). A layer is
+/// matched to its row by its address and class name; zero-sized layers (`ReLU`) can share
+/// an address, so each key keeps its outputs in call order and the rows take them in
+/// registry order, which is the call order of a `Sequential`. A `Sequential` shows its last
+/// layer's output; a module of the user's own (not torchlet's) shows `--` unless it is the
+/// model itself.
 pub fn summary<M>(model: &mut M, input: &Tensor) -> Summary
 where
     M: Module + for<'a> Forward<&'a Tensor, Output = Tensor> + ?Sized,

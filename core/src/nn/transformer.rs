@@ -2,7 +2,7 @@
 //! [`TransformerEncoderLayer`], [`TransformerEncoder`] and [`TransformerDecoderLayer`].
 //!
 //! Composites of [`MultiheadAttention`], [`Linear`], [`LayerNorm`] and [`Dropout`]; autograd
-//! differentiates them. Masks follow NOTE [ Attention masks ] in `attention.rs`: an i64
+//! differentiates them. Masks follow NOTE [ Attention masks ] on `MultiheadAttention`: an i64
 //! mask has 1 = masked out, a float mask is added to the scores.
 
 use crate::nn::Module;

@@ -1,19 +1,6 @@
 //! The safetensors layout: tensors to file bytes and back, checked so that no file, however
-//! damaged, makes the reader panic or allocate for a size it claims but does not hold.
-//!
-//! NOTE [ safetensors layout ]
-//! A file is an 8-byte little-endian u64 `N`; `N` bytes of UTF-8 JSON, an object mapping each
-//! tensor's name to `{"dtype":"F32","shape":[2,3],"data_offsets":[begin,end]}`, plus an
-//! optional `"__metadata__"` object of strings; then the data, each tensor's little-endian,
-//! row-major bytes at `begin..end` counted from the start of the data.
-//!
-//! The safetensors library (which PyTorch's `safetensors.torch` calls) writes the tensors
-//! ordered by dtype, the reverse of the order it declares them in (by increasing alignment:
-//! F16, BF16, F32, F64, I64 among ours), then by name; back to back from offset 0; with compact JSON
-//! padded with spaces to a multiple of 8 bytes. It reads a file only when the tensors, in
-//! offset order, cover the data exactly and back to back. torchlet writes and checks the same,
-//! so a file one side reads the other reads too, and saving the PyTorch-written files in
-//! `tests/reference/interop` again gives the same bytes.
+//! damaged, makes the reader panic or allocate for a size it claims but does not hold. The
+//! layout is NOTE [ safetensors layout ] in `serialize/mod.rs`.
 
 use super::json::{self, Value};
 use crate::dtype::DType;
@@ -29,7 +16,7 @@ pub(super) struct Entry<'a> {
 }
 
 /// The element types torchlet reads and writes in a file: the tensor dtypes, and the 16-bit
-/// floats (NOTE [ Half precision in files ] in `half.rs`). Declared in the safetensors
+/// floats (NOTE [ Half precision in files ] on `Precision`). Declared in the safetensors
 /// library's order, which decides the order of the data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum FileDtype {

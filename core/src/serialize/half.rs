@@ -1,20 +1,21 @@
-//! 16-bit floats in files: bfloat16 and IEEE float16 bits to f32 and back.
-//!
-//! NOTE [ Half precision in files ]
-//! torchlet computes in f32 and f64 only. A safetensors file may hold BF16 or F16 tensors
-//! (PyTorch checkpoints saved after `model.half()` or `model.bfloat16()`): reading widens them
-//! to f32, which is exact. Writing can narrow every floating-point tensor to BF16 or F16
-//! ([`save_file_as`](super::save_file_as)) to halve the file, rounding to the nearest
-//! representable value with ties to even, as PyTorch's `.to(torch.bfloat16)` and
-//! `.to(torch.float16)` do; f64 tensors are narrowed through f32, as PyTorch does too.
-//! Integer tensors are always written as they are.
+//! 16-bit floats in files: bfloat16 and IEEE float16 bits to f32 and back (NOTE [ Half
+//! precision in files ] is on [`Precision`]).
 //!
 //! The conversions are a few lines of bit arithmetic each, written here rather than taken
 //! from the `half` crate: torchlet needs four scalar functions, not a numeric type.
 
 /// The element type that floating-point tensors are written in by
 /// [`save_file_as`](super::save_file_as) and [`save_as`](super::save_as); integer tensors
-/// keep theirs. See NOTE [ Half precision in files ].
+/// keep theirs. See NOTE [ Half precision in files ] below.
+///
+/// # NOTE [ Half precision in files ]
+/// torchlet computes in f32 and f64 only. A safetensors file may hold BF16 or F16 tensors
+/// (PyTorch checkpoints saved after `model.half()` or `model.bfloat16()`): reading widens them
+/// to f32, which is exact. Writing can narrow every floating-point tensor to BF16 or F16
+/// ([`save_file_as`](super::save_file_as)) to halve the file, rounding to the nearest
+/// representable value with ties to even, as PyTorch's `.to(torch.bfloat16)` and
+/// `.to(torch.float16)` do; f64 tensors are narrowed through f32, as PyTorch does too.
+/// Integer tensors are always written as they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// IEEE half precision (`torch.float16`): 10 mantissa bits, largest finite 65504;

@@ -2,14 +2,28 @@
 //! written by `safetensors.torch.save_file(model.state_dict(), path)` loads into the same
 //! model written with torchlet, and the other way round.
 //!
-//! The format is read and written here (NOTE [ safetensors layout ] in `format.rs`, the
+//! The format is read and written here (NOTE [ safetensors layout ] below, the
 //! header's JSON in `json.rs`) rather than with the safetensors crate: the layout is small,
 //! and the crate brought serde, serde_json and tempfile into every build of torchlet.
 //!
 //! This module knows tensors and state dicts only: modules come in through
 //! [`Stateful`], which every module implements.
 //!
-//! NOTE [ Checkpoint writes ]
+//! # NOTE [ safetensors layout ]
+//! A file is an 8-byte little-endian u64 `N`; `N` bytes of UTF-8 JSON, an object mapping each
+//! tensor's name to `{"dtype":"F32","shape":[2,3],"data_offsets":[begin,end]}`, plus an
+//! optional `"__metadata__"` object of strings; then the data, each tensor's little-endian,
+//! row-major bytes at `begin..end` counted from the start of the data.
+//!
+//! The safetensors library (which PyTorch's `safetensors.torch` calls) writes the tensors
+//! ordered by dtype, the reverse of the order it declares them in (by increasing alignment:
+//! F16, BF16, F32, F64, I64 among ours), then by name; back to back from offset 0; with compact JSON
+//! padded with spaces to a multiple of 8 bytes. It reads a file only when the tensors, in
+//! offset order, cover the data exactly and back to back. torchlet writes and checks the same,
+//! so a file one side reads the other reads too, and saving the PyTorch-written files in
+//! `tests/reference/interop` again gives the same bytes.
+//!
+//! # NOTE [ Checkpoint writes ]
 //! A checkpoint is written to a temporary file in the same directory, flushed to disk and
 //! renamed over the destination, and the directory is flushed so that the rename itself
 //! survives a power cut: a crash or a full disk leaves the previous checkpoint whole rather
@@ -39,7 +53,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// One tensor's little-endian, row-major bytes; floating-point tensors in `precision` when
-/// one is given (NOTE [ Half precision in files ] in `half.rs`).
+/// one is given (NOTE [ Half precision in files ] on [`Precision`]).
 fn to_entry(name: &str, t: &Tensor, precision: Option<Precision>) -> Entry<'static> {
     let dtype = match (t.dtype(), precision) {
         (DType::I64, _) | (_, None) => FileDtype::from(t.dtype()),
@@ -121,7 +135,8 @@ pub fn save_file(state_dict: &StateDict, path: impl AsRef<Path>) -> Result<()> {
 /// [`save_file`] with every floating-point tensor written in `precision` (rounded to
 /// nearest, ties to even; integer tensors as they are): `Precision::BF16` or `F16` halve an
 /// f32 checkpoint, which [`load_file`] and PyTorch's `safetensors.torch.load_file` read
-/// back (torchlet widens them to f32). See NOTE [ Half precision in files ].
+/// back (torchlet widens them to f32). See NOTE [ Half precision in files ] on
+/// [`Precision`](Precision#note--half-precision-in-files-).
 ///
 /// # Errors
 /// As [`save_file`].
@@ -131,7 +146,7 @@ pub fn save_file(state_dict: &StateDict, path: impl AsRef<Path>) -> Result<()> {
 /// use torchlet::{Tensor, nn::StateDict, serialize::{self, Precision}};
 /// let mut sd = StateDict::new();
 /// sd.insert("weight", Tensor::from_vec(vec![1.0f32, 0.1], &[2]));
-/// let path = serialize::temp_path("doc-bf16.safetensors");
+/// let path = std::env::temp_dir().join(format!("doc-bf16-{}.safetensors", std::process::id()));
 /// serialize::save_file_as(&sd, &path, Precision::BF16)?;
 /// let back = serialize::load_file(&path)?;
 /// // 0.1 has no exact bfloat16: the nearest one is 0.10009765625.
@@ -346,6 +361,34 @@ pub fn load_file_limited(path: impl AsRef<Path>, max_bytes: u64) -> Result<State
 /// As [`load_file`], and [`Error::Format`] naming the file and every key whose dtype kind
 /// (floating point or integer) or shape differs from the model's, or that is missing or
 /// unexpected (with `strict`).
+///
+/// # Example
+///
+/// Loading a backbone's weights into a larger model, as PyTorch's
+/// `model.load_state_dict(torch.load(path), strict=False)`: the keys the file lacks are
+/// reported, not refused.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::nn::{Linear, Module, ReLU, sequential};
+/// use torchlet::serialize;
+///
+/// let backbone = sequential![Linear::new(4, 8), ReLU];
+/// let path = std::env::temp_dir().join(format!("doc-backbone-{}.safetensors", std::process::id()));
+/// serialize::save(&backbone, &path)?;
+///
+/// let mut model = sequential![Linear::new(4, 8), ReLU, Linear::new(8, 2)];
+/// let report = serialize::load_into(&mut model, &path, false)?;
+/// assert_eq!(report.missing_keys, ["2.weight", "2.bias"]);
+/// assert!(report.unexpected_keys.is_empty());
+/// assert_eq!(model.layers.0.weight.to_vec::<f32>(), backbone.layers.0.weight.to_vec::<f32>());
+///
+/// // With `strict`, the same file is refused, naming it and the missing keys.
+/// let err = serialize::load_into(&mut model, &path, true).unwrap_err();
+/// assert!(err.to_string().contains("2.weight"), "{err}");
+/// std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn load_into<M: Stateful + ?Sized>(
     model: &mut M,
     path: impl AsRef<Path>,
@@ -384,6 +427,29 @@ pub fn load_into<M: Stateful + ?Sized>(
 ///
 /// # Errors
 /// As [`save_file`].
+///
+/// # Example
+///
+/// Saving a model and loading the file into a fresh one (PyTorch's
+/// `save_file(model.state_dict(), path)` and `model.load_state_dict(load_file(path))`):
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::Tensor;
+/// use torchlet::nn::{Forward, Linear, ReLU, sequential};
+/// use torchlet::serialize;
+///
+/// let model = sequential![Linear::new(4, 8), ReLU, Linear::new(8, 2)];
+/// let path = std::env::temp_dir().join(format!("doc-save-{}.safetensors", std::process::id()));
+/// serialize::save(&model, &path)?;
+///
+/// let mut fresh = sequential![Linear::new(4, 8), ReLU, Linear::new(8, 2)];
+/// serialize::load_into(&mut fresh, &path, true)?;
+/// let x = Tensor::randn(&[3, 4]);
+/// assert_eq!(fresh.forward(&x).to_vec::<f32>(), model.forward(&x).to_vec::<f32>());
+/// std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn save<M: Stateful + ?Sized>(model: &M, path: impl AsRef<Path>) -> Result<()> {
     save_file(&model.save_state(), path)
 }
