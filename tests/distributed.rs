@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use torchlet::checkpoint::TrainingCheckpoint;
 use torchlet::data::{DataLoader, DistributedSampler, TensorDataset};
-use torchlet::distributed::{self, DistributedDataParallel, ReduceOp};
+use torchlet::distributed::{self, DdpConfig, DistributedDataParallel, ReduceOp};
 use torchlet::nn::Module;
 use torchlet::optim::{AdamConfig, SgdConfig};
 use torchlet::prelude::*;
@@ -386,6 +386,93 @@ fn no_sync_accumulates_locally_and_the_next_backward_reduces_it_all() {
         2,
         "no_sync_accumulates_locally_and_the_next_backward_reduces_it_all",
         no_sync_work,
+    );
+}
+
+// ---- overlapping the reduction with backward -------------------------------------------------
+
+/// Three layers, the middle one used twice, and `extra` used on rank 0 only, so that one
+/// parameter has no gradient on rank 1 (registered first, it is in the last bucket).
+#[derive(Module)]
+struct Branchy {
+    extra: Linear,
+    a: Linear,
+    b: Linear,
+    c: Linear,
+}
+
+impl Forward<&Tensor> for Branchy {
+    type Output = Tensor;
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = self.a.forward(x).tanh();
+        let h = self.b.forward(&self.b.forward(&h).tanh()).tanh();
+        let out = self.c.forward(&h);
+        if distributed::rank() == 0 {
+            &out + &self.extra.forward(&h)
+        } else {
+            out
+        }
+    }
+}
+
+fn branchy() -> Branchy {
+    manual_seed(11);
+    Branchy {
+        extra: Linear::new(16, 4),
+        a: Linear::new(8, 16),
+        b: Linear::new(16, 16),
+        c: Linear::new(16, 4),
+    }
+}
+
+fn grads(model: &impl Module) -> Vec<(String, Option<Vec<f32>>)> {
+    model
+        .named_parameters()
+        .into_iter()
+        .map(|(name, p)| (name, p.grad().map(|g| g.to_vec::<f32>())))
+        .collect()
+}
+
+fn overlap_work() -> torchlet::Result<()> {
+    let rank = distributed::rank();
+    // A bucket per layer (a weight and its bias pass the smallest cap), so that all but the
+    // last are launched while backward still runs.
+    let config = DdpConfig {
+        bucket_cap_mb: 1e-4,
+        ..Default::default()
+    };
+    let overlapped = DistributedDataParallel::with_config(branchy(), config.clone())?;
+    let after = DistributedDataParallel::with_config(branchy(), config)?;
+    assert_eq!(overlapped.num_buckets(), 4);
+    let (x, y) = data().tensors().clone();
+    let batch = |step: usize| {
+        let start = (step * 2 + rank) * 6;
+        (x.narrow(0, start, 6), y.narrow(0, start, 6))
+    };
+    for step in 0..3 {
+        // Step 1 keeps step 0's gradients (they are views of the buckets' buffers) and
+        // accumulates into them.
+        if step != 1 {
+            overlapped.zero_grad();
+            after.zero_grad();
+        }
+        let (xb, yb) = batch(step);
+        cross_entropy(&overlapped.forward(&xb), &yb).backward();
+        cross_entropy(&after.module().forward(&xb), &yb).backward();
+        after.reduce_gradients();
+        let (got, want) = (grads(&overlapped), grads(&after));
+        assert_eq!(got, want, "step {step} on rank {rank}");
+        assert!(got.iter().all(|(_, g)| g.is_some()), "{got:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_overlapped_reduction_gives_the_same_bits_as_reducing_after_backward() {
+    run_on(
+        2,
+        "the_overlapped_reduction_gives_the_same_bits_as_reducing_after_backward",
+        overlap_work,
     );
 }
 

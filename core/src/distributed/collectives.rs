@@ -10,7 +10,7 @@
 //! tensor's version is bumped, and like an optimizer step the update is outside the graph:
 //! collectives are not recorded for backward.
 
-use super::{world, world_size};
+use super::{mpi_lock, world, world_size};
 use crate::dtype::{DType, Element, Storage};
 use crate::tensor::Tensor;
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
@@ -44,28 +44,15 @@ impl ReduceOp {
     }
 }
 
-/// An element type MPI can carry, with mutable access to a storage of that type.
+/// An element type MPI can carry.
 pub(super) trait MpiElement:
     Element + Equivalence + Default + std::ops::Mul<Output = Self>
 {
-    fn array_mut(s: &mut Storage) -> Option<&mut ArcArray<Self, IxDyn>>;
 }
 
-macro_rules! impl_mpi_element {
-    ($t:ty, $variant:ident) => {
-        impl MpiElement for $t {
-            fn array_mut(s: &mut Storage) -> Option<&mut ArcArray<Self, IxDyn>> {
-                match s {
-                    Storage::$variant(a) => Some(a),
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-impl_mpi_element!(f32, F32);
-impl_mpi_element!(f64, F64);
-impl_mpi_element!(i64, I64);
+impl MpiElement for f32 {}
+impl MpiElement for f64 {}
+impl MpiElement for i64 {}
 
 /// Calls the generic `$f::<T>(array, args…)` with the tensor's data as a mutable array of
 /// its own element type, and bumps the version.
@@ -240,22 +227,28 @@ pub fn barrier() {
     world("barrier").barrier();
 }
 
-/// Sums `send` over all ranks into `recv` (same length), for the gradient buckets.
+/// Sums `send` over all ranks into `recv` (same length), for the gradient buckets; called
+/// on DistributedDataParallel's communication thread.
 ///
 /// A blocking `MPI_Allreduce` spins while it waits for a late rank, and on a machine with
-/// more runnable threads than cores that spinning takes the time slices the late rank needs
-/// to arrive. So the reduction is started non-blocking and polled: busily for a short
-/// while (ranks in step arrive within it), then with a sleep between polls.
+/// more runnable threads than cores that spinning takes the time slices the late rank (or
+/// this rank's own backward pass) needs. So the reduction is started non-blocking and
+/// polled: busily for a short while (ranks in step arrive within it), then with a sleep
+/// between polls. The MPI lock is held for each call only, so the training thread may call
+/// MPI in between.
 pub(super) fn sum_into<T: MpiElement>(send: &[T], recv: &mut [T]) {
-    let comm = world("DistributedDataParallel");
     mpi::request::scope(|scope| {
+        let comm = world("DistributedDataParallel");
         let mut request = comm.immediate_all_reduce_into(scope, send, recv, SystemOperation::sum());
+        drop(comm);
         let start = std::time::Instant::now();
         loop {
+            let lock = mpi_lock();
             match request.test() {
                 Ok(_) => break,
                 Err(pending) => request = pending,
             }
+            drop(lock);
             if start.elapsed() > std::time::Duration::from_micros(500) {
                 std::thread::sleep(std::time::Duration::from_micros(50));
             }

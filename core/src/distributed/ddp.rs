@@ -1,49 +1,69 @@
 //! [`DistributedDataParallel`]: one model replica per rank, gradients averaged across ranks
-//! after each backward pass, as PyTorch's `torch.nn.parallel.DistributedDataParallel`.
+//! during each backward pass, as PyTorch's `torch.nn.parallel.DistributedDataParallel`.
 //!
 //! NOTE [ Gradient reduction ]
-//! At construction the parameters that require grad are grouped into buckets of at most
-//! `bucket_cap_mb` (PyTorch's default, 25 MB; one dtype per bucket), in reverse registration
-//! order as PyTorch does, since backward produces the last layers' gradients first. Each
-//! training `forward` passes its output through an identity node whose end-of-backward
-//! callback (NOTE [ Callbacks at the end of backward ] in `autograd/graph.rs`) reduces every
-//! bucket: the gradients are copied into one flat buffer, summed across ranks with one
-//! `MPI_Allreduce`, divided by the world size and copied back. A W2-sized model (1.9 M
-//! parameters, 7.4 MB) is one call per step, not one per parameter.
+//! At construction the parameters that require grad are grouped into buckets, in reverse
+//! registration order as PyTorch does, since backward produces the last layers' gradients
+//! first: the first bucket holds at most 1 MiB (PyTorch's `_DEFAULT_FIRST_BUCKET_BYTES`, so
+//! that the first reduction starts early), the others at most `bucket_cap_mb` (25 MiB by
+//! default); one dtype per bucket. Each parameter gets a post-accumulate-grad hook (NOTE
+//! [ Post-accumulate-grad hooks ] in `autograd/hooks.rs`), and each training `forward`
+//! passes its output through an identity node with two callbacks (NOTE [ Callbacks at the
+//! end of backward ] in `autograd/graph.rs`). One step then goes:
 //!
-//! Communication does not overlap with the backward pass: the reduction starts when the last
-//! gradient is final. PyTorch starts a bucket's reduction as soon as its gradients are ready,
-//! with hooks on each parameter's gradient accumulation; torchlet's engine knows a leaf's
-//! gradient is final only when the pass ends (a leaf used twice accumulates twice), and with
-//! MPI over shared memory a non-blocking reduction progresses only inside MPI calls, so the
-//! overlap would need a progress thread competing with the compute for the same cores. On one
-//! machine the reduction of W2's gradients takes a few percent of a step (see the README's
-//! scaling model for networks). The wait for the other ranks is polled rather than spun, so
-//! that a rank waiting on a busy machine leaves its core to the rank it waits for (see
-//! `sum_into` in `collectives.rs`: on this project's shared 2-core machine that took two
-//! ranks of W2 from 1,447 to 1,656 samples/s, medians of three alternated runs).
+//! 1. Backward reaches the identity node before any parameter's gradient: the reducer is
+//!    armed for this pass.
+//! 2. A parameter's hook runs as soon as its gradient is final and marks it ready. When every
+//!    parameter of the next bucket in order is ready, that bucket is launched: the gradients
+//!    are copied into the bucket's flat send buffer, divided by the world size on the way
+//!    (PyTorch divides before the all-reduce too), with one "has a gradient" flag per
+//!    parameter at the end, and the buffer goes to the reducer's communication thread,
+//!    which sums it across ranks with a non-blocking `MPI_Iallreduce` into the bucket's
+//!    receive buffer. Backward meanwhile computes the earlier layers' gradients.
+//! 3. At the end of the pass the buckets not launched yet are launched (a parameter that got
+//!    no gradient in this pass has no hook call), and the training thread waits for every
+//!    bucket. Each parameter's gradient then becomes a view of its part of the receive
+//!    buffer (PyTorch's `gradient_as_bucket_view=True`): there is no copy back.
 //!
-//! Each bucket also carries one "has a gradient" count per parameter. A parameter without a
-//! gradient on some ranks (unused in their forward) contributes zeros there, and ends with
-//! the average on every rank that has a gradient anywhere, so the optimizers see the same
-//! gradients everywhere; a parameter unused on every rank keeps no gradient.
+//! Buckets are launched strictly in bucket order on every rank, so every rank starts the
+//! same collectives in the same order even when hooks run in another order (as in PyTorch,
+//! whose reducer also launches buckets in order). A backward pass that does not go through
+//! the identity node (a forward under `no_sync`, or `ddp.module().forward`) leaves the
+//! reducer unarmed and the hooks do nothing. A gradient view in the receive buffer is
+//! copied on write like any shared storage, and a receive buffer still shared with last
+//! step's gradients (kept with `zero_grad` skipped) is replaced before MPI writes into it.
+//!
+//! Why a communication thread: with MPI over shared memory a non-blocking reduction makes
+//! progress only inside MPI calls, and backward makes none while it multiplies matrices;
+//! the thread polls the reduction (busily for half a millisecond, then every 50 µs, so that
+//! on a busy machine it does not take the cores from the compute it overlaps with). MPI
+//! runs at `MPI_THREAD_SERIALIZED` and every MPI call takes one lock (NOTE [ One process
+//! per rank ] in `mod.rs`).
+//!
+//! Each bucket's "has a gradient" flags handle parameters without a gradient on some ranks
+//! (unused in their forward): those ranks contribute zeros, every rank that has a gradient
+//! anywhere ends with the average, so the optimizers see the same gradients everywhere; a
+//! parameter unused on every rank keeps no gradient.
 
 use super::collectives::{MpiElement, all_gather_i64, broadcast, broadcast_bytes, sum_into};
 use super::{rank, world, world_size};
 use crate::autograd::graph::{self, EndCallback};
-use crate::autograd::is_grad_enabled;
+use crate::autograd::{RemovableHandle, is_grad_enabled};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::nn::{Forward, Member, MemberMut, Module};
 use crate::tensor::Tensor;
+use ndarray::{ArcArray, Ix1, IxDyn, s};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak, mpsc};
 
 /// The options of [`DistributedDataParallel`], with PyTorch's defaults.
 #[derive(Clone, Debug)]
 pub struct DdpConfig {
-    /// The largest bucket of gradients reduced in one call, in MB (10^6 bytes as in PyTorch;
-    /// default 25).
+    /// The largest bucket of gradients reduced in one call, in MiB as in PyTorch (default
+    /// 25). The first bucket (the last layers' gradients) holds at most 1 MiB, as PyTorch's
+    /// default first bucket, so that communication starts early in backward; unlike PyTorch
+    /// this holds also for a `bucket_cap_mb` given, when it is larger.
     pub bucket_cap_mb: f64,
     /// Broadcast rank 0's buffers (BatchNorm's running statistics) at the start of every
     /// training forward, so that all replicas keep rank 0's (default `true`).
@@ -60,9 +80,9 @@ impl Default for DdpConfig {
 }
 
 /// A model trained data-parallel across the ranks of the job: each rank runs `forward` and
-/// `backward` on its share of the batch, and the gradients are averaged across ranks at the
-/// end of backward, so every rank's optimizer takes the same step. See NOTE [ Gradient
-/// reduction ].
+/// `backward` on its share of the batch, and the gradients are averaged across ranks while
+/// backward runs (a bucket as soon as its gradients are final), so every rank's optimizer
+/// takes the same step. See NOTE [ Gradient reduction ].
 ///
 /// ```no_run
 /// # extern crate torchlet_core as torchlet;
@@ -90,6 +110,7 @@ impl Default for DdpConfig {
 pub struct DistributedDataParallel<M> {
     module: M,
     reducer: Arc<Reducer>,
+    _hooks: HookHandles,
     broadcast_buffers: bool,
     require_sync: AtomicBool,
 }
@@ -129,10 +150,13 @@ impl<M: Module> DistributedDataParallel<M> {
             .filter(|p| p.requires_grad() && p.dtype().is_float())
             .map(|p| p.tensor().clone())
             .collect();
-        let cap = (config.bucket_cap_mb * 1e6) as usize;
+        let cap = (config.bucket_cap_mb * MIB as f64) as usize;
+        let reducer = Arc::new(Reducer::new(params, cap));
+        let hooks = HookHandles(reducer.register_hooks());
         Ok(DistributedDataParallel {
             module,
-            reducer: Arc::new(Reducer::new(params, cap)),
+            reducer,
+            _hooks: hooks,
             broadcast_buffers: config.broadcast_buffers,
             require_sync: AtomicBool::new(true),
         })
@@ -186,11 +210,21 @@ impl<M: Module> DistributedDataParallel<M> {
         }
     }
 
-    /// Averages the parameters' gradients across ranks now, as the end of a backward pass
-    /// does; for gradients computed without `forward` (e.g. by `backward` on the wrapped
-    /// model). Collective.
+    /// Averages the parameters' gradients across ranks now, every bucket after the other,
+    /// with the arithmetic of the overlapped reduction of a backward pass; for gradients
+    /// computed without `forward` (e.g. by `backward` on the wrapped model). Collective.
     pub fn reduce_gradients(&self) {
-        self.reducer.reduce();
+        self.reducer.arm();
+        self.reducer.finish();
+    }
+}
+
+/// The parameters' hooks, removed with the wrapper.
+struct HookHandles(Vec<RemovableHandle>);
+
+impl Drop for HookHandles {
+    fn drop(&mut self) {
+        self.0.drain(..).for_each(RemovableHandle::remove);
     }
 }
 
@@ -208,8 +242,8 @@ impl Drop for NoSyncGuard<'_> {
 
 /// The wrapped model's forward. In training mode with grad enabled it first broadcasts
 /// rank 0's buffers (unless `broadcast_buffers` is off) and, unless under
-/// [`no_sync`](DistributedDataParallel::no_sync), makes the output's backward end with the
-/// gradient reduction. A forward in eval mode or under `no_grad` is local to the rank (so
+/// [`no_sync`](DistributedDataParallel::no_sync), makes the output's backward reduce the
+/// gradients (NOTE [ Gradient reduction ]). A forward in eval mode or under `no_grad` is local to the rank (so
 /// rank 0 alone may evaluate), and so is `ddp.module().forward(…)`.
 impl<M, I> Forward<I> for DistributedDataParallel<M>
 where
@@ -230,12 +264,21 @@ where
         }
         self.reducer.pending.store(true, Ordering::SeqCst);
         let reducer = Arc::clone(&self.reducer);
-        let at_end: EndCallback = Arc::new(move || {
+        let on_reached: EndCallback = Arc::new(move || {
             if reducer.pending.swap(false, Ordering::SeqCst) {
-                reducer.reduce();
+                reducer.arm();
             }
         });
-        graph::with_end_callback("DistributedDataParallel", &out, at_end)
+        let reducer = Arc::clone(&self.reducer);
+        let at_end: EndCallback = Arc::new(move || {
+            // Armed: this pass reached the node. Still pending: no gradient reached it, but
+            // the other ranks may have launched buckets; both reduce every bucket.
+            if reducer.is_armed() || reducer.pending.swap(false, Ordering::SeqCst) {
+                reducer.arm();
+                reducer.finish();
+            }
+        });
+        graph::with_backward_callbacks("DistributedDataParallel", &out, Some(on_reached), at_end)
     }
 }
 
@@ -340,116 +383,325 @@ fn first_difference(own: &str, reference: &str) -> String {
     }
 }
 
-/// The buckets of gradients and the flag that a forward's backward still has to reduce.
+/// PyTorch's MB: `bucket_cap_mb` counts mebibytes.
+const MIB: usize = 1 << 20;
+
+/// The largest first bucket (PyTorch's `dist._DEFAULT_FIRST_BUCKET_BYTES`).
+const FIRST_BUCKET_BYTES: usize = MIB;
+
+/// The buckets, where the reduction of the current backward pass stands, and the thread
+/// that runs the all-reduces. See NOTE [ Gradient reduction ].
 struct Reducer {
     buckets: Vec<Bucket>,
+    /// A synchronised forward ran whose backward has not reduced yet.
     pending: AtomicBool,
+    pass: Mutex<Pass>,
+    comm: Mutex<Option<CommThread>>,
 }
 
-/// Parameters of one dtype whose gradients are reduced in one call, with its buffers.
+/// Parameters of one dtype whose gradients are reduced in one call.
 struct Bucket {
     params: Vec<Tensor>,
-    buffers: Mutex<FlatBuffers>,
 }
 
-/// The send and receive buffers of a bucket, kept between steps.
+/// The reduction of one backward pass.
+struct Pass {
+    armed: bool,
+    /// Per bucket, which parameters' gradients are final, and how many.
+    ready: Vec<Vec<bool>>,
+    ready_count: Vec<usize>,
+    /// The next bucket to launch; buckets go in order.
+    next: usize,
+    /// Buckets launched and not yet back from the communication thread.
+    in_flight: usize,
+    /// Each bucket's buffers, `None` while the communication thread has them.
+    buffers: Vec<Option<FlatBuffers>>,
+}
+
+/// A bucket's flat send buffer and its receive buffer, which the gradients end as views of.
+struct Flat<T> {
+    send: Vec<T>,
+    recv: ArcArray<T, Ix1>,
+}
+
 enum FlatBuffers {
-    F32(Vec<f32>, Vec<f32>),
-    F64(Vec<f64>, Vec<f64>),
+    F32(Flat<f32>),
+    F64(Flat<f64>),
+}
+
+/// A bucket's index and buffers, on their way to the communication thread and back.
+type Job = (usize, FlatBuffers);
+
+/// The thread that sums launched buckets across ranks, in launch order.
+struct CommThread {
+    jobs: Option<mpsc::Sender<Job>>,
+    done: mpsc::Receiver<Job>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CommThread {
+    fn spawn() -> CommThread {
+        let (jobs, todo) = mpsc::channel::<Job>();
+        let (finished, done) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("torchlet-ddp-comm".into())
+            .spawn(move || {
+                for (bucket, mut buffers) in todo {
+                    match &mut buffers {
+                        FlatBuffers::F32(f) => sum_flat(f),
+                        FlatBuffers::F64(f) => sum_flat(f),
+                    }
+                    if finished.send((bucket, buffers)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("DistributedDataParallel: cannot start the communication thread");
+        CommThread {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for CommThread {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn sum_flat<T: MpiElement>(f: &mut Flat<T>) {
+    let recv = f
+        .recv
+        .as_slice_mut()
+        .expect("a new 1-d array is contiguous");
+    sum_into(&f.send, recv);
 }
 
 impl Reducer {
-    /// Buckets in reverse registration order, at most `cap` bytes each unless one parameter
-    /// is larger (PyTorch closes a bucket once it reaches the cap).
+    /// Buckets in reverse registration order: the first at most `FIRST_BUCKET_BYTES` (or
+    /// `cap` if smaller), the others at most `cap` bytes, unless one parameter is larger
+    /// (PyTorch closes a bucket once it reaches its cap).
     fn new(params: Vec<Tensor>, cap: usize) -> Reducer {
         let mut buckets: Vec<(DType, Vec<Tensor>, usize)> = Vec::new();
         for p in params.into_iter().rev() {
             let dtype = p.dtype();
             let bytes = p.numel() * dtype.size();
+            let limit = |i: usize| {
+                if i == 0 {
+                    cap.min(FIRST_BUCKET_BYTES)
+                } else {
+                    cap
+                }
+            };
             let open = buckets
                 .iter_mut()
+                .enumerate()
                 .rev()
-                .find(|(d, _, size)| *d == dtype && *size < cap);
+                .find(|(i, (d, _, size))| *d == dtype && *size < limit(*i));
             match open {
-                Some((_, ps, size)) => {
+                Some((_, (_, ps, size))) => {
                     ps.push(p);
                     *size += bytes;
                 }
                 None => buckets.push((dtype, vec![p], bytes)),
             }
         }
-        let buckets = buckets
-            .into_iter()
-            .map(|(dtype, params, _)| Bucket {
-                params,
-                buffers: Mutex::new(match dtype {
-                    DType::F64 => FlatBuffers::F64(Vec::new(), Vec::new()),
-                    _ => FlatBuffers::F32(Vec::new(), Vec::new()),
-                }),
+        let buffers = buckets
+            .iter()
+            .map(|(dtype, _, _)| {
+                Some(match dtype {
+                    DType::F64 => FlatBuffers::F64(Flat::new()),
+                    _ => FlatBuffers::F32(Flat::new()),
+                })
             })
             .collect();
+        let pass = Pass {
+            armed: false,
+            ready: buckets
+                .iter()
+                .map(|(_, ps, _)| vec![false; ps.len()])
+                .collect(),
+            ready_count: vec![0; buckets.len()],
+            next: 0,
+            in_flight: 0,
+            buffers,
+        };
         Reducer {
-            buckets,
+            buckets: buckets
+                .into_iter()
+                .map(|(_, params, _)| Bucket { params })
+                .collect(),
             pending: AtomicBool::new(false),
+            pass: Mutex::new(pass),
+            comm: Mutex::new(None),
         }
     }
 
-    fn reduce(&self) {
-        let n = world_size() as f64;
-        for bucket in &self.buckets {
-            let mut buffers = bucket
-                .buffers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match &mut *buffers {
-                FlatBuffers::F32(send, recv) => reduce_bucket(&bucket.params, send, recv, n),
-                FlatBuffers::F64(send, recv) => reduce_bucket(&bucket.params, send, recv, n),
+    /// One post-accumulate-grad hook per parameter, marking it ready in armed passes.
+    fn register_hooks(self: &Arc<Self>) -> Vec<RemovableHandle> {
+        let mut handles = Vec::new();
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            for (i, p) in bucket.params.iter().enumerate() {
+                let reducer: Weak<Reducer> = Arc::downgrade(self);
+                handles.push(p.register_post_accumulate_grad_hook(move |_: &Tensor| {
+                    if let Some(r) = reducer.upgrade() {
+                        r.mark_ready(b, i);
+                    }
+                }));
             }
         }
+        handles
+    }
+
+    fn pass(&self) -> MutexGuard<'_, Pass> {
+        self.pass.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_armed(&self) -> bool {
+        self.pass().armed
+    }
+
+    /// Starts a reduction: no parameter ready, no bucket launched. Does nothing if armed.
+    fn arm(&self) {
+        let mut pass = self.pass();
+        if pass.armed {
+            return;
+        }
+        pass.armed = true;
+        pass.ready.iter_mut().for_each(|r| r.fill(false));
+        pass.ready_count.fill(0);
+        pass.next = 0;
+    }
+
+    /// Parameter `i` of bucket `b` has its final gradient: launches the buckets that are
+    /// complete, in order.
+    fn mark_ready(&self, b: usize, i: usize) {
+        let mut pass = self.pass();
+        if !pass.armed || pass.ready[b][i] {
+            return;
+        }
+        pass.ready[b][i] = true;
+        pass.ready_count[b] += 1;
+        while pass.next < self.buckets.len()
+            && pass.ready_count[pass.next] == self.buckets[pass.next].params.len()
+        {
+            let next = pass.next;
+            self.launch(&mut pass, next);
+        }
+    }
+
+    /// Launches the buckets left, waits for all, and makes the gradients views of the
+    /// results. Collective.
+    fn finish(&self) {
+        let mut pass = self.pass();
+        while pass.next < self.buckets.len() {
+            let next = pass.next;
+            self.launch(&mut pass, next);
+        }
+        let comm = self.comm.lock().unwrap_or_else(PoisonError::into_inner);
+        while pass.in_flight > 0 {
+            let done = comm.as_ref().map(|c| c.done.recv());
+            let Some(Ok((b, buffers))) = done else {
+                comm_thread_died()
+            };
+            let params = &self.buckets[b].params;
+            match &buffers {
+                FlatBuffers::F32(f) => f.unflatten(params),
+                FlatBuffers::F64(f) => f.unflatten(params),
+            }
+            pass.buffers[b] = Some(buffers);
+            pass.in_flight -= 1;
+        }
+        pass.armed = false;
+    }
+
+    /// Copies bucket `b`'s gradients into its send buffer and hands it to the
+    /// communication thread.
+    fn launch(&self, pass: &mut Pass, b: usize) {
+        let mut buffers = pass.buffers[b]
+            .take()
+            .expect("a bucket is launched once per pass");
+        let params = &self.buckets[b].params;
+        let n = world_size() as f64;
+        match &mut buffers {
+            FlatBuffers::F32(f) => f.flatten(params, n),
+            FlatBuffers::F64(f) => f.flatten(params, n),
+        }
+        let mut comm = self.comm.lock().unwrap_or_else(PoisonError::into_inner);
+        let thread = comm.get_or_insert_with(CommThread::spawn);
+        let sent = thread.jobs.as_ref().map(|jobs| jobs.send((b, buffers)));
+        if !matches!(sent, Some(Ok(()))) {
+            comm_thread_died()
+        }
+        pass.in_flight += 1;
+        pass.next = b + 1;
     }
 }
 
-/// Flattens the gradients (and one has-a-gradient count per parameter), sums them across
-/// ranks, and writes back the average. See NOTE [ Gradient reduction ].
-fn reduce_bucket<T: MpiElement>(params: &[Tensor], send: &mut Vec<T>, recv: &mut Vec<T>, n: f64) {
-    send.clear();
-    let grads: Vec<Option<Tensor>> = params.iter().map(Tensor::grad).collect();
-    for (p, g) in params.iter().zip(&grads) {
-        match g {
-            Some(g) => {
-                let a = T::from_storage(&g.storage());
-                match a.as_slice() {
-                    Some(s) => send.extend_from_slice(s),
-                    None => send.extend(a.iter().copied()),
-                }
-            }
-            None => send.extend(std::iter::repeat_n(T::default(), p.numel())),
+#[cold]
+#[inline(never)]
+fn comm_thread_died() -> ! {
+    panic!("DistributedDataParallel: the communication thread ended (message above)")
+}
+
+impl<T: MpiElement> Flat<T> {
+    fn new() -> Self {
+        Flat {
+            send: Vec::new(),
+            recv: ArcArray::from_vec(Vec::new()),
         }
     }
-    send.extend(grads.iter().map(|g| T::from_f64(g.is_some() as u8 as f64)));
-    recv.resize(send.len(), T::default());
-    sum_into(send, recv);
-    let counts = &recv[recv.len() - params.len()..];
-    let scale = T::from_f64(1.0 / n);
-    let mut offset = 0;
-    for ((p, g), count) in params.iter().zip(grads).zip(counts) {
-        let values = &recv[offset..offset + p.numel()];
-        offset += p.numel();
-        if count.to_f64() == 0.0 {
-            continue;
-        }
-        let g = g.unwrap_or_else(|| {
-            let g = Tensor::full_dtype(&p.shape(), 0.0, p.dtype());
-            p.set_grad(Some(g.clone()));
-            g
-        });
-        g.update_in_place(|s| {
-            let a = T::array_mut(s).expect("a gradient has its parameter's dtype");
-            let average = values.iter().map(|&v| v * scale);
-            match a.as_slice_mut() {
-                Some(dst) => dst.iter_mut().zip(average).for_each(|(d, v)| *d = v),
-                None => a.iter_mut().zip(average).for_each(|(d, v)| *d = v),
+
+    /// The gradients divided by `n`, zeros for parameters without one, then one "has a
+    /// gradient" flag per parameter; and a receive buffer of the same length that no
+    /// gradient shares.
+    fn flatten(&mut self, params: &[Tensor], n: f64) {
+        let scale = T::from_f64(1.0 / n);
+        self.send.clear();
+        let mut flags = Vec::with_capacity(params.len());
+        for p in params {
+            let grad = p.grad();
+            flags.push(T::from_f64(grad.is_some() as u8 as f64));
+            let Some(g) = grad else {
+                self.send
+                    .extend(std::iter::repeat_n(T::default(), p.numel()));
+                continue;
+            };
+            let a = T::from_storage(&g.storage());
+            match a.as_slice() {
+                Some(s) => self.send.extend(s.iter().map(|&v| v * scale)),
+                None => self.send.extend(a.iter().map(|&v| v * scale)),
             }
-        });
+        }
+        self.send.extend(flags);
+        if self.recv.len() != self.send.len() || !self.recv.is_unique() {
+            self.recv = ArcArray::from_elem(self.send.len(), T::default());
+        }
+    }
+
+    /// Each parameter with a gradient on some rank gets the average as its gradient, a view
+    /// of the receive buffer.
+    fn unflatten(&self, params: &[Tensor]) {
+        let flags = &self.recv.as_slice().expect("contiguous")[self.send.len() - params.len()..];
+        let mut offset = 0;
+        for (p, flag) in params.iter().zip(flags) {
+            let (start, len) = (offset, p.numel());
+            offset += len;
+            if flag.to_f64() == 0.0 {
+                continue;
+            }
+            let view = self
+                .recv
+                .clone()
+                .slice_move(s![start..start + len])
+                .into_shape_with_order(IxDyn(&p.shape()))
+                .expect("a contiguous slice takes any shape of its length");
+            p.set_grad(Some(Tensor::from_storage(T::into_storage(view))));
+        }
     }
 }

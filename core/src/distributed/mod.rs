@@ -21,9 +21,12 @@
 //! `mpirun -np N program` starts N copies of the program; each calls [`init`] once, which
 //! joins the job's world communicator (MPI's `MPI_COMM_WORLD`, PyTorch's default process
 //! group). A program started without `mpirun` is a job of one rank, so the same binary runs
-//! alone. MPI is initialised with `MPI_THREAD_SERIALIZED`: collectives are called from the
-//! training thread (a backward pass runs its reduction on the thread that called it) while
-//! the DataLoader's workers and the matrix-multiply threads never call MPI.
+//! alone. MPI is initialised with `MPI_THREAD_SERIALIZED`: two threads may call MPI but
+//! never at the same time. The collectives are called from the training thread, except the
+//! gradient reductions of [`DistributedDataParallel`], which run on its communication thread
+//! during backward (NOTE [ Gradient reduction ] in `ddp.rs`); every MPI call goes through
+//! one lock, so they never overlap. The DataLoader's workers and the matrix-multiply threads
+//! never call MPI.
 //!
 //! NOTE [ A failing rank ends the job ]
 //! Collectives wait for every rank. A rank that panics or gives up with an error would leave
@@ -48,6 +51,7 @@ use crate::error::{Error, Result};
 use mpi::environment::{Threading, Universe};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static RANK: AtomicUsize = AtomicUsize::new(0);
@@ -136,16 +140,42 @@ pub fn world_size() -> usize {
     WORLD_SIZE.load(Ordering::SeqCst)
 }
 
-/// The world communicator for the collective `op`.
+/// Held around every MPI call, which `MPI_THREAD_SERIALIZED` requires of a process whose
+/// threads call MPI (NOTE [ One process per rank ]).
+static MPI_LOCK: Mutex<()> = Mutex::new(());
+
+/// The world communicator, with the right to call MPI while it lives.
+struct World {
+    comm: SimpleCommunicator,
+    _serialized: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for World {
+    type Target = SimpleCommunicator;
+
+    fn deref(&self) -> &SimpleCommunicator {
+        &self.comm
+    }
+}
+
+/// Takes the MPI lock (see [`World`]).
+fn mpi_lock() -> MutexGuard<'static, ()> {
+    MPI_LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The world communicator for the collective `op`; MPI is this thread's until it is dropped.
 ///
 /// # Panics
 /// Before [`init`], or after its [`ProcessGroup`] was dropped.
 #[track_caller]
-fn world(op: &str) -> SimpleCommunicator {
+fn world(op: &str) -> World {
     if !is_initialized() {
         not_initialized(op)
     }
-    SimpleCommunicator::world()
+    World {
+        _serialized: mpi_lock(),
+        comm: SimpleCommunicator::world(),
+    }
 }
 
 #[cold]
