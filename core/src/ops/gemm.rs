@@ -345,22 +345,146 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut,
                     } else {
                         Store::Accumulate
                     };
-                    for ic in (0..m).step_by(MC) {
-                        let mc = MC.min(m - ic);
-                        let block = a.offset(ic, pc);
-                        // Row-major A is read in place; anything else is packed first.
-                        let source = if block.cs == 1 {
-                            ASource::InPlace(block)
-                        } else {
-                            unsafe { pack_a(mc, kc, block, pa) };
-                            ASource::Packed(pa)
-                        };
-                        let cc = c.offset(ic, jc);
-                        unsafe { macro_kernel(mc, nc, kc, source, pb, cc, store) };
-                    }
+                    // SAFETY: the offsets stay inside the caller's `m × k` A and `m × n` C.
+                    unsafe {
+                        row_blocks(m, nc, kc, a.offset(0, pc), pa, pb, c.offset(0, jc), store)
+                    };
                 }
             }
         })
+    });
+}
+
+/// The `ic` loop of the loop nest: every `MC`-row block of A (columns `pc..pc + kc` already
+/// applied to `a`) against one packed `kc × nc` block of B.
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_blocks(
+    m: usize,
+    nc: usize,
+    kc: usize,
+    a: MatRef,
+    pa: &mut [f32],
+    pb: &[f32],
+    c: MatMut,
+    store: Store,
+) {
+    for ic in (0..m).step_by(MC) {
+        let mc = MC.min(m - ic);
+        let block = a.offset(ic, 0);
+        // Row-major A is read in place; anything else is packed first.
+        let source = if block.cs == 1 {
+            ASource::InPlace(block)
+        } else {
+            unsafe { pack_a(mc, kc, block, pa) };
+            ASource::Packed(pa)
+        };
+        let cc = c.offset(ic, 0);
+        unsafe { macro_kernel(mc, nc, kc, source, pb, cc, store) };
+    }
+}
+
+// NOTE [ Pre-packed B ]
+// A caller that produces B itself (convolution's im2col) writes it straight into the packed
+// layout and so skips `pack_b`'s pass over it. The layout of a `k × n` B: for each block
+// of `PACKED_KC` rows starting at `pc` (the last one `kc = min(PACKED_KC, k − pc)` tall),
+// `n.div_ceil(PACKED_NR)` strips of `PACKED_NR` columns, each strip `kc × PACKED_NR`
+// row-major; so `B[p][j]` lies at `pc·npad + (j / NR)·NR·kc + (p − pc)·NR + j % NR`, with
+// `npad = n.div_ceil(NR)·NR`, and the columns `n..npad` hold zeros.
+
+/// The strip width of a pre-packed B (NOTE [ Pre-packed B ]).
+pub(crate) const PACKED_NR: usize = NR;
+/// The row-block height of a pre-packed B (NOTE [ Pre-packed B ]).
+pub(crate) const PACKED_KC: usize = KC;
+
+/// The length of a pre-packed `k × n` B (NOTE [ Pre-packed B ]).
+pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
+    k * n.div_ceil(NR) * NR
+}
+
+/// Whether [`sgemm_packed_b`] can run on this CPU (AVX2 and FMA).
+pub(crate) fn packed_b_supported() -> bool {
+    has_avx2_fma()
+}
+
+/// `C = a @ B` (or `C += a @ B` when `accumulate`) in f32 on the calling thread, for a B of
+/// `n` columns already in the packed layout of NOTE [ Pre-packed B ], into the `m × n`
+/// row-major C at `c` whose rows are `rsc` floats apart.
+///
+/// # Safety
+/// [`packed_b_supported`] must hold; `c` must be valid for writes of `m` rows of `n` floats
+/// `rsc` apart, and those floats initialised when `accumulate` (otherwise each is written
+/// before it is read).
+///
+/// # Panics
+/// If `pb` is shorter than [`packed_b_len`]`(k, n)`.
+pub(crate) unsafe fn sgemm_packed_b(
+    a: &ArrayView2<'_, f32>,
+    pb: &[f32],
+    n: usize,
+    c: *mut f32,
+    rsc: usize,
+    accumulate: bool,
+) {
+    let (m, k) = a.dim();
+    assert!(
+        pb.len() >= packed_b_len(k, n) && rsc >= n,
+        "sgemm_packed_b: a {m}x{k}, packed B of {} for {k}x{n}, C rows {rsc} apart",
+        pb.len(),
+    );
+    debug_assert!(has_avx2_fma());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row `i` of C is `n` writable floats (the caller's contract).
+                unsafe { std::ptr::write_bytes(c.add(i * rsc), 0, n) };
+            }
+        }
+        return;
+    }
+    let (a, cm) = (
+        mat_ref(a),
+        MatMut {
+            ptr: c,
+            rs: rsc as isize,
+            cs: 1,
+        },
+    );
+    let npad = n.div_ceil(NR) * NR;
+    PACK_A.with(|pa| {
+        let mut pa = pa.borrow_mut();
+        let pa = aligned(&mut pa, KC * MC.min(m.div_ceil(MR) * MR));
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let store = if pc == 0 && !accumulate {
+                    Store::Write(Bias::NONE)
+                } else {
+                    Store::Accumulate
+                };
+                // The strips of this block of k from column `jc` on (`jc` is a multiple
+                // of NR, so it is strip `jc / NR`, `jc·kc` floats into the block).
+                let block = &pb[pc * npad + jc * kc..];
+                // SAFETY: `a` describes the view's own `m × k` elements, C is the caller's
+                // `m × n` (see # Safety), and `block` holds the `nc.div_ceil(NR)` strips of
+                // `kc × NR` that `macro_kernel` reads (its slicing is bounds-checked).
+                unsafe {
+                    row_blocks(
+                        m,
+                        nc,
+                        kc,
+                        a.offset(0, pc),
+                        pa,
+                        block,
+                        cm.offset(0, jc),
+                        store,
+                    )
+                };
+            }
+        }
     });
 }
 

@@ -97,19 +97,22 @@ fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
             let r1 = &x[(2 * oy + 1) * g.w..][..2 * g.ow];
             let base = (2 * oy * g.w) as u32;
             let (o, ix) = (&mut out[oy * g.ow..][..g.ow], &mut idx[oy * g.ow..][..g.ow]);
-            for ox in 0..g.ow {
+            // A tree of selects without branches (which mispredicted on every other
+            // window): each pair keeps its left value unless the right one is larger or
+            // NaN, which picks the same winner as a scan in reading order.
+            #[inline(always)]
+            fn pick<T: Float>(l: (T, u32), r: (T, u32)) -> (T, u32) {
+                let right = r.0 > l.0 || r.0.is_nan();
+                (if right { r.0 } else { l.0 }, if right { r.1 } else { l.1 })
+            }
+            let w = g.w as u32;
+            let done = simd::max_2x2_row(r0, r1, base, w, o, ix);
+            for ox in done..g.ow {
                 let c = 2 * ox;
-                let (mut best, mut at) = (r0[c], base + c as u32);
-                for (v, off) in [
-                    (r0[c + 1], c + 1),
-                    (r1[c], g.w + c),
-                    (r1[c + 1], g.w + c + 1),
-                ] {
-                    if v > best || v.is_nan() {
-                        best = v;
-                        at = base + off as u32;
-                    }
-                }
+                let at = base + c as u32;
+                let top = pick((r0[c], at), (r0[c + 1], at + 1));
+                let bottom = pick((r1[c], at + w), (r1[c + 1], at + w + 1));
+                let (best, at) = pick(top, bottom);
                 o[ox] = best;
                 ix[ox] = at;
             }
@@ -139,6 +142,110 @@ fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
             idx[k] = at;
             k += 1;
         }
+    }
+}
+
+/// An AVX2 kernel for the common 2×2 max-pool window in f32, chosen at run time (the
+/// crate is built for baseline x86-64).
+mod simd {
+    use crate::dtype::Float;
+    use std::any::TypeId;
+
+    /// The first outputs of one row of 2×2 windows over input rows `r0` and `r1`, eight at
+    /// a time, as `max_plane` computes them (same winner, NaN included); returns how many
+    /// it wrote (a multiple of 8; 0 for f64 or without AVX2).
+    pub(super) fn max_2x2_row<T: Float>(
+        r0: &[T],
+        r1: &[T],
+        base: u32,
+        w: u32,
+        out: &mut [T],
+        idx: &mut [u32],
+    ) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx2") {
+            let f = |v: &[T]| {
+                // SAFETY: `T` is `f32` (same `TypeId`): the same memory, length and type.
+                unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+            };
+            // SAFETY: as above, for the output.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len())
+            };
+            // SAFETY: AVX2 was detected just above.
+            return unsafe { max_2x2_row_avx2(f(r0), f(r1), base, w, out, idx) };
+        }
+        let _ = (r0, r1, base, w, out, idx);
+        0
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `r0` and `r1` hold at least `2·out.len()` values and `idx`
+    /// at least `out.len()`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn max_2x2_row_avx2(
+        r0: &[f32],
+        r1: &[f32],
+        base: u32,
+        w: u32,
+        out: &mut [f32],
+        idx: &mut [u32],
+    ) -> usize {
+        use std::arch::x86_64::*;
+        let blocks = out.len() / 8;
+        assert!(r0.len() >= 16 * blocks && r1.len() >= 16 * blocks && idx.len() >= 8 * blocks);
+        // The right value wins where it is larger or NaN, as in `max_plane`'s `pick`.
+        macro_rules! pick {
+            ($l:expr, $r:expr) => {{
+                let (l, r): ((__m256, __m256i), (__m256, __m256i)) = ($l, $r);
+                let m = _mm256_or_ps(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(r.0, l.0),
+                    _mm256_cmp_ps::<_CMP_UNORD_Q>(r.0, r.0),
+                );
+                (
+                    _mm256_blendv_ps(l.0, r.0, m),
+                    _mm256_castps_si256(_mm256_blendv_ps(
+                        _mm256_castsi256_ps(l.1),
+                        _mm256_castsi256_ps(r.1),
+                        m,
+                    )),
+                )
+            }};
+        }
+        // Lanes hold outputs 0 1 4 5 | 2 3 6 7 after the even/odd shuffles below.
+        let lane_offsets = _mm256_setr_epi32(0, 2, 8, 10, 4, 6, 12, 14);
+        let (one, down) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32));
+        for b in 0..blocks {
+            let c = 16 * b;
+            // SAFETY: `c + 16 <= r0.len(), r1.len()` (asserted above).
+            let (a0, b0, a1, b1) = unsafe {
+                (
+                    _mm256_loadu_ps(r0.as_ptr().add(c)),
+                    _mm256_loadu_ps(r0.as_ptr().add(c + 8)),
+                    _mm256_loadu_ps(r1.as_ptr().add(c)),
+                    _mm256_loadu_ps(r1.as_ptr().add(c + 8)),
+                )
+            };
+            let even0 = _mm256_shuffle_ps::<0b10_00_10_00>(a0, b0);
+            let odd0 = _mm256_shuffle_ps::<0b11_01_11_01>(a0, b0);
+            let even1 = _mm256_shuffle_ps::<0b10_00_10_00>(a1, b1);
+            let odd1 = _mm256_shuffle_ps::<0b11_01_11_01>(a1, b1);
+            let i00 = _mm256_add_epi32(_mm256_set1_epi32((base as usize + c) as i32), lane_offsets);
+            let i10 = _mm256_add_epi32(i00, down);
+            let top = pick!((even0, i00), (odd0, _mm256_add_epi32(i00, one)));
+            let bottom = pick!((even1, i10), (odd1, _mm256_add_epi32(i10, one)));
+            let (v, i) = pick!(top, bottom);
+            // Back to outputs 0..8: 64-bit pairs (0 1)(4 5)(2 3)(6 7) → (0 1)(2 3)(4 5)(6 7).
+            let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+            let i = _mm256_permute4x64_epi64::<0b11_01_10_00>(i);
+            // SAFETY: `8·b + 8 <= out.len(), idx.len()` (asserted above).
+            unsafe {
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * b), v);
+                _mm256_storeu_si256(idx.as_mut_ptr().add(8 * b).cast::<__m256i>(), i);
+            }
+        }
+        8 * blocks
     }
 }
 
@@ -175,6 +282,14 @@ fn max_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> (ArcArray<T, I
 fn scatter<T: Float>(gy: &ArcArray<T, IxDyn>, argmax: &[u32], g: &Geometry) -> ArcArray<T, IxDyn> {
     let gy = gy.as_standard_layout();
     let gys = gy.as_slice().unwrap_or_default();
+    if g.kh == 2 && g.kw == 2 && g.stride == [2, 2] && g.padding == [0, 0] {
+        return from_vec(&[g.n, g.c, g.h, g.w], scatter_2x2(gys, argmax, g));
+    }
+    from_vec(&[g.n, g.c, g.h, g.w], scatter_any(gys, argmax, g))
+}
+
+/// [`scatter`] for any window: adds each output gradient onto its winner.
+fn scatter_any<T: Float>(gys: &[T], argmax: &[u32], g: &Geometry) -> Vec<T> {
     let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
     let mut gx = vec![T::zero(); g.n * g.c * plane_len];
     if per > 0 {
@@ -188,7 +303,54 @@ fn scatter<T: Float>(gy: &ArcArray<T, IxDyn>, argmax: &[u32], g: &Geometry) -> A
             }
         }
     }
-    from_vec(&[g.n, g.c, g.h, g.w], gx)
+    gx
+}
+
+/// [`scatter`] for the common 2×2 window with stride 2: the windows do not overlap, so each
+/// input position is written once, with its window's gradient or 0, and the result is
+/// never zeroed first nor added to.
+fn scatter_2x2<T: Float>(gys: &[T], argmax: &[u32], g: &Geometry) -> Vec<T> {
+    let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
+    let planes = g.n * g.c;
+    let len = planes * plane_len;
+    let mut gx: Vec<T> = Vec::with_capacity(len);
+    let fill = |first: usize, out: &mut [std::mem::MaybeUninit<T>]| {
+        for (k, plane) in out.chunks_exact_mut(plane_len).enumerate() {
+            let p = first + k;
+            let (gp, ap) = (&gys[p * per..][..per], &argmax[p * per..][..per]);
+            for (y, row) in plane.chunks_exact_mut(g.w).enumerate() {
+                let oy = y / 2;
+                if oy >= g.oh {
+                    row.iter_mut().for_each(|v| {
+                        v.write(T::zero());
+                    });
+                    continue;
+                }
+                let (gr, ar) = (&gp[oy * g.ow..][..g.ow], &ap[oy * g.ow..][..g.ow]);
+                let base = y * g.w;
+                for (ox, pair) in row.chunks_exact_mut(2).take(g.ow).enumerate() {
+                    let (at, v) = (ar[ox] as usize, gr[ox]);
+                    let left = base + 2 * ox;
+                    pair[0].write(if at == left { v } else { T::zero() });
+                    pair[1].write(if at == left + 1 { v } else { T::zero() });
+                }
+                for v in &mut row[2 * g.ow..] {
+                    v.write(T::zero());
+                }
+            }
+        }
+    };
+    let out = &mut gx.spare_capacity_mut()[..len];
+    if len >= PARALLEL_ELEMS && planes >= 2 && rayon::current_num_threads() >= 2 {
+        let (lo, hi) = out.split_at_mut(planes / 2 * plane_len);
+        rayon::join(|| fill(0, lo), || fill(planes / 2, hi));
+    } else {
+        fill(0, out);
+    }
+    // SAFETY: `fill` wrote every position of every plane (window pairs, then the rows and
+    // columns no window covers), `len` in all.
+    unsafe { gx.set_len(len) };
+    gx
 }
 
 fn avg_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> ArcArray<T, IxDyn> {
@@ -308,6 +470,73 @@ mod tests {
                 &[x],
             )
             .unwrap_or_else(|e| panic!("avg {k:?} {s:?} {p:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn max_pool_2x2_backward_writes_what_the_general_scatter_adds() {
+        // Odd sizes leave a row and a column outside every window; 2·16·91·93 elements
+        // split the planes over two threads.
+        crate::random::manual_seed(6);
+        for shape in [[1usize, 1, 5, 7], [2, 16, 91, 93]] {
+            let x = Tensor::randn(&shape);
+            let g = geometry("max_pool2d", &shape, [2, 2], [2, 2], [0, 0]);
+            let Storage::F32(xa) = x.storage() else {
+                unreachable!()
+            };
+            let (y, argmax) = max_forward(&xa, &g);
+            let gy: Vec<f32> = (0..y.len()).map(|i| (i % 13) as f32 - 6.0).collect();
+            assert_eq!(
+                scatter_2x2(&gy, &argmax, &g),
+                scatter_any(&gy, &argmax, &g),
+                "{shape:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_pool_2x2_ties_and_nans_pick_as_a_scan_in_reading_order() {
+        // Every 2×2 window over {1, 2, NaN}: ties go to the first, NaN to the last NaN.
+        let vals = [1.0f32, 2.0, f32::NAN];
+        let mut x = Vec::new();
+        let windows = 81;
+        for k in 0..windows {
+            let v: Vec<f32> = (0..4).map(|d| vals[k / 3usize.pow(d) % 3]).collect();
+            x.push(v);
+        }
+        // One row of windows: a 2 × 162 plane.
+        let mut plane = vec![0f32; 2 * 2 * windows];
+        for (k, v) in x.iter().enumerate() {
+            plane[2 * k] = v[0];
+            plane[2 * k + 1] = v[1];
+            plane[2 * windows + 2 * k] = v[2];
+            plane[2 * windows + 2 * k + 1] = v[3];
+        }
+        let g = geometry(
+            "max_pool2d",
+            &[1, 1, 2, 2 * windows],
+            [2, 2],
+            [2, 2],
+            [0, 0],
+        );
+        let (mut out, mut idx) = (vec![0f32; windows], vec![0u32; windows]);
+        max_plane(&plane, &g, &mut out, &mut idx);
+        for (k, v) in x.iter().enumerate() {
+            let offs = [
+                2 * k,
+                2 * k + 1,
+                2 * windows + 2 * k,
+                2 * windows + 2 * k + 1,
+            ];
+            let (mut best, mut at) = (v[0], offs[0]);
+            for d in 1..4 {
+                if v[d] > best || v[d].is_nan() {
+                    best = v[d];
+                    at = offs[d];
+                }
+            }
+            assert_eq!(idx[k] as usize, at, "window {v:?}");
+            assert_eq!(out[k].to_bits(), best.to_bits(), "window {v:?}");
         }
     }
 
