@@ -106,8 +106,10 @@ fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
                 (if right { r.0 } else { l.0 }, if right { r.1 } else { l.1 })
             }
             let w = g.w as u32;
-            let done = simd::max_2x2_row(r0, r1, base, w, o, ix);
-            for ox in done..g.ow {
+            if simd::max_2x2_row(r0, r1, base, w, o, ix) {
+                continue;
+            }
+            for ox in 0..g.ow {
                 let c = 2 * ox;
                 let at = base + c as u32;
                 let top = pick((r0[c], at), (r0[c + 1], at + 1));
@@ -145,15 +147,37 @@ fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
     }
 }
 
-/// An AVX2 kernel for the common 2×2 max-pool window in f32, chosen at run time (the
-/// crate is built for baseline x86-64).
+/// AVX2 kernels for the common 2×2 max-pool window with stride 2 in f32, chosen at run
+/// time (the crate is built for baseline x86-64). Eight outputs at a time; a last partial
+/// group (all of a row of 7, as in W4's second pool) uses masked loads and stores.
 mod simd {
     use crate::dtype::Float;
     use std::any::TypeId;
 
-    /// The first outputs of one row of 2×2 windows over input rows `r0` and `r1`, eight at
-    /// a time, as `max_plane` computes them (same winner, NaN included); returns how many
-    /// it wrote (a multiple of 8; 0 for f64 or without AVX2).
+    /// Whether `T` is f32 and the CPU has AVX2.
+    fn usable<T: Float>() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx2")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// `v` as f32 (the caller checked that `T` is f32).
+    fn f32s<T: Float>(v: &[T]) -> &[f32] {
+        assert_eq!(TypeId::of::<T>(), TypeId::of::<f32>());
+        // SAFETY: `T` is `f32` (same `TypeId`, asserted): the same memory, length and type.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+    }
+
+    /// One row of `out.len()` 2×2 windows over input rows `r0` and `r1` (each at least
+    /// `2·out.len()` long), their maxima into `out` and the winners' plane offsets into
+    /// `idx`, exactly as `max_plane` picks them (NaN included); `base` is `r0`'s offset in the
+    /// plane and `w` the row length. Returns `false`, writing nothing, for f64 or without
+    /// AVX2.
     pub(super) fn max_2x2_row<T: Float>(
         r0: &[T],
         r1: &[T],
@@ -161,22 +185,67 @@ mod simd {
         w: u32,
         out: &mut [T],
         idx: &mut [u32],
-    ) -> usize {
-        #[cfg(target_arch = "x86_64")]
-        if TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx2") {
-            let f = |v: &[T]| {
-                // SAFETY: `T` is `f32` (same `TypeId`): the same memory, length and type.
-                unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
-            };
-            // SAFETY: as above, for the output.
-            let out = unsafe {
-                std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len())
-            };
-            // SAFETY: AVX2 was detected just above.
-            return unsafe { max_2x2_row_avx2(f(r0), f(r1), base, w, out, idx) };
+    ) -> bool {
+        if !usable::<T>() {
+            return false;
         }
-        let _ = (r0, r1, base, w, out, idx);
-        0
+        let n = out.len();
+        assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && idx.len() >= n);
+        // SAFETY: `T` is `f32` (checked by `usable`): the same memory, length and type.
+        let out = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), n) };
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 was detected by `usable`; the lengths were asserted above.
+        unsafe {
+            max_2x2_row_avx2(f32s(r0), f32s(r1), base, w, out, idx)
+        };
+        true
+    }
+
+    /// Rows `2·oy` and `2·oy + 1` of the input gradient for one row of 2×2 windows: each
+    /// window's gradient `gr[ox]` at its winner `ar[ox]` (a plane offset; `base` is row
+    /// `2·oy`'s), 0 at the other three; the first `2·gr.len()` values of `d0` and `d1`.
+    /// Returns `false`, writing nothing, for f64 or without AVX2.
+    pub(super) fn scatter_2x2_row<T: Float>(
+        gr: &[T],
+        ar: &[u32],
+        base: u32,
+        w: u32,
+        d0: &mut [std::mem::MaybeUninit<T>],
+        d1: &mut [std::mem::MaybeUninit<T>],
+    ) -> bool {
+        if !usable::<T>() {
+            return false;
+        }
+        let n = gr.len();
+        assert!(ar.len() >= n && d0.len() >= 2 * n && d1.len() >= 2 * n);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 was detected by `usable`; `T` is `f32`, so `d0` and `d1` are slots
+        // for at least `2·n` f32s each (asserted above).
+        unsafe {
+            scatter_2x2_row_avx2(
+                f32s(gr),
+                ar,
+                base,
+                w,
+                d0.as_mut_ptr().cast::<f32>(),
+                d1.as_mut_ptr().cast::<f32>(),
+            )
+        };
+        true
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// Lanes `0..count` set (all when `count >= 8`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn lanes(count: usize) -> __m256i {
+        let c = count.min(8) as i32;
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(c),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
     }
 
     /// # Safety
@@ -191,10 +260,7 @@ mod simd {
         w: u32,
         out: &mut [f32],
         idx: &mut [u32],
-    ) -> usize {
-        use std::arch::x86_64::*;
-        let blocks = out.len() / 8;
-        assert!(r0.len() >= 16 * blocks && r1.len() >= 16 * blocks && idx.len() >= 8 * blocks);
+    ) {
         // The right value wins where it is larger or NaN, as in `max_plane`'s `pick`.
         macro_rules! pick {
             ($l:expr, $r:expr) => {{
@@ -216,15 +282,21 @@ mod simd {
         // Lanes hold outputs 0 1 4 5 | 2 3 6 7 after the even/odd shuffles below.
         let lane_offsets = _mm256_setr_epi32(0, 2, 8, 10, 4, 6, 12, 14);
         let (one, down) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32));
-        for b in 0..blocks {
-            let c = 16 * b;
-            // SAFETY: `c + 16 <= r0.len(), r1.len()` (asserted above).
+        let n = out.len();
+        for first in (0..n).step_by(8) {
+            let count = (n - first).min(8);
+            let c = 2 * first;
+            // Inputs `c .. c + 2·count` of each row, in two groups of eight.
+            let (m0, m1) = (lanes(2 * count), lanes((2 * count).saturating_sub(8)));
+            // SAFETY: the masks cover only inputs below `2·n <= r0.len(), r1.len()`;
+            // masked-off lanes are not read (so the second group's address may lie past the
+            // row when it has none).
             let (a0, b0, a1, b1) = unsafe {
                 (
-                    _mm256_loadu_ps(r0.as_ptr().add(c)),
-                    _mm256_loadu_ps(r0.as_ptr().add(c + 8)),
-                    _mm256_loadu_ps(r1.as_ptr().add(c)),
-                    _mm256_loadu_ps(r1.as_ptr().add(c + 8)),
+                    _mm256_maskload_ps(r0.as_ptr().add(c), m0),
+                    _mm256_maskload_ps(r0.as_ptr().wrapping_add(c + 8), m1),
+                    _mm256_maskload_ps(r1.as_ptr().add(c), m0),
+                    _mm256_maskload_ps(r1.as_ptr().wrapping_add(c + 8), m1),
                 )
             };
             let even0 = _mm256_shuffle_ps::<0b10_00_10_00>(a0, b0);
@@ -239,13 +311,68 @@ mod simd {
             // Back to outputs 0..8: 64-bit pairs (0 1)(4 5)(2 3)(6 7) → (0 1)(2 3)(4 5)(6 7).
             let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
             let i = _mm256_permute4x64_epi64::<0b11_01_10_00>(i);
-            // SAFETY: `8·b + 8 <= out.len(), idx.len()` (asserted above).
+            let m = lanes(count);
+            // SAFETY: the mask covers outputs `first .. first + count <= n <= idx.len()`.
             unsafe {
-                _mm256_storeu_ps(out.as_mut_ptr().add(8 * b), v);
-                _mm256_storeu_si256(idx.as_mut_ptr().add(8 * b).cast::<__m256i>(), i);
+                _mm256_maskstore_ps(out.as_mut_ptr().add(first), m, v);
+                _mm256_maskstore_epi32(idx.as_mut_ptr().add(first).cast::<i32>(), m, i);
             }
         }
-        8 * blocks
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `ar` holds at least `gr.len()` values, and `d0` and `d1` are
+    /// valid for writes of `2·gr.len()` f32s.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn scatter_2x2_row_avx2(
+        gr: &[f32],
+        ar: &[u32],
+        base: u32,
+        w: u32,
+        d0: *mut f32,
+        d1: *mut f32,
+    ) {
+        let n = gr.len();
+        let two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+        let (one, down) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32));
+        for first in (0..n).step_by(8) {
+            let count = (n - first).min(8);
+            let m = lanes(count);
+            // SAFETY: the mask covers windows `first .. first + count <= n`.
+            let (g, a) = unsafe {
+                (
+                    _mm256_maskload_ps(gr.as_ptr().add(first), m),
+                    _mm256_maskload_epi32(ar.as_ptr().add(first).cast::<i32>(), m),
+                )
+            };
+            let tl = _mm256_add_epi32(_mm256_set1_epi32((base as usize + 2 * first) as i32), two);
+            let bl = _mm256_add_epi32(tl, down);
+            // The gradient where the winner is at `pos`, 0 elsewhere.
+            macro_rules! at {
+                ($pos:expr) => {
+                    _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, $pos)))
+                };
+            }
+            for (dst, left) in [(d0, tl), (d1, bl)] {
+                let (x, y) = (at!(left), at!(_mm256_add_epi32(left, one)));
+                // Interleaved: x0 y0 x1 y1 … x7 y7.
+                let (lo, hi) = (_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
+                let first8 = _mm256_permute2f128_ps::<0x20>(lo, hi);
+                let last8 = _mm256_permute2f128_ps::<0x31>(lo, hi);
+                // SAFETY: the masks cover values `2·first .. 2·(first + count) <= 2·n`;
+                // masked-off lanes are not written.
+                unsafe {
+                    let d = dst.add(2 * first);
+                    _mm256_maskstore_ps(d, lanes(2 * count), first8);
+                    _mm256_maskstore_ps(
+                        d.wrapping_add(8),
+                        lanes((2 * count).saturating_sub(8)),
+                        last8,
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -314,28 +441,36 @@ fn scatter_2x2<T: Float>(gys: &[T], argmax: &[u32], g: &Geometry) -> Vec<T> {
     let planes = g.n * g.c;
     let len = planes * plane_len;
     let mut gx: Vec<T> = Vec::with_capacity(len);
+    let zero = |v: &mut [std::mem::MaybeUninit<T>]| {
+        v.iter_mut().for_each(|v| {
+            v.write(T::zero());
+        });
+    };
     let fill = |first: usize, out: &mut [std::mem::MaybeUninit<T>]| {
         for (k, plane) in out.chunks_exact_mut(plane_len).enumerate() {
             let p = first + k;
             let (gp, ap) = (&gys[p * per..][..per], &argmax[p * per..][..per]);
-            for (y, row) in plane.chunks_exact_mut(g.w).enumerate() {
-                let oy = y / 2;
-                if oy >= g.oh {
-                    row.iter_mut().for_each(|v| {
-                        v.write(T::zero());
-                    });
+            // Rows in pairs, one pair per row of windows; a last odd row is in no window.
+            let (pairs, rest) = plane.split_at_mut(2 * g.oh * g.w);
+            zero(rest);
+            for (oy, pair) in pairs.chunks_exact_mut(2 * g.w).enumerate() {
+                let (gr, ar) = (&gp[oy * g.ow..][..g.ow], &ap[oy * g.ow..][..g.ow]);
+                let base = 2 * oy * g.w;
+                let (r0, r1) = pair.split_at_mut(g.w);
+                // Columns past the last window (an odd width) are in no window.
+                zero(&mut r0[2 * g.ow..]);
+                zero(&mut r1[2 * g.ow..]);
+                if simd::scatter_2x2_row(gr, ar, base as u32, g.w as u32, r0, r1) {
                     continue;
                 }
-                let (gr, ar) = (&gp[oy * g.ow..][..g.ow], &ap[oy * g.ow..][..g.ow]);
-                let base = y * g.w;
-                for (ox, pair) in row.chunks_exact_mut(2).take(g.ow).enumerate() {
-                    let (at, v) = (ar[ox] as usize, gr[ox]);
-                    let left = base + 2 * ox;
-                    pair[0].write(if at == left { v } else { T::zero() });
-                    pair[1].write(if at == left + 1 { v } else { T::zero() });
-                }
-                for v in &mut row[2 * g.ow..] {
-                    v.write(T::zero());
+                for (y, row) in [(0, r0), (1, r1)] {
+                    let left0 = base + y * g.w;
+                    for (ox, two) in row.chunks_exact_mut(2).take(g.ow).enumerate() {
+                        let (at, v) = (ar[ox] as usize, gr[ox]);
+                        let left = left0 + 2 * ox;
+                        two[0].write(if at == left { v } else { T::zero() });
+                        two[1].write(if at == left + 1 { v } else { T::zero() });
+                    }
                 }
             }
         }
@@ -478,7 +613,12 @@ mod tests {
         // Odd sizes leave a row and a column outside every window; 2·16·91·93 elements
         // split the planes over two threads.
         crate::random::manual_seed(6);
-        for shape in [[1usize, 1, 5, 7], [2, 16, 91, 93]] {
+        for shape in [
+            [1usize, 1, 5, 7],
+            [2, 16, 91, 93],
+            [3, 4, 14, 14],
+            [2, 3, 28, 28],
+        ] {
             let x = Tensor::randn(&shape);
             let g = geometry("max_pool2d", &shape, [2, 2], [2, 2], [0, 0]);
             let Storage::F32(xa) = x.storage() else {
@@ -496,47 +636,53 @@ mod tests {
 
     #[test]
     fn max_pool_2x2_ties_and_nans_pick_as_a_scan_in_reading_order() {
-        // Every 2×2 window over {1, 2, NaN}: ties go to the first, NaN to the last NaN.
-        let vals = [1.0f32, 2.0, f32::NAN];
-        let mut x = Vec::new();
-        let windows = 81;
-        for k in 0..windows {
-            let v: Vec<f32> = (0..4).map(|d| vals[k / 3usize.pow(d) % 3]).collect();
-            x.push(v);
-        }
-        // One row of windows: a 2 × 162 plane.
-        let mut plane = vec![0f32; 2 * 2 * windows];
-        for (k, v) in x.iter().enumerate() {
-            plane[2 * k] = v[0];
-            plane[2 * k + 1] = v[1];
-            plane[2 * windows + 2 * k] = v[2];
-            plane[2 * windows + 2 * k + 1] = v[3];
-        }
-        let g = geometry(
-            "max_pool2d",
-            &[1, 1, 2, 2 * windows],
-            [2, 2],
-            [2, 2],
-            [0, 0],
-        );
-        let (mut out, mut idx) = (vec![0f32; windows], vec![0u32; windows]);
-        max_plane(&plane, &g, &mut out, &mut idx);
-        for (k, v) in x.iter().enumerate() {
-            let offs = [
-                2 * k,
-                2 * k + 1,
-                2 * windows + 2 * k,
-                2 * windows + 2 * k + 1,
-            ];
-            let (mut best, mut at) = (v[0], offs[0]);
-            for d in 1..4 {
-                if v[d] > best || v[d].is_nan() {
-                    best = v[d];
-                    at = offs[d];
-                }
+        // 2×2 windows over {1, 2, NaN}: ties go to the first, NaN to the last NaN. Rows of
+        // 81 windows (all patterns), 7 (W4's second pool: one partial group of eight) and 3;
+        // f32 (the AVX2 kernel) and f64.
+        fn check<T: Float>(windows: usize) {
+            let vals = [T::one(), T::lit(2.0), T::nan()];
+            let x: Vec<Vec<T>> = (0..windows)
+                .map(|k| {
+                    let k = (k * 11 + windows) % 81;
+                    (0..4).map(|d| vals[k / 3usize.pow(d) % 3]).collect()
+                })
+                .collect();
+            // One row of windows: a 2 × 2·windows plane.
+            let mut plane = vec![T::zero(); 2 * 2 * windows];
+            for (k, v) in x.iter().enumerate() {
+                plane[2 * k] = v[0];
+                plane[2 * k + 1] = v[1];
+                plane[2 * windows + 2 * k] = v[2];
+                plane[2 * windows + 2 * k + 1] = v[3];
             }
-            assert_eq!(idx[k] as usize, at, "window {v:?}");
-            assert_eq!(out[k].to_bits(), best.to_bits(), "window {v:?}");
+            let shape = [1, 1, 2, 2 * windows];
+            let g = geometry("max_pool2d", &shape, [2, 2], [2, 2], [0, 0]);
+            let (mut out, mut idx) = (vec![T::zero(); windows], vec![0u32; windows]);
+            max_plane(&plane, &g, &mut out, &mut idx);
+            for (k, v) in x.iter().enumerate() {
+                let offs = [
+                    2 * k,
+                    2 * k + 1,
+                    2 * windows + 2 * k,
+                    2 * windows + 2 * k + 1,
+                ];
+                let (mut best, mut at) = (v[0], offs[0]);
+                for d in 1..4 {
+                    if v[d] > best || v[d].is_nan() {
+                        best = v[d];
+                        at = offs[d];
+                    }
+                }
+                assert_eq!(idx[k] as usize, at, "window {v:?} of {windows}");
+                assert!(
+                    out[k] == best || (out[k].is_nan() && best.is_nan()),
+                    "window {v:?} of {windows}"
+                );
+            }
+        }
+        for windows in [81, 7, 3] {
+            check::<f32>(windows);
+            check::<f64>(windows);
         }
     }
 
