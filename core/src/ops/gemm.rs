@@ -26,10 +26,11 @@
 //! - The `MR × NR` = 6 × 16 micro-kernel keeps C's tile in 12 of the 16 AVX registers and
 //!   issues 12 FMAs per step of k, which is what Zen 3 and recent Intel cores sustain.
 //! - Products big enough to amortise it are split in two halves (along the longer of M and
-//!   N) run on two threads. The operand both halves read (B when the rows are split, A when
-//!   the columns are and A is not read in place) is packed once, by both threads in
-//!   parallel, and shared: packing it twice cost W5's weight gradients (K = 2048, a
-//!   128-wide output) about a fifth of their time. Small products stay on the calling
+//!   N) run on two threads in one `rayon::join`. The operand both halves read (B when the
+//!   rows are split, A when the columns are and A is not read in place) is packed once, half
+//!   by each thread, and shared (`Halves`): with each thread packing all of it, W5's weight
+//!   gradients (64 to 192 rows a thread against a 2048 × 128 B) spent up to a quarter of
+//!   their multiply-adds' time again on packing. Small products stay on the calling
 //!   thread, and tiny ones (the 16-wide layers of an MLP at batch 8) skip packing.
 //! - The epilogue (`α`, `β`, the bias) is applied as the first block of k stores C, so
 //!   `x @ wᵀ + b` makes one pass over its output, not two.
@@ -40,6 +41,7 @@ use crate::dtype::Float;
 use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Ix2};
 use std::any::TypeId;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 const MR: usize = 6;
 const NR: usize = 16;
@@ -613,18 +615,25 @@ unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
             let packed = aligned(buf, kblocks * KC * mpad);
             let p = SendPtr(packed.as_mut_ptr());
             let m0 = ((m / 2).div_ceil(MR) * MR).min(m);
-            // SAFETY: `packed` holds KC·mpad floats per block of k; each half packs its
-            // own strips (rows 0..m0 and m0..m, m0 a multiple of MR) of every block.
-            rayon::join(
-                || unsafe { pack_a_full(0, m0, m, k, a, p) },
-                || unsafe { pack_a_full(m0, m, m, k, a, p) },
-            );
+            let halves = Halves::new();
+            // SAFETY: `packed` holds KC·mpad floats per block of k; each half of the rows
+            // (0..m0 and m0..m, m0 a multiple of MR) is packed by one thread alone.
+            let pack = |h: usize| unsafe {
+                let (lo, hi) = if h == 0 { (0, m0) } else { (m0, m) };
+                pack_a_full(lo, hi, m, k, a, p);
+            };
             let pa = AOp::Packed(p.0.cast_const(), mpad);
-            // SAFETY: both halves only read the packed A, written before this join; they
-            // write disjoint columns of C.
+            // SAFETY: each half reads the packed A only once `pack_then_wait` saw both
+            // halves packed; the halves write disjoint columns of C.
             rayon::join(
-                || unsafe { blocked(m, n0, k, pa, BOp::Matrix(b), c, e) },
-                || unsafe { blocked(m, n - n0, k, pa, BOp::Matrix(b1), c1, e1) },
+                || unsafe {
+                    halves.pack_then_wait(0, &pack);
+                    blocked(m, n0, k, pa, BOp::Matrix(b), c, e)
+                },
+                || unsafe {
+                    halves.pack_then_wait(1, &pack);
+                    blocked(m, n - n0, k, pa, BOp::Matrix(b1), c1, e1)
+                },
             );
         });
     } else {
@@ -633,21 +642,78 @@ unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
             let packed = aligned(buf, kblocks * KC * npad);
             let p = SendPtr(packed.as_mut_ptr());
             let n0 = ((n / 2).div_ceil(NR) * NR).min(n);
-            // SAFETY: as for A above, with column strips of NR.
-            rayon::join(
-                || unsafe { pack_b_full(0, n0, n, k, b, p) },
-                || unsafe { pack_b_full(n0, n, n, k, b, p) },
-            );
+            let halves = Halves::new();
+            // SAFETY: as for A above, with the columns split at n0, a multiple of NR.
+            let pack = |h: usize| unsafe {
+                let (lo, hi) = if h == 0 { (0, n0) } else { (n0, n) };
+                pack_b_full(lo, hi, n, k, b, p);
+            };
             let pb = BOp::Packed(p.0.cast_const(), npad);
             let m0 = ((m / 2).div_ceil(MR) * MR).min(m);
             let (a1, c1) = (a.offset(m0, 0), c.offset(m0, 0));
-            // SAFETY: both halves only read the packed B, written before this join; they
-            // write disjoint rows of C.
+            // SAFETY: each half reads the packed B only once `pack_then_wait` saw both
+            // halves packed; the halves write disjoint rows of C.
             rayon::join(
-                || unsafe { blocked(m0, n, k, AOp::Matrix(a), pb, c, e) },
-                || unsafe { blocked(m - m0, n, k, AOp::Matrix(a1), pb, c1, e) },
+                || unsafe {
+                    halves.pack_then_wait(0, &pack);
+                    blocked(m0, n, k, AOp::Matrix(a), pb, c, e)
+                },
+                || unsafe {
+                    halves.pack_then_wait(1, &pack);
+                    blocked(m - m0, n, k, AOp::Matrix(a1), pb, c1, e)
+                },
             );
         });
+    }
+}
+
+/// The two halves of an operand that both threads of a split read, packed in one
+/// `rayon::join` with the products: each half is packed once, by whichever thread claims it
+/// first, and each thread starts multiplying once both halves are packed. A thread never
+/// waits for a half nobody has claimed (it packs that half itself), so the scheme cannot
+/// deadlock when rayon runs both closures one after the other on one thread.
+struct Halves {
+    state: [AtomicU8; 2],
+}
+
+impl Halves {
+    const FREE: u8 = 0;
+    const CLAIMED: u8 = 1;
+    const PACKED: u8 = 2;
+
+    fn new() -> Self {
+        Halves {
+            state: [AtomicU8::new(Self::FREE), AtomicU8::new(Self::FREE)],
+        }
+    }
+
+    /// Packs half `mine` and then the other one with `pack(half)` unless claimed already,
+    /// and returns once both are packed (their writes visible to this thread).
+    fn pack_then_wait(&self, mine: usize, pack: &impl Fn(usize)) {
+        for h in [mine, 1 - mine] {
+            let claim = self.state[h].compare_exchange(
+                Self::FREE,
+                Self::CLAIMED,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            );
+            if claim.is_ok() {
+                pack(h);
+                self.state[h].store(Self::PACKED, Ordering::Release);
+            }
+        }
+        for s in &self.state {
+            let mut spins = 0u32;
+            while s.load(Ordering::Acquire) != Self::PACKED {
+                // The other thread is packing this half; it may have lost its core.
+                spins += 1;
+                if spins < 1 << 12 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
     }
 }
 
