@@ -170,17 +170,71 @@ fn softmax_row<T: Float>(row: &mut [T], i: usize, scale: T, mask: &Mask<T>) {
         }
         _ => row.iter_mut().for_each(|v| *v *= scale),
     }
-    let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+    let max = max_of(row);
     // A row masked out entirely gives NaN (0 · ∞), as the composite and PyTorch do.
     let max = if max.is_finite() { max } else { T::zero() };
-    let mut sum = T::zero();
-    for v in row.iter_mut() {
-        *v = (*v - max).exp_fast();
-        sum += *v;
-    }
+    let sum = exp_sum(row, max);
     let inv = T::one() / sum;
     row.iter_mut().for_each(|v| *v *= inv);
     dead.iter_mut().for_each(|v| *v = T::zero());
+}
+
+// The row loops below keep LANES independent accumulators so that they vectorise (a
+// single floating-point accumulator is a serial chain the compiler may not reorder).
+const LANES: usize = 8;
+
+/// The largest value of `x` (NaN ignored, `-inf` for none).
+#[inline]
+fn max_of<T: Float>(x: &[T]) -> T {
+    let mut acc = [T::neg_infinity(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    rest.iter()
+        .chain(&acc)
+        .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
+}
+
+/// `x = exp(x - max)` in place; returns the sum.
+#[inline]
+fn exp_sum<T: Float>(x: &mut [T], max: T) -> T {
+    let mut acc = [T::zero(); LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *v = (*v - max).exp_fast();
+            *a += *v;
+        }
+    }
+    let mut sum = T::zero();
+    for v in chunks.into_remainder() {
+        *v = (*v - max).exp_fast();
+        sum += *v;
+    }
+    acc.iter().fold(sum, |s, &a| s + a)
+}
+
+/// `Σ x·y`.
+#[inline]
+fn dot<T: Float>(x: &[T], y: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let (cx, cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let rest: T = cx
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .map(|(&a, &b)| a * b)
+        .sum();
+    for (a, b) in cx.zip(cy) {
+        for ((s, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+            *s += a * b;
+        }
+    }
+    acc.iter().fold(rest, |s, &a| s + a)
 }
 
 /// The forward pass: fills `probs` (`count · l · s`, the attention weights, saved for
@@ -275,7 +329,7 @@ fn backward<T: Float>(
             let pr = pr
                 .to_slice()
                 .unwrap_or_else(|| unreachable!("weight rows are contiguous"));
-            let dot: T = dsr.iter().zip(pr).map(|(&a, &b)| a * b).sum();
+            let dot = dot(dsr, pr);
             for (x, &y) in dsr.iter_mut().zip(pr) {
                 *x = y * (*x - dot) * scale;
             }
