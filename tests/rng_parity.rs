@@ -9,9 +9,9 @@ use serde_json::Value;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use torchlet::nn::{
-    Activation, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Embedding, GRU, LSTM, LayerNorm,
-    Linear, Module, MultiheadAttention, RNN, TransformerDecoderLayer, TransformerEncoder,
-    TransformerEncoderLayer, init,
+    Activation, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout, Embedding, Forward, GRU,
+    LSTM, LayerNorm, Linear, Module, MultiheadAttention, RNN, TransformerDecoderLayer,
+    TransformerEncoder, TransformerEncoderLayer, init,
 };
 use torchlet::{DType, Tensor, manual_seed};
 
@@ -137,6 +137,7 @@ fn op_step(step: &Value) -> Tensor {
         "normal_" => zeros(&shape, dt)
             .normal_(num(step, "mean"), num(step, "std"))
             .clone(),
+        "dropout" => Dropout::new(num(step, "p")).forward(&Tensor::full_dtype(&shape, 1.0, dt)),
         other => panic!("no torchlet arm for op {other}"),
     }
 }

@@ -9,7 +9,8 @@ elements is the AVX2 one, which PyTorch also runs on AVX-512 machines).
 Every case seeds with torch.manual_seed(case["seed"]) and then runs its `steps` in
 order, so the draws of one step start where the previous step's ended:
 
-- op steps (`rand`, `randn`, `randint`, `uniform_`, `normal_`) give their values;
+- op steps (`rand`, `randn`, `randint`, `uniform_`, `normal_`, `dropout` of ones in
+  training mode) give their values;
 - `module` steps build the module described by `module` with PyTorch's constructor and
   give its initial state_dict (keys in PyTorch's order);
 - `init` steps apply a torch.nn.init function to a fresh tensor of `dtype`.
@@ -47,6 +48,8 @@ def op_step(step):
         return torch.randint(step["low"], step["high"], shape)
     if op == "uniform_":
         return torch.empty(shape, dtype=dt).uniform_(step["from"], step["to"])
+    if op == "dropout":
+        return nn.functional.dropout(torch.ones(shape, dtype=dt), step["p"], training=True)
     if op == "normal_":
         return torch.empty(shape, dtype=dt).normal_(step["mean"], step["std"])
     raise ValueError(op)
@@ -157,6 +160,14 @@ CASES = [
         {"op": "normal_", "shape": [64], "mean": 0.5, "std": 0.02},
         {"op": "normal_", "shape": [9], "mean": -1.0, "std": 3.0},
         {"op": "normal_", "shape": [33], "mean": 2.0, "std": 0.5, "dtype": "f64"},
+    ]},
+    # PyTorch's CPU dropout is bernoulli_(1 - p): one double uniform per element where MKL's
+    # generator is not used (AMD processors, builds without MKL), as on the machine that
+    # wrote this file.
+    {"name": "dropout", "seed": 2, "steps": [
+        {"op": "dropout", "shape": [1000], "p": 0.25},
+        {"op": "dropout", "shape": [7], "p": 0.5, "dtype": "f64"},
+        {"op": "rand", "shape": [3]},
     ]},
     {"name": "randn_large", "seed": 3, "steps": [{"op": "randn", "shape": [1000, 7]}]},
     {"name": "init_f64", "seed": 1, "steps": [
