@@ -176,22 +176,30 @@ fn grad_sums<T: Float>(g: &[T], x: &[T], m: T) -> (f64, f64) {
 
 /// A new `[N, C, S]` array whose element `(n, c, s)` is `f(c, i)` for flat index `i`, written
 /// row by row (one channel's `S` values at a time), in two halves when large.
-fn per_row<T: Float>(
+///
+/// # Safety
+/// `f(c, i, out)` must initialise every element of `out` (the elements from flat index `i`
+/// on, within one row), as for [`collect_vec`].
+unsafe fn per_row<T: Float>(
     n: usize,
     c: usize,
     s: usize,
     f: impl Fn(usize, usize, &mut [std::mem::MaybeUninit<T>]) + Sync,
 ) -> Vec<T> {
-    collect_vec(n * c * s, |off, out| {
-        let (mut i, mut j) = (off, 0);
-        while j < out.len() {
-            let row = i / s;
-            let take = ((row + 1) * s - i).min(out.len() - j);
-            f(row % c, i, &mut out[j..j + take]);
-            i += take;
-            j += take;
-        }
-    })
+    // SAFETY: the loop hands each element of the chunk to `f` exactly once (the pieces
+    // `out[j..j + take]` tile `0..out.len()`), and `f` initialises what it is handed.
+    unsafe {
+        collect_vec(n * c * s, |off, out| {
+            let (mut i, mut j) = (off, 0);
+            while j < out.len() {
+                let row = i / s;
+                let take = ((row + 1) * s - i).min(out.len() - j);
+                f(row % c, i, &mut out[j..j + take]);
+                i += take;
+                j += take;
+            }
+        })
+    }
 }
 
 /// The geometry `[N, C, S]` of a batch-norm input.
@@ -266,12 +274,21 @@ fn bn_forward<T: Float>(
     let shift: Vec<T> = (0..g.c)
         .map(|c| bias.map_or(T::zero(), |b| b[c]) - mean[c] * scale[c])
         .collect();
-    let y = per_row(g.n, g.c, g.s, |c, i, out| {
-        let (a, b) = (scale[c], shift[c]);
-        out.iter_mut().zip(&x[i..]).for_each(|(o, &v)| {
-            o.write(v * a + b);
-        });
-    });
+    assert_eq!(
+        x.len(),
+        g.n * g.c * g.s,
+        "batch_norm: input of the geometry"
+    );
+    // SAFETY: `x` holds all `N·C·S` elements (asserted), so the zip reaches every element of
+    // `out`.
+    let y = unsafe {
+        per_row(g.n, g.c, g.s, |c, i, out| {
+            let (a, b) = (scale[c], shift[c]);
+            out.iter_mut().zip(&x[i..]).for_each(|(o, &v)| {
+                o.write(v * a + b);
+            });
+        })
+    };
     Normalized {
         y,
         mean,
@@ -331,14 +348,23 @@ fn bn_backward<T: Float>(
                 )
             })
             .collect();
-        per_row(g.n, g.c, g.s, |c, i, out| {
-            let (a, b, d) = coef[c];
-            out.iter_mut()
-                .zip(gy[i..].iter().zip(&x[i..]))
-                .for_each(|(o, (&gv, &xv))| {
-                    o.write(a * gv + b * xv + d);
-                });
-        })
+        let len = g.n * g.c * g.s;
+        assert!(
+            x.len() == len && gy.len() == len,
+            "batch_norm: gradient of the geometry"
+        );
+        // SAFETY: `gy` and `x` hold all `N·C·S` elements (asserted), so the zip reaches every
+        // element of `out`.
+        unsafe {
+            per_row(g.n, g.c, g.s, |c, i, out| {
+                let (a, b, d) = coef[c];
+                out.iter_mut()
+                    .zip(gy[i..].iter().zip(&x[i..]))
+                    .for_each(|(o, (&gv, &xv))| {
+                        o.write(a * gv + b * xv + d);
+                    });
+            })
+        }
     });
     (dx, dw, db)
 }
