@@ -35,8 +35,11 @@ mod imp {
 
     /// The SIGSEGV and SIGBUS actions that were in place before ours (std's, usually).
     struct Previous([libc::sigaction; 2]);
-    // SAFETY: plain data (handler addresses, flags and masks), written once before any read.
+    // SAFETY: plain data (handler addresses, flags and masks), written once (in `install`,
+    // through the `OnceLock`) before any read, and never written again: shared reads are fine.
     unsafe impl Sync for Previous {}
+    // SAFETY: plain data with no thread affinity: the handler addresses are valid in every
+    // thread of the process.
     unsafe impl Send for Previous {}
 
     static PREVIOUS: OnceLock<Previous> = OnceLock::new();
@@ -190,6 +193,10 @@ mod imp {
     }
 
     /// Blocks every signal on this thread and sleeps for good: the worker never runs again.
+    ///
+    /// # Safety
+    /// Only for a thread that must never run again and whose stack may be leaked: nothing on
+    /// it is dropped (the loader's worker after a stack overflow, from the signal handler).
     unsafe fn park_forever() -> ! {
         // SAFETY: sigfillset fills a local set; sigprocmask changes this thread's mask only.
         unsafe {
@@ -203,6 +210,10 @@ mod imp {
     }
 
     /// Hands a fault that is not a worker's overflow to the handler that was there before.
+    ///
+    /// # Safety
+    /// Only from the signal handler for `sig`, with the `info` and `context` the kernel passed
+    /// it: the previous handler is called with them.
     unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
         let index = usize::from(sig != libc::SIGSEGV);
         let Some(Previous(previous)) = PREVIOUS.get() else {

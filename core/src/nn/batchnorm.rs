@@ -185,22 +185,30 @@ fn grad_sums<T: Float>(g: &[T], x: &[T], m: T) -> (f64, f64) {
 
 /// A new `[N, C, S]` array whose element `(n, c, s)` is `f(c, i)` for flat index `i`, written
 /// row by row (one channel's `S` values at a time), in two halves when large.
-fn per_row<T: Float>(
+///
+/// # Safety
+/// `f(c, i, out)` must initialise every element of `out` (the elements from flat index `i`
+/// on, within one row), as for [`collect_vec`].
+unsafe fn per_row<T: Float>(
     n: usize,
     c: usize,
     s: usize,
     f: impl Fn(usize, usize, &mut [std::mem::MaybeUninit<T>]) + Sync,
 ) -> Vec<T> {
-    collect_vec(n * c * s, |off, out| {
-        let (mut i, mut j) = (off, 0);
-        while j < out.len() {
-            let row = i / s;
-            let take = ((row + 1) * s - i).min(out.len() - j);
-            f(row % c, i, &mut out[j..j + take]);
-            i += take;
-            j += take;
-        }
-    })
+    // SAFETY: the loop hands each element of the chunk to `f` exactly once (the pieces
+    // `out[j..j + take]` tile `0..out.len()`), and `f` initialises what it is handed.
+    unsafe {
+        collect_vec(n * c * s, |off, out| {
+            let (mut i, mut j) = (off, 0);
+            while j < out.len() {
+                let row = i / s;
+                let take = ((row + 1) * s - i).min(out.len() - j);
+                f(row % c, i, &mut out[j..j + take]);
+                i += take;
+                j += take;
+            }
+        })
+    }
 }
 
 /// The geometry `[N, C, S]` of a batch-norm input.
@@ -275,8 +283,13 @@ fn bn_forward<T: Float>(
     let shift: Vec<T> = (0..g.c)
         .map(|c| bias.map_or(T::zero(), |b| b[c]) - mean[c] * scale[c])
         .collect();
+    assert_eq!(
+        x.len(),
+        g.n * g.c * g.s,
+        "batch_norm: input of the geometry"
+    );
     let fast = simd::available();
-    let y = per_row(g.n, g.c, g.s, |c, i, out| {
+    let row = |c: usize, i: usize, out: &mut [std::mem::MaybeUninit<T>]| {
         let (a, b) = (scale[c], shift[c]);
         let x = &x[i..i + out.len()];
         if let (Some(x32), Some(out32), true) = (simd::as_f32(x), simd::as_f32_out(out), fast) {
@@ -287,7 +300,10 @@ fn bn_forward<T: Float>(
         out.iter_mut().zip(x).for_each(|(o, &v)| {
             o.write(v * a + b);
         });
-    });
+    };
+    // SAFETY: `x` holds all `N·C·S` elements (asserted), so both branches write every
+    // element of `out`: the AVX2 kernel all `out32.len()` of them, the zip the rest.
+    let y = unsafe { per_row(g.n, g.c, g.s, row) };
     Normalized {
         y,
         mean,
@@ -347,8 +363,13 @@ fn bn_backward<T: Float>(
                 )
             })
             .collect();
+        let len = g.n * g.c * g.s;
+        assert!(
+            x.len() == len && gy.len() == len,
+            "batch_norm: gradient of the geometry"
+        );
         let fast = simd::available();
-        per_row(g.n, g.c, g.s, |c, i, out| {
+        let row = |c: usize, i: usize, out: &mut [std::mem::MaybeUninit<T>]| {
             let (a, b, d) = coef[c];
             let (gs, xs) = (&gy[i..i + out.len()], &x[i..i + out.len()]);
             if let (Some(g32), Some(x32), Some(o32), true) = (
@@ -358,7 +379,8 @@ fn bn_backward<T: Float>(
                 fast,
             ) {
                 let [a, b, d] = [a, b, d].map(|v| f64_of(v) as f32);
-                // SAFETY: AVX2 and FMA were detected above; the three slices have one length.
+                // SAFETY: AVX2 and FMA were detected above; the three slices have one
+                // length.
                 unsafe { simd::grad_input(g32, x32, a, b, d, o32) };
                 return;
             }
@@ -367,7 +389,10 @@ fn bn_backward<T: Float>(
                 .for_each(|(o, (&gv, &xv))| {
                     o.write(a * gv + b * xv + d);
                 });
-        })
+        };
+        // SAFETY: `gy` and `x` hold all `N·C·S` elements (asserted), so both branches write
+        // every element of `out`: the AVX2 kernel all of them, the zip likewise.
+        unsafe { per_row(g.n, g.c, g.s, row) }
     });
     (dx, dw, db)
 }

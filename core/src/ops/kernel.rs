@@ -18,12 +18,15 @@ pub(crate) fn zip2<T: Float>(
     let (sa, sb) = (a.shape(), b.shape());
     if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
         if sa == sb {
-            let v = collect_vec(x.len(), |off, o| {
-                let xy = x[off..].iter().zip(&y[off..]);
-                o.iter_mut().zip(xy).for_each(|(o, (&x, &y))| {
-                    o.write(f(x, y));
-                });
-            });
+            // SAFETY: `x` and `y` have one shape, so the zip reaches every element of `o`.
+            let v = unsafe {
+                collect_vec(x.len(), |off, o| {
+                    let xy = x[off..].iter().zip(&y[off..]);
+                    o.iter_mut().zip(xy).for_each(|(o, (&x, &y))| {
+                        o.write(f(x, y));
+                    });
+                })
+            };
             return from_vec(out, v);
         }
         if y.len() == 1 && sa == out {
@@ -95,13 +98,15 @@ pub(crate) fn zip3<T: Float>(
         && x.len() == y.len()
         && y.len() == z.len()
     {
-        // Equal lengths: every output element is written (`collect_vec`'s contract).
-        let v = collect_vec(x.len(), |off, out| {
-            let xyz = x[off..].iter().zip(&y[off..]).zip(&z[off..]);
-            out.iter_mut().zip(xyz).for_each(|(o, ((&x, &y), &z))| {
-                o.write(f(x, y, z));
-            });
-        });
+        // SAFETY: equal lengths, so the zip reaches every element of `out`.
+        let v = unsafe {
+            collect_vec(x.len(), |off, out| {
+                let xyz = x[off..].iter().zip(&y[off..]).zip(&z[off..]);
+                out.iter_mut().zip(xyz).for_each(|(o, ((&x, &y), &z))| {
+                    o.write(f(x, y, z));
+                });
+            })
+        };
         return from_vec(a.shape(), v);
     }
     Zip::from(a)
@@ -115,11 +120,14 @@ pub(crate) fn zip3<T: Float>(
 pub(crate) fn map<T: Float>(a: &Arr<T>, f: impl Fn(T) -> T + Sync) -> Arr<T> {
     match a.as_slice() {
         Some(x) => {
-            let v = collect_vec(x.len(), |off, out| {
-                out.iter_mut().zip(&x[off..]).for_each(|(o, &x)| {
-                    o.write(f(x));
-                });
-            });
+            // SAFETY: `out` is `x[off..]`'s length or shorter, so every element is written.
+            let v = unsafe {
+                collect_vec(x.len(), |off, out| {
+                    out.iter_mut().zip(&x[off..]).for_each(|(o, &x)| {
+                        o.write(f(x));
+                    });
+                })
+            };
             from_vec(a.shape(), v)
         }
         None => a.map(|&x| f(x)).into_shared(),
