@@ -194,7 +194,7 @@ impl Float for f32 {
     fn exp_fast(self) -> Self {
         crate::ops::fastmath::exp_f32(self)
     }
-    /// See NOTE \[ GEMM \] in `ops/gemm.rs`.
+    /// See NOTE [ GEMM ] in `ops/gemm.rs`.
     fn gemm(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>, c: &mut ArrayViewMut2<'_, f32>) {
         if !crate::ops::gemm::sgemm(a, b, c) {
             ndarray::linalg::general_mat_mul(1.0, a, b, 0.0, c);
