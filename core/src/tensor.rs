@@ -7,7 +7,7 @@
 //! handle), a version counter (shared with views, bumped by every in-place op, see `Saved`
 //! in [`autograd`](crate::autograd)), the `requires_grad` flag, the accumulated gradient, and
 //! for op results the `grad_fn` node that produced it (NOTE [ Graph layout ] in
-//! [`autograd`](crate::autograd#note--graph-layout-)).
+//! [`Node`](crate::autograd::Node#note--graph-layout-)).
 //!
 //! NOTE [ Storage access ]
 //! Every read and write of a tensor's data goes through `Data`, the one place that takes the

@@ -1,4 +1,4 @@
-//! The recorded graph and the backward pass (NOTE [ Graph layout ] in `autograd/mod.rs`).
+//! The recorded graph and the backward pass (NOTE [ Graph layout ] on [`Node`]).
 //!
 //! NOTE [ Callbacks at the end of backward ]
 //! A node may carry a callback that runs once the whole backward pass that reached it has
@@ -29,6 +29,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub(crate) type BackwardFn = Box<dyn Fn(&Tensor, &[bool]) -> Vec<Option<Tensor>> + Send + Sync>;
 
 /// One recorded op.
+///
+/// # NOTE [ Graph layout ]
+/// Every tensor produced by a differentiable op while grad mode is on carries a `grad_fn`: an
+/// `Arc<Node>` holding the op's backward closure and the input tensors that require grad
+/// (the edges). Leaves (tensors made by the user, parameters) have no `grad_fn`; their
+/// gradient accumulates into their `grad` slot. The backward closure captures what it needs
+/// (saved inputs or outputs) as `Saved` values, which remember the version of the tensor
+/// they came from. `backward` counts each node's consumers, then runs the nodes in
+/// dependency order (each exactly once, after all its consumers), summing gradients that
+/// reach a node along several paths. Unless the graph is retained, each node drops its
+/// closure and edges as soon as it has run, freeing activations early; running it again
+/// panics with PyTorch's message.
 pub struct Node {
     name: &'static str,
     state: Mutex<Option<NodeState>>,

@@ -31,8 +31,9 @@ use std::sync::Arc;
 /// # NOTE [ Module scopes ]
 /// PyTorch knows a module's path only from its root (`named_modules()`); a layer does not
 /// know its own name. torchlet finds it by identity while anomaly detection is on (see
-/// NOTE [ Anomaly mode ] in [`autograd`](crate::autograd#note--anomaly-mode-)); off, entering a scope is one relaxed
-/// atomic load and nothing is recorded.
+/// NOTE [ Anomaly mode ] on
+/// [`detect_anomaly`](crate::autograd::detect_anomaly#note--anomaly-mode-)); off, entering a
+/// scope is one relaxed atomic load and nothing is recorded.
 /// - Every built-in layer enters its own scope at the start of `forward`, and `Sequential`
 ///   enters its own and, around each layer, the layer's under its name (`3`), so a chain and
 ///   the layers in it need nothing from the user, and layers that do not enter a scope
