@@ -15,8 +15,13 @@ use crate::dtype::{DType, Element, Storage};
 use crate::tensor::Tensor;
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::datatype::Equivalence;
+use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use ndarray::{ArcArray, IxDyn};
+use std::ffi::c_void;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// How [`all_reduce`] combines the ranks' values (PyTorch's `ReduceOp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,33 +232,113 @@ pub fn barrier() {
     world("barrier").barrier();
 }
 
-/// Sums `send` over all ranks into `recv` (same length), for the gradient buckets; called
-/// on DistributedDataParallel's communication thread.
+/// Sums `buf` over all ranks, in place, for the gradient buckets; called on
+/// DistributedDataParallel's communication thread.
 ///
 /// A blocking `MPI_Allreduce` spins while it waits for a late rank, and on a machine with
-/// more runnable threads than cores that spinning takes the time slices the late rank (or
-/// this rank's own backward pass) needs. So the reduction is started non-blocking and
-/// polled: busily for a short while (ranks in step arrive within it), then with a sleep
-/// between polls. The MPI lock is held for each call only, so the training thread may call
-/// MPI in between.
-pub(super) fn sum_into<T: MpiElement>(send: &[T], recv: &mut [T]) {
-    mpi::request::scope(|scope| {
-        let comm = world("DistributedDataParallel");
-        let mut request = comm.immediate_all_reduce_into(scope, send, recv, SystemOperation::sum());
-        drop(comm);
-        let start = std::time::Instant::now();
-        loop {
-            let lock = mpi_lock();
-            match request.test() {
-                Ok(_) => break,
-                Err(pending) => request = pending,
-            }
-            drop(lock);
-            if start.elapsed() > std::time::Duration::from_micros(500) {
-                std::thread::sleep(std::time::Duration::from_micros(50));
+/// more runnable threads than cores that spinning takes the time slices that the late rank,
+/// or this rank's own backward pass, needs. So the reduction is started non-blocking and
+/// polled with a sleep of 50 µs between polls; busily, for half a millisecond, only once
+/// `waited_on` says the training thread waits for it (ranks in step arrive within that).
+/// The MPI lock is held for each call only, so the training thread may call MPI in between.
+///
+/// NOTE [ MPI_IN_PLACE ]
+/// The `mpi` crate has no in-place all-reduce, and its bindings lack `MPI_IN_PLACE`: that is
+/// a C macro casting an implementation-defined integer to a pointer (`(void *) 1` in Open
+/// MPI's `mpi.h`, `(void *) -1` in MPICH's), which bindgen does not translate. So the value
+/// is chosen by the library this process runs on ([`in_place`]), and the call goes through
+/// `mpi::ffi`. Under any other MPI the buffer is copied to a send buffer first, which is
+/// the copy MPI itself makes when the send and receive buffers differ.
+pub(super) fn sum_in_place<T: MpiElement>(buf: &mut [T], waited_on: &AtomicBool) {
+    let Some(in_place) = in_place() else {
+        let send = buf.to_vec();
+        mpi::request::scope(|scope| {
+            let comm = world("DistributedDataParallel");
+            let request =
+                comm.immediate_all_reduce_into(scope, &send[..], buf, SystemOperation::sum());
+            drop(comm);
+            let mut request = Some(request);
+            poll(waited_on, || match request.take().map(|r| r.test()) {
+                Some(Err(pending)) => {
+                    request = Some(pending);
+                    false
+                }
+                _ => true,
+            });
+        });
+        return;
+    };
+    let count = i32::try_from(buf.len()).expect("a bucket of fewer than 2^31 elements");
+    let comm = world("DistributedDataParallel");
+    // SAFETY: before `MPI_Iallreduce` returns, `request` only has to be writable; it is
+    // initialised to the null request so that it is a valid value either way.
+    let mut request = unsafe { mpi::ffi::RSMPI_REQUEST_NULL };
+    // SAFETY: `in_place` is this MPI library's `MPI_IN_PLACE` (NOTE [ MPI_IN_PLACE ]), so MPI
+    // reads and writes `count` elements of `buf`'s datatype at `buf`, which is exactly `buf`;
+    // `buf` is borrowed mutably until this function returns, which is after the request has
+    // completed (the loop below ends only then), so no one else touches the memory while MPI
+    // may. The communicator, datatype and operation are live handles of the world, `T` and
+    // MPI_SUM, and the MPI lock is held.
+    let code = unsafe {
+        mpi::ffi::MPI_Iallreduce(
+            in_place,
+            buf.as_mut_ptr().cast(),
+            count,
+            T::equivalent_datatype().as_raw(),
+            SystemOperation::sum().as_raw(),
+            comm.as_raw(),
+            &mut request,
+        )
+    };
+    drop(comm);
+    assert_eq!(code, 0, "MPI_Iallreduce failed with error code {code}");
+    poll(waited_on, || {
+        let mut done = 0;
+        let _lock = mpi_lock();
+        // SAFETY: `request` is the live request started above (MPI_Test sets it to the null
+        // request once it completes, and the loop stops then); the status is ignored, which
+        // MPI_STATUS_IGNORE (a constant of the library) says.
+        let code =
+            unsafe { mpi::ffi::MPI_Test(&mut request, &mut done, mpi::ffi::RSMPI_STATUS_IGNORE) };
+        assert_eq!(code, 0, "MPI_Test failed with error code {code}");
+        done != 0
+    });
+}
+
+/// Calls `done` (which takes the MPI lock) until it says the request completed; see
+/// [`sum_in_place`] for when it sleeps.
+fn poll(waited_on: &AtomicBool, mut done: impl FnMut() -> bool) {
+    let mut busy_since = None;
+    loop {
+        if done() {
+            return;
+        }
+        if waited_on.load(Ordering::SeqCst) {
+            let since = *busy_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < Duration::from_micros(500) {
+                continue;
             }
         }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// `MPI_IN_PLACE` of the MPI library this process runs on, if it is Open MPI or MPICH (NOTE
+/// [ MPI_IN_PLACE ]).
+fn in_place() -> Option<*const c_void> {
+    static IN_PLACE: OnceLock<Option<usize>> = OnceLock::new();
+    let value = *IN_PLACE.get_or_init(|| {
+        let _lock = mpi_lock();
+        let version = mpi::environment::library_version().ok()?;
+        if version.starts_with("Open MPI") {
+            Some(1)
+        } else if version.starts_with("MPICH") {
+            Some(usize::MAX)
+        } else {
+            None
+        }
     });
+    value.map(|v| v as *const c_void)
 }
 
 /// Broadcasts raw bytes from rank 0 (variable length: the length goes first).

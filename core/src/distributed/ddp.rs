@@ -15,28 +15,31 @@
 //!    armed for this pass.
 //! 2. A parameter's hook runs as soon as its gradient is final and marks it ready. When every
 //!    parameter of the next bucket in order is ready, that bucket is launched: the gradients
-//!    are copied into the bucket's flat send buffer, divided by the world size on the way
+//!    are copied into the bucket's flat buffer, divided by the world size on the way
 //!    (PyTorch divides before the all-reduce too), with one "has a gradient" flag per
 //!    parameter at the end, and the buffer goes to the reducer's communication thread,
-//!    which sums it across ranks with a non-blocking `MPI_Iallreduce` into the bucket's
-//!    receive buffer. Backward meanwhile computes the earlier layers' gradients.
+//!    which sums it across ranks in place with a non-blocking `MPI_Iallreduce` (NOTE
+//!    [ MPI_IN_PLACE ] in `collectives.rs`). Backward meanwhile computes the earlier layers'
+//!    gradients.
 //! 3. At the end of the pass the buckets not launched yet are launched (a parameter that got
 //!    no gradient in this pass has no hook call), and the training thread waits for every
-//!    bucket. Each parameter's gradient then becomes a view of its part of the receive
-//!    buffer (PyTorch's `gradient_as_bucket_view=True`): there is no copy back.
+//!    bucket. Each parameter's gradient then becomes a view of its part of the bucket's
+//!    buffer (PyTorch's `gradient_as_bucket_view=True`): there is no copy back. One copy of
+//!    the gradients per step in all, besides the reduction's own traffic.
 //!
 //! Buckets are launched strictly in bucket order on every rank, so every rank starts the
 //! same collectives in the same order even when hooks run in another order (as in PyTorch,
 //! whose reducer also launches buckets in order). A backward pass that does not go through
 //! the identity node (a forward under `no_sync`, or `ddp.module().forward`) leaves the
-//! reducer unarmed and the hooks do nothing. A gradient view in the receive buffer is
-//! copied on write like any shared storage, and a receive buffer still shared with last
-//! step's gradients (kept with `zero_grad` skipped) is replaced before MPI writes into it.
+//! reducer unarmed and the hooks do nothing. A gradient view in a bucket's buffer is copied
+//! on write like any shared storage, and a buffer still shared with last step's gradients
+//! (kept with `zero_grad` skipped) is replaced by a new one before the next flattening.
 //!
 //! Why a communication thread: with MPI over shared memory a non-blocking reduction makes
 //! progress only inside MPI calls, and backward makes none while it multiplies matrices;
-//! the thread polls the reduction (busily for half a millisecond, then every 50 µs, so that
-//! on a busy machine it does not take the cores from the compute it overlaps with). MPI
+//! the thread polls the reduction every 50 µs, sleeping in between so as not to take the
+//! core from the backward pass it overlaps with (busily for half a millisecond once the
+//! training thread waits for it; see `sum_into` in `collectives.rs`). MPI
 //! runs at `MPI_THREAD_SERIALIZED` and every MPI call takes one lock (NOTE [ One process
 //! per rank ] in `mod.rs`).
 //!
@@ -45,7 +48,7 @@
 //! anywhere ends with the average, so the optimizers see the same gradients everywhere; a
 //! parameter unused on every rank keeps no gradient.
 
-use super::collectives::{MpiElement, all_gather_i64, broadcast, broadcast_bytes, sum_into};
+use super::collectives::{MpiElement, all_gather_i64, broadcast, broadcast_bytes, sum_in_place};
 use super::{rank, world, world_size};
 use crate::autograd::graph::{self, EndCallback};
 use crate::autograd::{RemovableHandle, is_grad_enabled};
@@ -397,6 +400,8 @@ struct Reducer {
     pending: AtomicBool,
     pass: Mutex<Pass>,
     comm: Mutex<Option<CommThread>>,
+    /// Whether the training thread is waiting for the communication thread.
+    waiting: Arc<AtomicBool>,
 }
 
 /// Parameters of one dtype whose gradients are reduced in one call.
@@ -418,10 +423,9 @@ struct Pass {
     buffers: Vec<Option<FlatBuffers>>,
 }
 
-/// A bucket's flat send buffer and its receive buffer, which the gradients end as views of.
+/// A bucket's flat buffer, reduced in place; the gradients end as views of it.
 struct Flat<T> {
-    send: Vec<T>,
-    recv: ArcArray<T, Ix1>,
+    buf: ArcArray<T, Ix1>,
 }
 
 enum FlatBuffers {
@@ -440,7 +444,7 @@ struct CommThread {
 }
 
 impl CommThread {
-    fn spawn() -> CommThread {
+    fn spawn(waited_on: Arc<AtomicBool>) -> CommThread {
         let (jobs, todo) = mpsc::channel::<Job>();
         let (finished, done) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
@@ -448,8 +452,8 @@ impl CommThread {
             .spawn(move || {
                 for (bucket, mut buffers) in todo {
                     match &mut buffers {
-                        FlatBuffers::F32(f) => sum_flat(f),
-                        FlatBuffers::F64(f) => sum_flat(f),
+                        FlatBuffers::F32(f) => sum_flat(f, &waited_on),
+                        FlatBuffers::F64(f) => sum_flat(f, &waited_on),
                     }
                     if finished.send((bucket, buffers)).is_err() {
                         break;
@@ -474,12 +478,9 @@ impl Drop for CommThread {
     }
 }
 
-fn sum_flat<T: MpiElement>(f: &mut Flat<T>) {
-    let recv = f
-        .recv
-        .as_slice_mut()
-        .expect("a new 1-d array is contiguous");
-    sum_into(&f.send, recv);
+fn sum_flat<T: MpiElement>(f: &mut Flat<T>, waited_on: &AtomicBool) {
+    let buf = f.buf.as_slice_mut().expect("a new 1-d array is contiguous");
+    sum_in_place(buf, waited_on);
 }
 
 impl Reducer {
@@ -539,6 +540,7 @@ impl Reducer {
             pending: AtomicBool::new(false),
             pass: Mutex::new(pass),
             comm: Mutex::new(None),
+            waiting: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -604,6 +606,7 @@ impl Reducer {
             self.launch(&mut pass, next);
         }
         let comm = self.comm.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.store(true, Ordering::SeqCst);
         while pass.in_flight > 0 {
             let done = comm.as_ref().map(|c| c.done.recv());
             let Some(Ok((b, buffers))) = done else {
@@ -617,6 +620,7 @@ impl Reducer {
             pass.buffers[b] = Some(buffers);
             pass.in_flight -= 1;
         }
+        self.waiting.store(false, Ordering::SeqCst);
         pass.armed = false;
     }
 
@@ -633,7 +637,7 @@ impl Reducer {
             FlatBuffers::F64(f) => f.flatten(params, n),
         }
         let mut comm = self.comm.lock().unwrap_or_else(PoisonError::into_inner);
-        let thread = comm.get_or_insert_with(CommThread::spawn);
+        let thread = comm.get_or_insert_with(|| CommThread::spawn(Arc::clone(&self.waiting)));
         let sent = thread.jobs.as_ref().map(|jobs| jobs.send((b, buffers)));
         if !matches!(sent, Some(Ok(()))) {
             comm_thread_died()
@@ -652,42 +656,49 @@ fn comm_thread_died() -> ! {
 impl<T: MpiElement> Flat<T> {
     fn new() -> Self {
         Flat {
-            send: Vec::new(),
-            recv: ArcArray::from_vec(Vec::new()),
+            buf: ArcArray::from_vec(Vec::new()),
         }
     }
 
-    /// The gradients divided by `n`, zeros for parameters without one, then one "has a
-    /// gradient" flag per parameter; and a receive buffer of the same length that no
-    /// gradient shares.
+    /// Writes the gradients divided by `n` (zeros for parameters without one), then one
+    /// "has a gradient" flag per parameter, into a buffer that no gradient shares.
     fn flatten(&mut self, params: &[Tensor], n: f64) {
+        let len = params.iter().map(Tensor::numel).sum::<usize>() + params.len();
+        if self.buf.len() != len || !self.buf.is_unique() {
+            self.buf = ArcArray::from_elem(len, T::default());
+        }
+        let buf = self
+            .buf
+            .as_slice_mut()
+            .expect("a new 1-d array is contiguous");
+        let (values, flags) = buf.split_at_mut(len - params.len());
         let scale = T::from_f64(1.0 / n);
-        self.send.clear();
-        let mut flags = Vec::with_capacity(params.len());
-        for p in params {
+        let mut offset = 0;
+        for (p, flag) in params.iter().zip(flags) {
+            let dst = &mut values[offset..offset + p.numel()];
+            offset += p.numel();
             let grad = p.grad();
-            flags.push(T::from_f64(grad.is_some() as u8 as f64));
+            *flag = T::from_f64(grad.is_some() as u8 as f64);
             let Some(g) = grad else {
-                self.send
-                    .extend(std::iter::repeat_n(T::default(), p.numel()));
+                dst.fill(T::default());
                 continue;
             };
             let a = T::from_storage(&g.storage());
             match a.as_slice() {
-                Some(s) => self.send.extend(s.iter().map(|&v| v * scale)),
-                None => self.send.extend(a.iter().map(|&v| v * scale)),
+                Some(s) => dst.iter_mut().zip(s).for_each(|(d, &v)| *d = v * scale),
+                None => dst
+                    .iter_mut()
+                    .zip(a.iter())
+                    .for_each(|(d, &v)| *d = v * scale),
             }
-        }
-        self.send.extend(flags);
-        if self.recv.len() != self.send.len() || !self.recv.is_unique() {
-            self.recv = ArcArray::from_elem(self.send.len(), T::default());
         }
     }
 
     /// Each parameter with a gradient on some rank gets the average as its gradient, a view
-    /// of the receive buffer.
+    /// of the buffer.
     fn unflatten(&self, params: &[Tensor]) {
-        let flags = &self.recv.as_slice().expect("contiguous")[self.send.len() - params.len()..];
+        let all = self.buf.as_slice().expect("contiguous");
+        let flags = &all[all.len() - params.len()..];
         let mut offset = 0;
         for (p, flag) in params.iter().zip(flags) {
             let (start, len) = (offset, p.numel());
@@ -696,7 +707,7 @@ impl<T: MpiElement> Flat<T> {
                 continue;
             }
             let view = self
-                .recv
+                .buf
                 .clone()
                 .slice_move(s![start..start + len])
                 .into_shape_with_order(IxDyn(&p.shape()))
