@@ -12,6 +12,15 @@ use ndarray::{ArcArray, IxDyn};
 use std::fmt;
 
 /// The element type of a tensor.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{DType, Tensor};
+/// let x = Tensor::zeros(&[2]);
+/// assert_eq!(x.dtype(), DType::F32);
+/// assert_eq!(x.to_dtype(DType::F64).dtype().name(), "float64");
+/// assert_eq!(Tensor::from_vec(vec![3i64], &[1]).dtype(), DType::I64);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     /// 32-bit floating point (`torch.float32`), the default.

@@ -4,12 +4,13 @@
 //! NOTE [ Gradient reduction ]
 //! At construction the parameters that require grad are grouped into buckets, in reverse
 //! registration order as PyTorch does, since backward produces the last layers' gradients
-//! first: the first bucket holds at most 1 MiB (PyTorch's `_DEFAULT_FIRST_BUCKET_BYTES`, so
-//! that the first reduction starts early), the others at most `bucket_cap_mb` (25 MiB by
-//! default); one dtype per bucket. Each parameter gets a post-accumulate-grad hook (NOTE
-//! [ Post-accumulate-grad hooks ] in `autograd/hooks.rs`), and each training `forward`
-//! passes its output through an identity node with two callbacks (NOTE [ Callbacks at the
-//! end of backward ] in `autograd/graph.rs`). One step then goes:
+//! first: the first bucket holds at most `first_bucket_cap_mb` (1 MiB, PyTorch's
+//! `_DEFAULT_FIRST_BUCKET_BYTES`, so that the first reduction starts early), the others at
+//! most `bucket_cap_mb` (25 MiB by default); one dtype per bucket. Each parameter gets a
+//! post-accumulate-grad hook (NOTE [ Post-accumulate-grad hooks ] in `autograd/hooks.rs`),
+//! and each training `forward` passes its output through an identity node with two
+//! callbacks (NOTE [ Callbacks at the end of backward ] in `autograd/graph.rs`). One step
+//! then goes:
 //!
 //! 1. Backward reaches the identity node before any parameter's gradient: the reducer is
 //!    armed for this pass.
@@ -64,10 +65,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak, mpsc};
 #[derive(Clone, Debug)]
 pub struct DdpConfig {
     /// The largest bucket of gradients reduced in one call, in MiB as in PyTorch (default
-    /// 25). The first bucket (the last layers' gradients) holds at most 1 MiB, as PyTorch's
-    /// default first bucket, so that communication starts early in backward; unlike PyTorch
-    /// this holds also for a `bucket_cap_mb` given, when it is larger.
+    /// 25).
     pub bucket_cap_mb: f64,
+    /// The largest first bucket (the last layers' gradients, reduced first), in MiB: small,
+    /// so that communication starts early in backward (default 1, PyTorch's
+    /// `dist._DEFAULT_FIRST_BUCKET_BYTES`; PyTorch uses `bucket_cap_mb` instead when that is
+    /// given). The smaller of the two caps applies.
+    pub first_bucket_cap_mb: f64,
     /// Broadcast rank 0's buffers (BatchNorm's running statistics) at the start of every
     /// training forward, so that all replicas keep rank 0's (default `true`).
     pub broadcast_buffers: bool,
@@ -77,6 +81,7 @@ impl Default for DdpConfig {
     fn default() -> Self {
         DdpConfig {
             bucket_cap_mb: 25.0,
+            first_bucket_cap_mb: 1.0,
             broadcast_buffers: true,
         }
     }
@@ -134,14 +139,18 @@ impl<M: Module> DistributedDataParallel<M> {
     /// # Errors
     /// [`Error::Distributed`] on every rank if the models differ (naming the first
     /// difference from rank 0's on the ranks that have one), [`Error::Config`] if
-    /// `bucket_cap_mb` is not positive.
+    /// `bucket_cap_mb` or `first_bucket_cap_mb` is not positive.
     pub fn with_config(module: M, config: DdpConfig) -> Result<Self> {
         world("DistributedDataParallel::new");
-        if config.bucket_cap_mb.is_nan() || config.bucket_cap_mb <= 0.0 {
-            return Err(Error::Config(format!(
-                "DistributedDataParallel: bucket_cap_mb must be positive, got {}",
-                config.bucket_cap_mb
-            )));
+        for (name, cap) in [
+            ("bucket_cap_mb", config.bucket_cap_mb),
+            ("first_bucket_cap_mb", config.first_bucket_cap_mb),
+        ] {
+            if cap.is_nan() || cap <= 0.0 {
+                return Err(Error::Config(format!(
+                    "DistributedDataParallel: {name} must be positive, got {cap}"
+                )));
+            }
         }
         check_same_model(&module)?;
         for (_, t) in module.state_dict().iter() {
@@ -154,7 +163,8 @@ impl<M: Module> DistributedDataParallel<M> {
             .map(|p| p.tensor().clone())
             .collect();
         let cap = (config.bucket_cap_mb * MIB as f64) as usize;
-        let reducer = Arc::new(Reducer::new(params, cap));
+        let first_cap = (config.first_bucket_cap_mb * MIB as f64) as usize;
+        let reducer = Arc::new(Reducer::new(params, first_cap.min(cap), cap));
         let hooks = HookHandles(reducer.register_hooks());
         Ok(DistributedDataParallel {
             module,
@@ -389,9 +399,6 @@ fn first_difference(own: &str, reference: &str) -> String {
 /// PyTorch's MB: `bucket_cap_mb` counts mebibytes.
 const MIB: usize = 1 << 20;
 
-/// The largest first bucket (PyTorch's `dist._DEFAULT_FIRST_BUCKET_BYTES`).
-const FIRST_BUCKET_BYTES: usize = MIB;
-
 /// The buckets, where the reduction of the current backward pass stands, and the thread
 /// that runs the all-reduces. See NOTE [ Gradient reduction ].
 struct Reducer {
@@ -484,21 +491,15 @@ fn sum_flat<T: MpiElement>(f: &mut Flat<T>, waited_on: &AtomicBool) {
 }
 
 impl Reducer {
-    /// Buckets in reverse registration order: the first at most `FIRST_BUCKET_BYTES` (or
-    /// `cap` if smaller), the others at most `cap` bytes, unless one parameter is larger
-    /// (PyTorch closes a bucket once it reaches its cap).
-    fn new(params: Vec<Tensor>, cap: usize) -> Reducer {
+    /// Buckets in reverse registration order: the first at most `first_cap` bytes, the
+    /// others at most `cap`, unless one parameter is larger (PyTorch closes a bucket once it
+    /// reaches its cap).
+    fn new(params: Vec<Tensor>, first_cap: usize, cap: usize) -> Reducer {
         let mut buckets: Vec<(DType, Vec<Tensor>, usize)> = Vec::new();
         for p in params.into_iter().rev() {
             let dtype = p.dtype();
             let bytes = p.numel() * dtype.size();
-            let limit = |i: usize| {
-                if i == 0 {
-                    cap.min(FIRST_BUCKET_BYTES)
-                } else {
-                    cap
-                }
-            };
+            let limit = |i: usize| if i == 0 { first_cap } else { cap };
             let open = buckets
                 .iter_mut()
                 .enumerate()

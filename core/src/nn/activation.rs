@@ -28,21 +28,49 @@ macro_rules! unit_activation {
 
 unit_activation!(
     /// `max(0, x)` element-wise.
+    ///
+    /// ```
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::{Tensor, nn::{Forward, ReLU}};
+    /// let y = ReLU.forward(&Tensor::from_vec(vec![-1.0f32, 2.0], &[2]));
+    /// assert_eq!(y.to_vec::<f32>(), [0.0, 2.0]);
+    /// ```
     ReLU,
     relu
 );
 unit_activation!(
     /// `1 / (1 + e^(−x))` element-wise.
+    ///
+    /// ```
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::{Tensor, nn::{Forward, Sigmoid}};
+    /// assert_eq!(Sigmoid.forward(&Tensor::zeros(&[2])).to_vec::<f32>(), [0.5, 0.5]);
+    /// ```
     Sigmoid,
     sigmoid
 );
 unit_activation!(
     /// `tanh(x)` element-wise.
+    ///
+    /// ```
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::{Tensor, nn::{Forward, Tanh}};
+    /// let y = Tanh.forward(&Tensor::from_vec(vec![0.0f64, 1.0], &[2]));
+    /// assert_eq!(y.to_vec::<f64>(), [0.0, 1f64.tanh()]);
+    /// ```
     Tanh,
     tanh
 );
 
 /// `x` for `x > 0`, `negative_slope · x` otherwise.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Forward, LeakyReLU}};
+/// let y = LeakyReLU::new(0.5).forward(&Tensor::from_vec(vec![-1.0f32, 2.0], &[2]));
+/// assert_eq!(y.to_vec::<f32>(), [-0.5, 2.0]);
+/// assert_eq!(LeakyReLU::default().to_string(), "LeakyReLU(negative_slope=0.01)");
+/// ```
 #[derive(Module, Clone, Copy, Debug)]
 #[module(extra_repr = "LeakyReLU::describe")]
 pub struct LeakyReLU {
@@ -87,6 +115,17 @@ impl<'a> Forward<&'a Tensor> for LeakyReLU {
 
 /// The Gaussian error linear unit `x · Φ(x)`, exact (`approximate = "none"`) or with the
 /// tanh approximation (`"tanh"`).
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Forward, GELU}};
+/// let x = Tensor::from_vec(vec![-1.0f64, 0.0, 1.0], &[3]);
+/// let exact = GELU::new().forward(&x).to_vec::<f64>();
+/// let approx = GELU::with_approximate("tanh").forward(&x).to_vec::<f64>();
+/// assert_eq!(exact[1], 0.0);
+/// assert!((exact[2] - 0.8413447460685429).abs() < 1e-12); // 1 · Φ(1)
+/// assert!((approx[2] - exact[2]).abs() < 1e-3);
+/// ```
 #[allow(
     clippy::upper_case_acronyms,
     reason = "PyTorch's name, nn.GELU, so that a search finds it"
@@ -188,11 +227,26 @@ macro_rules! dim_activation {
 
 dim_activation!(
     /// `exp(x) / Σ exp(x)` along `dim`.
+    ///
+    /// ```
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::{Tensor, nn::{Forward, Softmax}};
+    /// let p = Softmax::new(-1).forward(&Tensor::zeros(&[2, 4]));
+    /// assert_eq!(p.to_vec::<f32>(), [0.25; 8]);
+    /// ```
     Softmax,
     softmax
 );
 dim_activation!(
     /// `log(softmax(x))` along `dim`, computed stably.
+    ///
+    /// ```
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::{Tensor, nn::{Forward, LogSoftmax}};
+    /// let logp = LogSoftmax::new(1).forward(&Tensor::from_vec(vec![1000.0f64, 1000.0], &[1, 2]));
+    /// // No overflow: both are log(1/2).
+    /// assert!(logp.to_vec::<f64>().iter().all(|v| (v + 2f64.ln()).abs() < 1e-12));
+    /// ```
     LogSoftmax,
     log_softmax
 );

@@ -637,6 +637,18 @@ macro_rules! batch_norm {
 batch_norm!(
     /// Batch normalisation of `[N, C]` or `[N, C, L]` inputs over all dimensions but `C`
     /// (PyTorch's `nn.BatchNorm1d`).
+    ///
+    /// ```
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::{Tensor, nn::{BatchNorm1d, Forward, Module}};
+    /// let mut bn = BatchNorm1d::new(3);
+    /// let x = Tensor::randn(&[8, 3]);
+    /// let y = bn.forward(&x); // training: the batch's statistics, running ones updated
+    /// assert!(y.mean_dim(0, false).to_vec::<f32>().iter().all(|m| m.abs() < 1e-5));
+    /// assert_eq!(bn.num_batches_tracked.as_ref().unwrap().to_vec::<i64>(), [1]);
+    /// bn.eval(); // evaluation: the running statistics
+    /// assert_eq!(bn.forward(&x).shape(), [8, 3]);
+    /// ```
     BatchNorm1d,
     [2, 3]
 );
@@ -644,6 +656,20 @@ batch_norm!(
 batch_norm!(
     /// Batch normalisation of `[N, C, H, W]` images over `N, H, W` (PyTorch's
     /// `nn.BatchNorm2d`).
+    ///
+    /// ```
+    /// # extern crate torchlet_core as torchlet;
+    /// use torchlet::{Tensor, nn::{BatchNorm2d, Conv2d, Forward, Module, ReLU, sequential}};
+    /// let mut block = sequential![Conv2d::new(1, 4, 3), BatchNorm2d::new(4), ReLU];
+    /// assert_eq!(block.forward(&Tensor::randn(&[2, 1, 8, 8])).shape(), [2, 4, 6, 6]);
+    /// let keys: Vec<String> = block.state_dict().keys().cloned().collect();
+    /// assert_eq!(
+    ///     keys[2..],
+    ///     ["1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"]
+    /// );
+    /// block.eval();
+    /// assert!(!block.is_training());
+    /// ```
     BatchNorm2d,
     [4]
 );

@@ -10,6 +10,17 @@ use crate::tensor::Tensor;
 ///
 /// The mask is drawn from the global generator, so [`manual_seed`](crate::manual_seed)
 /// makes it repeatable.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, manual_seed, nn::{Dropout, Forward, Module}};
+/// manual_seed(0);
+/// let mut drop = Dropout::new(0.5);
+/// let y = drop.forward(&Tensor::ones(&[1000])).to_vec::<f32>();
+/// assert!(y.iter().all(|&v| v == 0.0 || v == 2.0)); // kept values scaled by 1 / (1 - p)
+/// drop.eval();
+/// assert_eq!(drop.forward(&Tensor::ones(&[3])).to_vec::<f32>(), [1.0; 3]);
+/// ```
 #[derive(Module)]
 #[module(extra_repr = "Dropout::describe")]
 pub struct Dropout {

@@ -15,6 +15,16 @@ use crate::tensor::Tensor;
 ///
 /// # Shapes
 /// indices `[*] → [*, embedding_dim]`.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Embedding, Forward}};
+/// let emb = Embedding::with_padding_idx(10, 4, 0);
+/// let ids = Tensor::from_vec(vec![1i64, 0, 7, 1], &[2, 2]);
+/// let out = emb.forward(&ids);
+/// assert_eq!(out.shape(), [2, 2, 4]);
+/// assert_eq!(out.narrow(0, 0, 1).narrow(1, 1, 1).to_vec::<f32>(), [0.0; 4]); // the padding row
+/// ```
 #[derive(Module)]
 #[module(extra_repr = "Embedding::describe")]
 pub struct Embedding {

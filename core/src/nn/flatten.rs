@@ -9,6 +9,14 @@ use crate::tensor::Tensor;
 ///
 /// # Shapes
 /// `[N, C, H, W] → [N, C·H·W]` with the defaults.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Flatten, Forward}};
+/// let x = Tensor::zeros(&[2, 3, 4, 5]);
+/// assert_eq!(Flatten::new().forward(&x).shape(), [2, 60]);
+/// assert_eq!(Flatten::with_dims(1, 2).forward(&x).shape(), [2, 12, 5]);
+/// ```
 #[derive(Module)]
 #[module(extra_repr = "Flatten::describe")]
 pub struct Flatten {
@@ -59,6 +67,15 @@ impl<'a> Forward<&'a Tensor> for Flatten {
 }
 
 /// Returns its input (PyTorch's `nn.Identity`): a placeholder, e.g. for a removed head.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Forward, Identity, Linear, Module, sequential}};
+/// // A backbone whose head is replaced: the keys of the other layers stay as they were.
+/// let model = sequential![Linear::new(4, 8), Identity];
+/// assert_eq!(model.forward(&Tensor::zeros(&[3, 4])).shape(), [3, 8]);
+/// assert_eq!(model.state_dict().len(), 2);
+/// ```
 #[derive(Module, Clone, Copy, Debug, Default)]
 pub struct Identity;
 

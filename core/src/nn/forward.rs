@@ -66,6 +66,25 @@ pub trait Forward<Input> {
 
 /// A module from tensor to tensor that can be boxed into a run-time
 /// [`Sequential`](crate::nn::Sequential): implemented for every such module.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::Tensor;
+/// use torchlet::nn::{Forward, Layer, Linear, ReLU};
+///
+/// // Layers chosen at run time, e.g. from a configuration.
+/// let widths = [4, 8, 8, 2];
+/// let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+/// for w in widths.windows(2) {
+///     layers.push(Box::new(Linear::new(w[0], w[1])));
+///     layers.push(Box::new(ReLU));
+/// }
+/// let mut x = Tensor::zeros(&[3, 4]);
+/// for layer in &layers {
+///     x = layer.forward(&x);
+/// }
+/// assert_eq!(x.shape(), [3, 2]);
+/// ```
 pub trait Layer: Module + for<'a> Forward<&'a Tensor, Output = Tensor> + Send + Sync {
     /// [`Forward::forward`] through a `dyn Layer` that keeps the caller's location for a
     /// panic: `#[track_caller]` on a trait's declaration is what carries the location

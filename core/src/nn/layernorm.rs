@@ -14,6 +14,16 @@ use crate::tensor::Tensor;
 ///
 /// # Shapes
 /// `[…, *normalized_shape] → the same`.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Forward, LayerNorm}};
+/// let ln = LayerNorm::new(&[4]);
+/// let y = ln.forward(&Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 4]));
+/// let v = y.to_vec::<f32>();
+/// assert!(v.iter().sum::<f32>().abs() < 1e-5); // each row has mean 0 ...
+/// assert!((v.iter().map(|x| x * x).sum::<f32>() / 4.0 - 1.0).abs() < 1e-4); // ... and variance 1
+/// ```
 #[derive(Module)]
 #[module(extra_repr = "LayerNorm::describe")]
 pub struct LayerNorm {

@@ -9,6 +9,27 @@ use std::ops::Deref;
 
 /// A trainable tensor: it requires grad, is returned by `parameters()`, and is saved in the
 /// state dict (PyTorch's `nn.Parameter`).
+///
+/// It dereferences to its [`Tensor`], so tensor methods apply to it directly.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::Tensor;
+/// use torchlet::nn::{Module, Parameter};
+///
+/// /// A learned temperature that divides the logits.
+/// #[derive(Module)]
+/// struct Scaled {
+///     temperature: Parameter,
+/// }
+///
+/// let m = Scaled { temperature: Parameter::new(Tensor::ones(&[1])) };
+/// assert!(m.temperature.requires_grad());
+/// let loss = (&Tensor::from_vec(vec![2.0f32, 4.0], &[2]) / &*m.temperature).sum();
+/// loss.backward();
+/// assert_eq!(m.temperature.grad().unwrap().to_vec::<f32>(), [-6.0]);
+/// assert_eq!(m.parameters().len(), 1);
+/// ```
 #[derive(Clone)]
 pub struct Parameter(Tensor);
 
@@ -63,6 +84,23 @@ impl fmt::Debug for Parameter {
 /// A tensor that belongs to a module's state but is not trained, such as BatchNorm's
 /// `running_mean` (PyTorch's `register_buffer`). It is saved in the state dict and never
 /// requires grad.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::Tensor;
+/// use torchlet::nn::{Buffer, Module};
+///
+/// /// Counts the batches it has seen, in its state dict.
+/// #[derive(Module)]
+/// struct Counter {
+///     seen: Buffer,
+/// }
+///
+/// let c = Counter { seen: Buffer::new(Tensor::from_vec(vec![0i64], &[])) };
+/// c.seen.add_(&Tensor::from_vec(vec![1i64], &[]));
+/// assert_eq!(c.state_dict().get("seen").unwrap().to_vec::<i64>(), [1]);
+/// assert!(c.parameters().is_empty() && !c.seen.requires_grad());
+/// ```
 #[derive(Clone)]
 pub struct Buffer(Tensor);
 

@@ -18,6 +18,14 @@ fn py_size(p: [usize; 2]) -> String {
 ///
 /// # Shapes
 /// `[N, C, H, W] → [N, C, (H + 2·ph − kh) / sh + 1, (W + 2·pw − kw) / sw + 1]`.
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{Forward, MaxPool2d}};
+/// let x = Tensor::arange(16).reshape(&[1, 1, 4, 4]).to_dtype(torchlet::DType::F32);
+/// assert_eq!(MaxPool2d::new(2).forward(&x).to_vec::<f32>(), [5.0, 7.0, 13.0, 15.0]);
+/// assert_eq!(MaxPool2d::new(3).with_stride(1).with_padding(1).forward(&x).shape(), [1, 1, 4, 4]);
+/// ```
 #[derive(Module)]
 #[module(extra_repr = "MaxPool2d::describe")]
 pub struct MaxPool2d {
@@ -81,6 +89,13 @@ impl<'a> Forward<&'a Tensor> for MaxPool2d {
 ///
 /// # Shapes
 /// As [`MaxPool2d`].
+///
+/// ```
+/// # extern crate torchlet_core as torchlet;
+/// use torchlet::{Tensor, nn::{AvgPool2d, Forward}};
+/// let x = Tensor::arange(16).reshape(&[1, 1, 4, 4]).to_dtype(torchlet::DType::F32);
+/// assert_eq!(AvgPool2d::new(2).forward(&x).to_vec::<f32>(), [2.5, 4.5, 10.5, 12.5]);
+/// ```
 #[derive(Module)]
 #[module(extra_repr = "AvgPool2d::describe")]
 pub struct AvgPool2d {
