@@ -19,6 +19,7 @@ use crate::nn::init;
 use crate::nn::linear::Linear;
 use crate::nn::module::{Member, MemberMut};
 use crate::nn::parameter::Parameter;
+use crate::ops::attention::{Mask, packed_self_attention};
 use crate::tensor::Tensor;
 use std::ops::{Deref, DerefMut};
 
@@ -374,12 +375,73 @@ impl MultiheadAttention {
                 value.transpose(0, 1),
             )
         };
-        let out = self.attend(&q, &k, &v, key_padding_mask, attn_mask);
+        let same = query.identity() == key.identity() && key.identity() == value.identity();
+        let out = match self.packed_mask(same, &q, key_padding_mask, attn_mask) {
+            Some(mask) => self.attend_packed(&q, &mask),
+            None => self.attend(&q, &k, &v, key_padding_mask, attn_mask),
+        };
         if self.batch_first {
             out
         } else {
             out.transpose(0, 1)
         }
+    }
+
+    /// The mask of the fused self-attention path, when it applies: query, key and value one
+    /// tensor, one packed `in_proj_weight`, no dropout, no key padding mask, and no mask or
+    /// one `[L, L]` mask (recognised as causal when it is exactly the causal bias).
+    fn packed_mask(
+        &self,
+        same: bool,
+        x: &Tensor,
+        key_padding_mask: Option<&Tensor>,
+        attn_mask: Option<&Tensor>,
+    ) -> Option<Mask<f64>> {
+        let dropout = self.training && self.dropout > 0.0;
+        let shape = x.shape();
+        if !same
+            || dropout
+            || key_padding_mask.is_some()
+            || self.in_proj_weight.is_none()
+            || shape.len() != 3
+            || shape[2] != self.embed_dim()
+            || !x.dtype().is_float()
+        {
+            return None;
+        }
+        let l = shape[1];
+        let Some(m) = attn_mask else {
+            return Some(Mask::None);
+        };
+        if m.shape() != [l, l] {
+            return None;
+        }
+        let bias = mask_bias(m, true, DType::F64).to_vec::<f64>();
+        let causal = bias.iter().enumerate().all(|(n, &b)| {
+            let (i, j) = (n / l, n % l);
+            if j > i {
+                b == f64::NEG_INFINITY
+            } else {
+                b == 0.0
+            }
+        });
+        Some(if causal {
+            Mask::Causal
+        } else {
+            Mask::Bias(bias)
+        })
+    }
+
+    /// The fused self-attention (NOTE [ Fused attention ] in `ops/attention.rs`): one
+    /// projection into `[N, L, 3E]`, the heads attended in place, out_proj.
+    fn attend_packed(&self, x: &Tensor, mask: &Mask<f64>) -> Tensor {
+        let w = self
+            .in_proj_weight
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("checked by packed_mask"));
+        let qkv = x.linear(w, self.in_proj_bias.as_deref());
+        let out = packed_self_attention(&qkv, self.num_heads, mask);
+        self.out_proj.forward(&out)
     }
 
     /// The batch-first attention: projections, heads, SDPA, out_proj.
@@ -527,6 +589,85 @@ mod tests {
             &[x],
         )
         .unwrap();
+    }
+
+    /// Output, input gradient and parameter gradients of `mha` on `x` as self-attention
+    /// (the fused path) and with key and value distinct tensors (the composite path).
+    fn fused_and_composite(
+        mha: &MultiheadAttention,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> [(Vec<f64>, Vec<f64>, Vec<f64>); 2] {
+        [true, false].map(|fused| {
+            mha.parameters().iter().for_each(|p| p.zero_grad());
+            let x = x.detach().requires_grad_(true);
+            let kv = if fused { x.clone() } else { x.mul_scalar(1.0) };
+            let y = mha.forward_with(&x, &kv, &kv, None, mask);
+            crate::manual_seed(11);
+            let probe = Tensor::randn(&y.shape()).to_dtype(y.dtype());
+            (&y * &probe).sum().backward();
+            let w = mha.in_proj_weight.as_ref().unwrap().grad().unwrap();
+            (
+                y.to_vec::<f64>(),
+                x.grad().unwrap().to_vec::<f64>(),
+                w.to_vec::<f64>(),
+            )
+        })
+    }
+
+    #[test]
+    fn fused_self_attention_matches_the_composite() {
+        crate::manual_seed(5);
+        let (n, l, e) = (3, 6, 8);
+        let causal = generate_square_subsequent_mask(l);
+        let mut float_mask = Tensor::randn(&[l, l]).to_vec::<f32>();
+        float_mask[3] = f32::NEG_INFINITY;
+        let float_mask = Tensor::from_vec(float_mask, &[l, l]);
+        let bool_mask = Tensor::from_vec(
+            (0..l * l)
+                .map(|i| i64::from(i % 5 == 1))
+                .collect::<Vec<_>>(),
+            &[l, l],
+        );
+        for dtype in [DType::F32, DType::F64] {
+            for batch_first in [true, false] {
+                let mut mha = MultiheadAttention::new(e, 2).with_batch_first(batch_first);
+                mha.to_dtype(dtype);
+                let shape = if batch_first { [n, l, e] } else { [l, n, e] };
+                let x = Tensor::randn(&shape).to_dtype(dtype);
+                let xb = Tensor::randn(&[n, l, e]).to_dtype(dtype);
+                let kind = |m| mha.packed_mask(true, &xb, None, m);
+                assert!(matches!(kind(Some(&causal)), Some(Mask::Causal)));
+                assert!(matches!(kind(Some(&float_mask)), Some(Mask::Bias(_))));
+                assert!(matches!(kind(Some(&bool_mask)), Some(Mask::Bias(_))));
+                assert!(matches!(kind(None), Some(Mask::None)));
+                for mask in [None, Some(&causal), Some(&float_mask), Some(&bool_mask)] {
+                    let [a, b] = fused_and_composite(&mha, &x, mask);
+                    let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                    for (u, v) in [(&a.0, &b.0), (&a.1, &b.1), (&a.2, &b.2)] {
+                        assert_eq!(u.len(), v.len());
+                        for (p, q) in u.iter().zip(v) {
+                            assert!((p - q).abs() <= tol * (1.0 + q.abs()), "{p} vs {q}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_self_attention_gradients_match_finite_differences() {
+        crate::manual_seed(6);
+        let l = 5;
+        let qkv = f64_leaf(&[2, l, 12]);
+        let bias = Tensor::randn(&[l, l]).double().to_vec::<f64>();
+        for mask in [Mask::None, Mask::Causal, Mask::Bias(bias.clone())] {
+            gradcheck(
+                |v| crate::ops::attention::packed_self_attention(&v[0], 2, &mask),
+                std::slice::from_ref(&qkv),
+            )
+            .unwrap();
+        }
     }
 
     #[test]

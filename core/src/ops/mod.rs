@@ -2,6 +2,7 @@
 //! [`Tensor`](crate::tensor::Tensor).
 
 mod adaptive_pool;
+pub(crate) mod attention;
 pub(crate) mod binary;
 mod compare;
 pub(crate) mod conv;
