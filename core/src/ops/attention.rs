@@ -19,10 +19,11 @@
 //!   `dQ = dS K`, `dK = dSᵀ Q`, each written into its block of the gradient.
 //!
 //! The heads are split over two threads when the products are large enough; each product is
-//! a `Float::gemm` on strided views (the blocked kernel packs them).
+//! `ops::gemm::gemm` on strided views (the blocked kernel packs them).
 
 use crate::autograd::graph::record;
 use crate::dtype::{Element, Float, Storage};
+use crate::ops::gemm::{Epilogue, gemm};
 use crate::tensor::Tensor;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 
@@ -270,14 +271,14 @@ fn forward<T: Float>(
                 out.view_mut(p, d.heads, l, d.ev),
             )
         };
-        T::gemm(&qp, &kp.t(), &mut pm);
+        gemm(&qp, &kp.t(), &mut pm, Epilogue::write());
         for (i, mut row) in pm.rows_mut().into_iter().enumerate() {
             let row = row
                 .as_slice_mut()
                 .unwrap_or_else(|| unreachable!("score rows are contiguous"));
             softmax_row(row, i, scale, mask);
         }
-        T::gemm(&pm.view(), &vp, &mut om);
+        gemm(&pm.view(), &vp, &mut om, Epilogue::write());
     });
 }
 
@@ -317,10 +318,10 @@ fn backward<T: Float>(
                 dv.view_mut(p, d.heads, s, d.ev),
             )
         };
-        T::gemm(&pp.t(), &gp, &mut dvm);
+        gemm(&pp.t(), &gp, &mut dvm, Epilogue::write());
         let mut ds = ArrayViewMut2::from_shape((l, s), &mut scratch[..])
             .unwrap_or_else(|e| unreachable!("attention scratch: {e}"));
-        T::gemm(&gp, &vp.t(), &mut ds);
+        gemm(&gp, &vp.t(), &mut ds, Epilogue::write());
         for (mut dsr, pr) in ds.rows_mut().into_iter().zip(pp.rows()) {
             let dsr = dsr
                 .as_slice_mut()
@@ -333,8 +334,8 @@ fn backward<T: Float>(
                 *x = y * (*x - dot) * scale;
             }
         }
-        T::gemm(&ds.view(), &kp, &mut dqm);
-        T::gemm(&ds.t(), &qp, &mut dkm);
+        gemm(&ds.view(), &kp, &mut dqm, Epilogue::write());
+        gemm(&ds.t(), &qp, &mut dkm, Epilogue::write());
     });
 }
 

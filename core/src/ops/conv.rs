@@ -142,37 +142,93 @@ fn valid_range(out: usize, k: usize, stride: usize, pad: usize, size: usize) -> 
 
 /// One sample `[C, H, W]` unfolded into columns `[C·kh·kw, OH·OW]` (zeros for padding).
 fn im2col<T: Float>(x: &[T], g: &Geometry, cols: &mut [T]) {
-    let l = g.l();
+    let (l, hw) = (g.l(), g.h * g.w);
+    for (p, row) in cols.chunks_exact_mut(l).take(g.ckk()).enumerate() {
+        let (c, i, j) = (p / (g.kh * g.kw), p / g.kw % g.kh, p % g.kw);
+        im2col_row(&x[c * hw..(c + 1) * hw], g, i, j, row);
+    }
+}
+
+/// Row `(c, i, j)` of the columns: the `[H, W]` plane of channel `c` seen through kernel
+/// offset `(i, j)`, `OH·OW` values (zeros for padding). Whole valid row segments are
+/// copied (the padding columns of a row are found once per offset, not tested per element).
+fn im2col_row<T: Float>(plane: &[T], g: &Geometry, i: usize, j: usize, row: &mut [T]) {
     let [sh, sw] = g.stride;
-    for c in 0..g.c {
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let row = &mut cols[((c * g.kh + i) * g.kw + j) * l..][..l];
-                let (lo, hi) = valid_range(g.ow, j, sw, g.padding[1], g.w);
-                for oy in 0..g.oh {
-                    let out = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    let Some(iy) = Geometry::source(oy, i, sh, g.padding[0], g.h) else {
-                        out.fill(T::zero());
-                        continue;
-                    };
-                    let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    out[..lo].fill(T::zero());
-                    out[hi..].fill(T::zero());
-                    if lo < hi {
-                        let first = lo * sw + j - g.padding[1];
-                        if sw == 1 {
-                            out[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-                        } else {
-                            for (o, v) in
-                                out[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw))
-                            {
-                                *o = *v;
-                            }
-                        }
-                    }
+    let (lo, hi) = valid_range(g.ow, j, sw, g.padding[1], g.w);
+    if sh == 1 && sw == 1 && g.ow == g.w && lo < hi {
+        // A "same" convolution: output rows are as long as input rows, so the valid rows
+        // form one contiguous run in both; copy it at once (not a short copy per row),
+        // then zero the padding columns at the ends of each row.
+        let (oy0, oy1) = valid_range(g.oh, i, 1, g.padding[0], g.h);
+        row[..oy0 * g.ow].fill(T::zero());
+        row[oy1.max(oy0) * g.ow..].fill(T::zero());
+        if oy0 < oy1 {
+            let start = oy0 * g.ow + lo;
+            let end = (oy1 - 1) * g.ow + hi;
+            let from = (oy0 + i - g.padding[0]) * g.w + lo + j - g.padding[1];
+            row[start..end].copy_from_slice(&plane[from..from + end - start]);
+            for out in row[oy0 * g.ow..oy1 * g.ow].chunks_exact_mut(g.ow) {
+                out[..lo].fill(T::zero());
+                out[hi..].fill(T::zero());
+            }
+        }
+        return;
+    }
+    for oy in 0..g.oh {
+        let out = &mut row[oy * g.ow..(oy + 1) * g.ow];
+        let Some(iy) = Geometry::source(oy, i, sh, g.padding[0], g.h) else {
+            out.fill(T::zero());
+            continue;
+        };
+        let src = &plane[iy * g.w..(iy + 1) * g.w];
+        out[..lo].fill(T::zero());
+        out[hi..].fill(T::zero());
+        if lo < hi {
+            let first = lo * sw + j - g.padding[1];
+            if sw == 1 {
+                out[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+            } else {
+                for (o, v) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
+                    *o = *v;
                 }
             }
+        }
+    }
+}
+
+/// [`im2col`] of one f32 sample written straight into the GEMM's packed-B layout (NOTE
+/// [ Pre-packed B ] in `ops/gemm.rs`), which saves the GEMM its own packing pass over the
+/// columns; `row` is scratch for one row of `OH·OW`.
+fn im2col_packed(x: &[f32], g: &Geometry, pb: &mut [f32], row: &mut [f32]) {
+    use crate::ops::gemm::{PACKED_KC as KC, PACKED_NR as NR};
+    let (ckk, l, hw) = (g.ckk(), g.l(), g.h * g.w);
+    let npad = l.div_ceil(NR) * NR;
+    let row = &mut row[..l];
+    for p in 0..ckk {
+        let (c, i, j) = (p / (g.kh * g.kw), p / g.kw % g.kh, p % g.kw);
+        im2col_row(&x[c * hw..(c + 1) * hw], g, i, j, row);
+        let pc = p / KC * KC;
+        let kc = KC.min(ckk - pc);
+        let block = &mut pb[pc * npad..pc * npad + kc * npad];
+        let mut strips = block.chunks_exact_mut(NR * kc);
+        let full = row.chunks_exact(NR);
+        let tail = full.remainder();
+        // `full` first: `zip` asks its first iterator first, so the strip for the tail
+        // is not taken when the full chunks run out.
+        for (chunk, strip) in full.zip(&mut strips) {
+            // Fixed-size copies compile to a few vector moves, not a `memcpy` call each.
+            let chunk: &[f32; NR] = chunk.try_into().unwrap_or_else(|_| unreachable!());
+            let dst: &mut [f32; NR] = (&mut strip[(p - pc) * NR..][..NR])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!());
+            *dst = *chunk;
+        }
+        if !tail.is_empty()
+            && let Some(strip) = strips.next()
+        {
+            let dst = &mut strip[(p - pc) * NR..][..NR];
+            dst[..tail.len()].copy_from_slice(tail);
+            dst[tail.len()..].fill(0.0);
         }
     }
 }
@@ -182,6 +238,35 @@ fn im2col<T: Float>(x: &[T], g: &Geometry, cols: &mut [T]) {
 fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
     let l = g.l();
     let [sh, sw] = g.stride;
+    if g.stride == [1, 1] && g.kw == 3 && g.padding[1] == 1 && g.ow == g.w && g.w >= 2 {
+        // A 3-wide "same" kernel: the three column offsets of a kernel row land on one
+        // input row, so they are added in one pass over it, not three.
+        let w = g.w;
+        for c in 0..g.c {
+            let plane = &mut dx[c * g.h * w..(c + 1) * g.h * w];
+            for i in 0..g.kh {
+                let at = |j: usize| &cols[((c * g.kh + i) * 3 + j) * l..][..l];
+                let (r0, r1, r2) = (at(0), at(1), at(2));
+                for oy in 0..g.oh {
+                    let Some(iy) = Geometry::source(oy, i, 1, g.padding[0], g.h) else {
+                        continue;
+                    };
+                    let d = &mut plane[iy * w..(iy + 1) * w];
+                    let (a, b, e) = (&r0[oy * w..][..w], &r1[oy * w..][..w], &r2[oy * w..][..w]);
+                    // d[x] += a[x + 1] + b[x] + e[x − 1], each term where it exists.
+                    d[0] += a[1] + b[0];
+                    d[w - 1] += b[w - 1] + e[w - 2];
+                    d[1..w - 1]
+                        .iter_mut()
+                        .zip(&a[2..])
+                        .zip(&b[1..w - 1])
+                        .zip(&e[..w - 2])
+                        .for_each(|(((d, &a), &b), &e)| *d += a + b + e);
+                }
+            }
+        }
+        return;
+    }
     for c in 0..g.c {
         let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
@@ -212,6 +297,20 @@ fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
     }
 }
 
+/// The sum of `row` in eight independent lanes: one running sum is a chain of dependent
+/// additions, several times slower (it was most of the bias gradient's time on W4).
+fn lane_sum<T: Float>(row: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for ch in chunks {
+        for (l, &v) in lanes.iter_mut().zip(ch) {
+            *l += v;
+        }
+    }
+    lanes.iter().copied().sum::<T>() + tail.iter().copied().sum::<T>()
+}
+
 /// From this many multiply-adds on, the samples of a batch are split over two threads.
 const PARALLEL_MACS: usize = 1 << 20;
 
@@ -222,12 +321,12 @@ fn parallel(g: &Geometry, o: usize) -> bool {
 
 /// Runs `f(first_sample, samples, out)` over the batch, in two halves on two threads when
 /// `split`; `out` (with `per` elements per sample) is cut at the same sample.
-fn halves<T: Float, R: Send>(
+fn halves<U: Send, R: Send>(
     n: usize,
     per: usize,
-    out: &mut [T],
+    out: &mut [U],
     split: bool,
-    f: impl Fn(usize, usize, &mut [T]) -> R + Sync,
+    f: impl Fn(usize, usize, &mut [U]) -> R + Sync,
 ) -> (R, Option<R>) {
     if !split {
         return (f(0, n, out), None);
@@ -273,6 +372,42 @@ fn forward<T: Float>(
     from_vec(&[g.n, o, g.oh, g.ow], out)
 }
 
+/// [`forward`] for f32 with the columns packed as the GEMM's B directly
+/// ([`im2col_packed`]) and the output written once, never zeroed first; needs
+/// [`gemm::packed_b_supported`](crate::ops::gemm::packed_b_supported).
+fn forward_packed(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+    use crate::ops::gemm::{packed_b_len, sgemm_packed_b};
+    let o = w.len() / g.ckk();
+    let (ckk, l) = (g.ckk(), g.l());
+    let sample = g.c * g.h * g.w;
+    let len = g.n * o * l;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let w2 = view2(w, o, ckk);
+    let slots = &mut out.spare_capacity_mut()[..len];
+    halves(g.n, o * l, slots, parallel(g, o), |first, count, out| {
+        let mut pb = vec![0f32; packed_b_len(ckk, l)];
+        let mut row = vec![0f32; l];
+        for (s, outn) in out.chunks_exact_mut(o * l).enumerate().take(count) {
+            let n = first + s;
+            im2col_packed(&x[n * sample..(n + 1) * sample], g, &mut pb, &mut row);
+            // SAFETY: the caller checked `packed_b_supported`; `outn` is `o` rows of `l`
+            // writable floats, and without `accumulate` the GEMM writes each before any read.
+            unsafe { sgemm_packed_b(&w2, &pb, l, outn.as_mut_ptr().cast::<f32>(), l, false) };
+            // SAFETY: the GEMM above initialised all `o·l` values of `outn`.
+            let outn =
+                unsafe { std::slice::from_raw_parts_mut(outn.as_mut_ptr().cast::<f32>(), o * l) };
+            if let Some(b) = bias {
+                for (row, &bv) in outn.chunks_exact_mut(l).zip(b) {
+                    row.iter_mut().for_each(|v| *v += bv);
+                }
+            }
+        }
+    });
+    // SAFETY: the two halves wrote every sample's `o·l` outputs, `len` in all.
+    unsafe { out.set_len(len) };
+    out
+}
+
 type Grads<T> = (
     Option<ArcArray<T, IxDyn>>,
     Option<ArcArray<T, IxDyn>>,
@@ -291,11 +426,23 @@ fn backward<T: Float>(
     let (x, w, gy) = (contiguous(x), contiguous(w), contiguous(gy));
     let o = w.len() / g.ckk();
     let (ckk, l) = (g.ckk(), g.l());
-    let w2 = view2(&w, o, ckk);
+    // Wᵀ `[C·kh·kw, out]` row-major, so that the GEMM reads it in place as A for every
+    // sample instead of packing the transposed view each time.
+    let mut wt = vec![T::zero(); if needs[0] { w.len() } else { 0 }];
+    if needs[0] {
+        for (oo, wrow) in w.chunks_exact(ckk).enumerate() {
+            for (r, &v) in wrow.iter().enumerate() {
+                wt[r * o + oo] = v;
+            }
+        }
+    }
+    let wt2 = view2(&wt, if needs[0] { ckk } else { 0 }, o);
     let sample = g.c * g.h * g.w;
-    let mut gx = vec![T::zero(); if needs[0] { x.len() } else { 0 }];
+    let gx_len = if needs[0] { x.len() } else { 0 };
+    let mut gx: Vec<T> = Vec::with_capacity(gx_len);
     let per = if needs[0] { sample } else { 0 };
-    let (first, second) = halves(g.n, per, &mut gx, parallel(g, o), |first, count, gx| {
+    let slots = &mut gx.spare_capacity_mut()[..gx_len];
+    let (first, second) = halves(g.n, per, slots, parallel(g, o), |first, count, gx| {
         let mut cols = vec![T::zero(); ckk * l];
         let mut gw_n = vec![T::zero(); if needs[1] { o * ckk } else { 0 }];
         let mut gw = vec![T::zero(); gw_n.len()];
@@ -318,22 +465,34 @@ fn backward<T: Float>(
             }
             if needs[2] {
                 for (acc, row) in gb.iter_mut().zip(gyn.chunks_exact(l)) {
-                    *acc += row.iter().copied().sum::<T>();
+                    *acc += lane_sum(row);
                 }
             }
             if needs[0] {
                 gemm(
-                    &w2.t(),
+                    &wt2,
                     &gn,
                     &mut view2_mut(&mut cols, ckk, l),
                     Epilogue::write(),
                 );
-                col2im(&cols, g, &mut gx[s * sample..(s + 1) * sample]);
+                // Zeroed here, while it is about to be added to in cache, rather than
+                // all at once up front.
+                let dst = &mut gx[s * sample..(s + 1) * sample];
+                dst.iter_mut().for_each(|v| {
+                    v.write(T::zero());
+                });
+                // SAFETY: every element of `dst` was just written.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<T>(), sample) };
+                col2im(&cols, g, dst);
             }
         }
         (gw, gb)
     });
     // The halves' dWᵀ `[C·kh·kw, out]` added and transposed to `[out, C·kh·kw]`.
+    // SAFETY: with `needs[0]` both halves zeroed and then filled every sample's `sample`
+    // values (`gx_len` in all); otherwise `gx_len` is 0.
+    unsafe { gx.set_len(gx_len) };
     let (gw_t, mut gb) = first;
     let mut gw = vec![T::zero(); gw_t.len()];
     for (r, row) in gw_t.chunks_exact(o.max(1)).enumerate() {
@@ -399,7 +558,18 @@ impl Tensor {
         }
         let (sx, sw) = (self.storage(), weight.storage());
         let sb = bias.map(|b| b.storage());
+        let out_shape = [g.n, ws[0], g.oh, g.ow];
         let out = match (&sx, &sw, &sb) {
+            (Storage::F32(x), Storage::F32(w), None) if crate::ops::gemm::packed_b_supported() => {
+                let y = forward_packed(&contiguous(x), &contiguous(w), None, &g);
+                Storage::F32(from_vec(&out_shape, y))
+            }
+            (Storage::F32(x), Storage::F32(w), Some(Storage::F32(b)))
+                if crate::ops::gemm::packed_b_supported() =>
+            {
+                let y = forward_packed(&contiguous(x), &contiguous(w), Some(&contiguous(b)), &g);
+                Storage::F32(from_vec(&out_shape, y))
+            }
             (Storage::F32(x), Storage::F32(w), None) => Storage::F32(forward(x, w, None, &g)),
             (Storage::F32(x), Storage::F32(w), Some(Storage::F32(b))) => {
                 Storage::F32(forward(x, w, Some(&contiguous(b)), &g))
@@ -520,6 +690,93 @@ mod tests {
                 (numeric - analytic).abs() < 1e-6 * analytic.abs().max(1.0),
                 "input {i}: {numeric} vs {analytic}"
             );
+        }
+    }
+
+    #[test]
+    fn packed_forward_matches_the_plain_one() {
+        // Odd output sizes (a partial strip of columns), C·kh·kw above one block of k
+        // (30·3·3 = 270 > 256), strides and padding, with and without bias, one and two
+        // threads.
+        if !crate::ops::gemm::packed_b_supported() {
+            return;
+        }
+        crate::random::manual_seed(7);
+        for (x, w, stride, padding) in [
+            ([2, 1, 28, 28], [16, 1, 3, 3], [1, 1], [1, 1]),
+            ([3, 30, 9, 7], [5, 30, 3, 3], [1, 1], [1, 1]),
+            ([2, 3, 11, 10], [7, 3, 3, 2], [2, 1], [1, 0]),
+            ([64, 16, 14, 14], [32, 16, 3, 3], [1, 1], [1, 1]),
+        ] {
+            let g = Geometry::new(&x, [w[2], w[3]], stride, padding).unwrap();
+            let xs = Tensor::randn(&x).to_vec::<f32>();
+            let ws = Tensor::randn(&w).to_vec::<f32>();
+            let bs = Tensor::randn(&[w[0]]).to_vec::<f32>();
+            let xa = from_vec(&x, xs.clone());
+            let wa = from_vec(&w, ws.clone());
+            // The definition, by direct loops in f64.
+            let o = w[0];
+            let mut direct = vec![0f64; g.n * o * g.oh * g.ow];
+            for (k, d) in direct.iter_mut().enumerate() {
+                let (n, oc, oy, ox) = (
+                    k / (o * g.oh * g.ow),
+                    k / (g.oh * g.ow) % o,
+                    k / g.ow % g.oh,
+                    k % g.ow,
+                );
+                for c in 0..g.c {
+                    for i in 0..g.kh {
+                        for j in 0..g.kw {
+                            let iy = (oy * g.stride[0] + i).checked_sub(g.padding[0]);
+                            let ix = (ox * g.stride[1] + j).checked_sub(g.padding[1]);
+                            if let (Some(iy), Some(ix)) = (iy, ix)
+                                && iy < g.h
+                                && ix < g.w
+                            {
+                                let xv = xs[((n * g.c + c) * g.h + iy) * g.w + ix];
+                                let wv = ws[((oc * g.c + c) * g.kh + i) * g.kw + j];
+                                *d += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                }
+            }
+            for bias in [None, Some(&bs[..])] {
+                let want = forward(&xa, &wa, bias, &g);
+                let got = forward_packed(&xs, &ws, bias, &g);
+                let want = want.as_slice().unwrap();
+                for (k, (&a, &d)) in want.iter().zip(&direct).enumerate() {
+                    let d = d + bias.map_or(0.0, |b| f64::from(b[k / (g.oh * g.ow) % o]));
+                    assert!(
+                        (f64::from(a) - d).abs() <= 1e-4 * (1.0 + d.abs()),
+                        "{x:?} {w:?} plain at {k}: {a} vs {d}"
+                    );
+                }
+                assert_eq!(got.len(), want.len());
+                for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{x:?} {w:?} at {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_3_wide_kernels_match_finite_differences() {
+        // The one-pass col2im of 3-wide "same" rows, with kernel heights 3 and 1, padding
+        // 0 and 1 on top, and a width of 2.
+        crate::random::manual_seed(8);
+        for (x, w, padding) in [
+            ([2, 2, 5, 4], [3, 2, 3, 3], [1, 1]),
+            ([1, 3, 4, 6], [2, 3, 3, 3], [0, 1]),
+            ([2, 1, 3, 2], [2, 1, 1, 3], [0, 1]),
+        ] {
+            let x = Tensor::randn(&x).double().requires_grad_(true);
+            let w = Tensor::randn(&w).double().requires_grad_(true);
+            gradcheck(|v| v[0].conv2d(&v[1], [1, 1], padding), &[x, w])
+                .unwrap_or_else(|e| panic!("padding {padding:?}: {e}"));
         }
     }
 

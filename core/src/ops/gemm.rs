@@ -924,6 +924,86 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: AOp, b: BOp, c: MatMut, e: Ep
     });
 }
 
+// NOTE [ Pre-packed B ]
+// A caller that produces B itself (convolution's im2col) writes it straight into the packed
+// layout and so skips `pack_b`'s pass over it. The layout of a `k × n` B (the one
+// `pack_b_full` writes and `BOp::Packed` reads): for each block of `PACKED_KC` rows
+// starting at `pc` (the last one `kc = min(PACKED_KC, k − pc)` tall), `n.div_ceil(PACKED_NR)`
+// strips of `PACKED_NR` columns, each strip `kc × PACKED_NR` row-major; so `B[p][j]` lies at
+// `pc·npad + (j / NR)·NR·kc + (p − pc)·NR + j % NR`, with `npad = n.div_ceil(NR)·NR`, and
+// the columns `n..npad` hold zeros.
+
+/// The strip width of a pre-packed B (NOTE [ Pre-packed B ]).
+pub(crate) const PACKED_NR: usize = NR;
+/// The row-block height of a pre-packed B (NOTE [ Pre-packed B ]).
+pub(crate) const PACKED_KC: usize = KC;
+
+/// The length of a pre-packed `k × n` B (NOTE [ Pre-packed B ]).
+pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
+    k * n.div_ceil(NR) * NR
+}
+
+/// Whether [`sgemm_packed_b`] can run on this CPU (AVX2 and FMA).
+pub(crate) fn packed_b_supported() -> bool {
+    has_avx2_fma()
+}
+
+/// `C = a @ B` (or `C += a @ B` when `accumulate`) in f32 on the calling thread, for a B of
+/// `n` columns already in the packed layout of NOTE [ Pre-packed B ], into the `m × n`
+/// row-major C at `c` whose rows are `rsc` floats apart.
+///
+/// # Safety
+/// [`packed_b_supported`] must hold; `c` must be valid for writes of `m` rows of `n` floats
+/// `rsc` apart, and those floats initialised when `accumulate` (otherwise each is written
+/// before it is read).
+///
+/// # Panics
+/// If `pb` is shorter than [`packed_b_len`]`(k, n)`.
+pub(crate) unsafe fn sgemm_packed_b(
+    a: &ArrayView2<'_, f32>,
+    pb: &[f32],
+    n: usize,
+    c: *mut f32,
+    rsc: usize,
+    accumulate: bool,
+) {
+    let (m, k) = a.dim();
+    assert!(
+        pb.len() >= packed_b_len(k, n) && rsc >= n,
+        "sgemm_packed_b: a {m}x{k}, packed B of {} for {k}x{n}, C rows {rsc} apart",
+        pb.len(),
+    );
+    debug_assert!(has_avx2_fma());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let c = MatMut {
+        ptr: c,
+        rs: rsc as isize,
+        cs: 1,
+    };
+    let e = Ep {
+        alpha: 1.0,
+        beta: if accumulate { 1.0 } else { 0.0 },
+        bias: Bias::NONE,
+    };
+    if k == 0 {
+        for i in 0..m {
+            for j in 0..n {
+                // SAFETY: (i, j) is inside the caller's C (see # Safety).
+                unsafe { c.store(i, j, 0.0, e) };
+            }
+        }
+        return;
+    }
+    let npad = n.div_ceil(NR) * NR;
+    let b = BOp::Packed(pb.as_ptr(), npad);
+    // SAFETY: `a` describes the view's own `m × k` elements, C is the caller's `m × n` (see
+    // # Safety), `pb` holds the whole packed B (checked above), and the CPU has AVX2 and
+    // FMA (the caller's promise).
+    unsafe { blocked(m, n, k, AOp::Matrix(mat_ref(a)), b, c, e) };
+}
+
 /// `len` floats of `buf` starting at a 64-byte boundary, so that packed strips never
 /// straddle cache lines.
 fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {

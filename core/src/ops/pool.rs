@@ -8,6 +8,7 @@ use crate::ops::kernel::from_vec;
 use crate::parallel::PARALLEL_ELEMS;
 use crate::tensor::Tensor;
 use ndarray::{ArcArray, IxDyn};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 #[cold]
@@ -73,9 +74,9 @@ fn over_planes<T: Float>(
     planes: usize,
     per: usize,
     input_len: usize,
-    out: &mut [T],
-    idx: &mut [u32],
-    f: impl Fn(std::ops::Range<usize>, &mut [T], &mut [u32]) + Sync,
+    out: &mut [MaybeUninit<T>],
+    idx: &mut [MaybeUninit<u32>],
+    f: impl Fn(std::ops::Range<usize>, &mut [MaybeUninit<T>], &mut [MaybeUninit<u32>]) + Sync,
 ) {
     if input_len >= PARALLEL_ELEMS && planes >= 2 && rayon::current_num_threads() >= 2 {
         let mid = planes / 2;
@@ -87,9 +88,14 @@ fn over_planes<T: Float>(
     }
 }
 
-/// The maximum of each window of one `[H, W]` plane and its offset in the plane; NaN wins,
-/// as in PyTorch.
-fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
+/// The maximum of each window of one `[H, W]` plane and its offset in the plane, written
+/// into every slot of `out` and `idx`; NaN wins, as in PyTorch.
+fn max_plane<T: Float>(
+    x: &[T],
+    g: &Geometry,
+    out: &mut [MaybeUninit<T>],
+    idx: &mut [MaybeUninit<u32>],
+) {
     if g.kh == 2 && g.kw == 2 && g.stride == [2, 2] && g.padding == [0, 0] {
         // The common 2×2 window: two input rows per output row, no padding.
         for oy in 0..g.oh {
@@ -97,21 +103,26 @@ fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
             let r1 = &x[(2 * oy + 1) * g.w..][..2 * g.ow];
             let base = (2 * oy * g.w) as u32;
             let (o, ix) = (&mut out[oy * g.ow..][..g.ow], &mut idx[oy * g.ow..][..g.ow]);
+            // A tree of selects without branches (which mispredicted on every other
+            // window): each pair keeps its left value unless the right one is larger or
+            // NaN, which picks the same winner as a scan in reading order.
+            #[inline(always)]
+            fn pick<T: Float>(l: (T, u32), r: (T, u32)) -> (T, u32) {
+                let right = r.0 > l.0 || r.0.is_nan();
+                (if right { r.0 } else { l.0 }, if right { r.1 } else { l.1 })
+            }
+            let w = g.w as u32;
+            if simd::max_2x2_row(r0, r1, base, w, o, ix) {
+                continue;
+            }
             for ox in 0..g.ow {
                 let c = 2 * ox;
-                let (mut best, mut at) = (r0[c], base + c as u32);
-                for (v, off) in [
-                    (r0[c + 1], c + 1),
-                    (r1[c], g.w + c),
-                    (r1[c + 1], g.w + c + 1),
-                ] {
-                    if v > best || v.is_nan() {
-                        best = v;
-                        at = base + off as u32;
-                    }
-                }
-                o[ox] = best;
-                ix[ox] = at;
+                let at = base + c as u32;
+                let top = pick((r0[c], at), (r0[c + 1], at + 1));
+                let bottom = pick((r1[c], at + w), (r1[c + 1], at + w + 1));
+                let (best, at) = pick(top, bottom);
+                o[ox].write(best);
+                ix[ox].write(at);
             }
         }
         return;
@@ -135,9 +146,266 @@ fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
                     }
                 }
             }
-            out[k] = best;
-            idx[k] = at;
+            out[k].write(best);
+            idx[k].write(at);
             k += 1;
+        }
+    }
+}
+
+/// AVX2 kernels for the common 2×2 max-pool window with stride 2 in f32, chosen at run
+/// time (the crate is built for baseline x86-64). Eight outputs at a time; a last partial
+/// group (all of a row of 7, as in W4's second pool) uses masked loads and stores.
+mod simd {
+    use crate::dtype::Float;
+    use std::any::TypeId;
+
+    /// Whether `T` is f32 and the CPU has AVX2.
+    fn usable<T: Float>() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx2")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// `v` as f32 (the caller checked that `T` is f32).
+    fn f32s<T: Float>(v: &[T]) -> &[f32] {
+        assert_eq!(TypeId::of::<T>(), TypeId::of::<f32>());
+        // SAFETY: `T` is `f32` (same `TypeId`, asserted): the same memory, length and type.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
+    }
+
+    /// One row of `out.len()` 2×2 windows over input rows `r0` and `r1` (each at least
+    /// `2·out.len()` long), their maxima into `out` and the winners' plane offsets into
+    /// `idx`, exactly as `max_plane` picks them (NaN included); `base` is `r0`'s offset in the
+    /// plane and `w` the row length. Returns `false`, writing nothing, for f64 or without
+    /// AVX2.
+    pub(super) fn max_2x2_row<T: Float>(
+        r0: &[T],
+        r1: &[T],
+        base: u32,
+        w: u32,
+        out: &mut [std::mem::MaybeUninit<T>],
+        idx: &mut [std::mem::MaybeUninit<u32>],
+    ) -> bool {
+        if !usable::<T>() {
+            return false;
+        }
+        let n = out.len();
+        assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && idx.len() >= n);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 was detected by `usable`; `T` is `f32`, so `out` and `idx` are slots
+        // for `n` f32s and u32s (lengths asserted above).
+        unsafe {
+            max_2x2_row_avx2(
+                f32s(r0),
+                f32s(r1),
+                base,
+                w,
+                out.as_mut_ptr().cast::<f32>(),
+                idx.as_mut_ptr().cast::<u32>(),
+                n,
+            )
+        };
+        true
+    }
+
+    /// Rows `2·oy` and `2·oy + 1` of the input gradient for one row of 2×2 windows: each
+    /// window's gradient `gr[ox]` at its winner `ar[ox]` (a plane offset; `base` is row
+    /// `2·oy`'s), 0 at the other three; the first `2·gr.len()` values of `d0` and `d1`.
+    /// Returns `false`, writing nothing, for f64 or without AVX2.
+    pub(super) fn scatter_2x2_row<T: Float>(
+        gr: &[T],
+        ar: &[u32],
+        base: u32,
+        w: u32,
+        d0: &mut [std::mem::MaybeUninit<T>],
+        d1: &mut [std::mem::MaybeUninit<T>],
+    ) -> bool {
+        if !usable::<T>() {
+            return false;
+        }
+        let n = gr.len();
+        assert!(ar.len() >= n && d0.len() >= 2 * n && d1.len() >= 2 * n);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 was detected by `usable`; `T` is `f32`, so `d0` and `d1` are slots
+        // for at least `2·n` f32s each (asserted above).
+        unsafe {
+            scatter_2x2_row_avx2(
+                f32s(gr),
+                ar,
+                base,
+                w,
+                d0.as_mut_ptr().cast::<f32>(),
+                d1.as_mut_ptr().cast::<f32>(),
+            )
+        };
+        true
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must have AVX2; `r0` and `r1` hold at least `2·n` values, and `out` and
+    /// `idx` are valid for writes of `n` values.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn max_2x2_row_avx2(
+        r0: &[f32],
+        r1: &[f32],
+        base: u32,
+        w: u32,
+        out: *mut f32,
+        idx: *mut u32,
+        n: usize,
+    ) {
+        // The right value wins where it is larger or NaN, as in `max_plane`'s `pick`.
+        macro_rules! pick {
+            ($l:expr, $r:expr) => {{
+                let (l, r): ((__m256, __m256i), (__m256, __m256i)) = ($l, $r);
+                let m = _mm256_or_ps(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(r.0, l.0),
+                    _mm256_cmp_ps::<_CMP_UNORD_Q>(r.0, r.0),
+                );
+                (
+                    _mm256_blendv_ps(l.0, r.0, m),
+                    _mm256_castps_si256(_mm256_blendv_ps(
+                        _mm256_castsi256_ps(l.1),
+                        _mm256_castsi256_ps(r.1),
+                        m,
+                    )),
+                )
+            }};
+        }
+        // Lanes hold outputs 0 1 4 5 | 2 3 6 7 after the even/odd shuffles below.
+        let lane_offsets = _mm256_setr_epi32(0, 2, 8, 10, 4, 6, 12, 14);
+        let (one, down) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32));
+        for first in (0..n).step_by(8) {
+            let count = (n - first).min(8);
+            let c = 2 * first;
+            // Inputs `c .. c + 2·count` of each row, in two groups of eight; a last partial
+            // group is copied out first (masked loads and stores are slow on AMD cores).
+            let (mut p0, mut p1) = ([0f32; 16], [0f32; 16]);
+            let (s0, s1) = if count == 8 {
+                (r0[c..c + 16].as_ptr(), r1[c..c + 16].as_ptr())
+            } else {
+                p0[..2 * count].copy_from_slice(&r0[c..c + 2 * count]);
+                p1[..2 * count].copy_from_slice(&r1[c..c + 2 * count]);
+                (p0.as_ptr(), p1.as_ptr())
+            };
+            // SAFETY: `s0` and `s1` point at 16 readable f32s (row slices or the copies).
+            let (a0, b0, a1, b1) = unsafe {
+                (
+                    _mm256_loadu_ps(s0),
+                    _mm256_loadu_ps(s0.add(8)),
+                    _mm256_loadu_ps(s1),
+                    _mm256_loadu_ps(s1.add(8)),
+                )
+            };
+            let even0 = _mm256_shuffle_ps::<0b10_00_10_00>(a0, b0);
+            let odd0 = _mm256_shuffle_ps::<0b11_01_11_01>(a0, b0);
+            let even1 = _mm256_shuffle_ps::<0b10_00_10_00>(a1, b1);
+            let odd1 = _mm256_shuffle_ps::<0b11_01_11_01>(a1, b1);
+            let i00 = _mm256_add_epi32(_mm256_set1_epi32((base as usize + c) as i32), lane_offsets);
+            let i10 = _mm256_add_epi32(i00, down);
+            let top = pick!((even0, i00), (odd0, _mm256_add_epi32(i00, one)));
+            let bottom = pick!((even1, i10), (odd1, _mm256_add_epi32(i10, one)));
+            let (v, i) = pick!(top, bottom);
+            // Back to outputs 0..8: 64-bit pairs (0 1)(4 5)(2 3)(6 7) → (0 1)(2 3)(4 5)(6 7).
+            let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+            let i = _mm256_permute4x64_epi64::<0b11_01_10_00>(i);
+            if count == 8 {
+                // SAFETY: outputs `first .. first + 8 <= n` are writable (# Safety).
+                unsafe {
+                    _mm256_storeu_ps(out.add(first), v);
+                    _mm256_storeu_si256(idx.add(first).cast::<__m256i>(), i);
+                }
+                continue;
+            }
+            let (mut vs, mut is) = ([0f32; 8], [0u32; 8]);
+            // SAFETY: `vs` and `is` hold eight values each; outputs `first .. first + count
+            // <= n` are writable (# Safety).
+            unsafe {
+                _mm256_storeu_ps(vs.as_mut_ptr(), v);
+                _mm256_storeu_si256(is.as_mut_ptr().cast::<__m256i>(), i);
+                std::ptr::copy_nonoverlapping(vs.as_ptr(), out.add(first), count);
+                std::ptr::copy_nonoverlapping(is.as_ptr(), idx.add(first), count);
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `ar` holds at least `gr.len()` values, and `d0` and `d1` are
+    /// valid for writes of `2·gr.len()` f32s.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn scatter_2x2_row_avx2(
+        gr: &[f32],
+        ar: &[u32],
+        base: u32,
+        w: u32,
+        d0: *mut f32,
+        d1: *mut f32,
+    ) {
+        let n = gr.len();
+        let two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+        let (one, down) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32));
+        for first in (0..n).step_by(8) {
+            let count = (n - first).min(8);
+            // A last partial group is copied out first and its results copied back
+            // (masked loads and stores are slow on AMD cores).
+            let (mut gp, mut ap) = ([0f32; 8], [0u32; 8]);
+            let (gs, as_) = if count == 8 {
+                (gr[first..first + 8].as_ptr(), ar[first..first + 8].as_ptr())
+            } else {
+                gp[..count].copy_from_slice(&gr[first..first + count]);
+                ap[..count].copy_from_slice(&ar[first..first + count]);
+                (gp.as_ptr(), ap.as_ptr())
+            };
+            // SAFETY: `gs` and `as_` point at eight readable values (the rows or copies).
+            let (g, a) = unsafe {
+                (
+                    _mm256_loadu_ps(gs),
+                    _mm256_loadu_si256(as_.cast::<__m256i>()),
+                )
+            };
+            let tl = _mm256_add_epi32(_mm256_set1_epi32((base as usize + 2 * first) as i32), two);
+            let bl = _mm256_add_epi32(tl, down);
+            // The gradient where the winner is at `pos`, 0 elsewhere.
+            macro_rules! at {
+                ($pos:expr) => {
+                    _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, $pos)))
+                };
+            }
+            for (dst, left) in [(d0, tl), (d1, bl)] {
+                let (x, y) = (at!(left), at!(_mm256_add_epi32(left, one)));
+                // Interleaved: x0 y0 x1 y1 … x7 y7.
+                let (lo, hi) = (_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
+                let first8 = _mm256_permute2f128_ps::<0x20>(lo, hi);
+                let last8 = _mm256_permute2f128_ps::<0x31>(lo, hi);
+                let d = dst.wrapping_add(2 * first);
+                if count == 8 {
+                    // SAFETY: values `2·first .. 2·first + 16 <= 2·n` are writable.
+                    unsafe {
+                        _mm256_storeu_ps(d, first8);
+                        _mm256_storeu_ps(d.add(8), last8);
+                    }
+                } else {
+                    let mut tmp = [0f32; 16];
+                    // SAFETY: `tmp` holds 16 f32s; values `2·first .. 2·(first + count) <=
+                    // 2·n` are writable.
+                    unsafe {
+                        _mm256_storeu_ps(tmp.as_mut_ptr(), first8);
+                        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), last8);
+                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), d, 2 * count);
+                    }
+                }
+            }
         }
     }
 }
@@ -148,14 +416,14 @@ fn max_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> (ArcArray<T, I
     let data = x.as_slice().unwrap_or_default();
     let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
     let planes = g.n * g.c;
-    let mut out = vec![T::zero(); planes * per];
-    let mut argmax = vec![0u32; planes * per];
+    let len = planes * per;
+    let (mut out, mut argmax) = (Vec::<T>::with_capacity(len), Vec::<u32>::with_capacity(len));
     over_planes(
         planes,
         per,
         data.len(),
-        &mut out,
-        &mut argmax,
+        &mut out.spare_capacity_mut()[..len],
+        &mut argmax.spare_capacity_mut()[..len],
         |range, out, idx| {
             for (k, p) in range.enumerate() {
                 let plane = &data[p * plane_len..(p + 1) * plane_len];
@@ -168,6 +436,11 @@ fn max_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> (ArcArray<T, I
             }
         },
     );
+    // SAFETY: `max_plane` wrote every slot of every plane's outputs, `len` in all.
+    unsafe {
+        out.set_len(len);
+        argmax.set_len(len);
+    }
     (from_vec(&[g.n, g.c, g.oh, g.ow], out), argmax)
 }
 
@@ -175,6 +448,14 @@ fn max_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> (ArcArray<T, I
 fn scatter<T: Float>(gy: &ArcArray<T, IxDyn>, argmax: &[u32], g: &Geometry) -> ArcArray<T, IxDyn> {
     let gy = gy.as_standard_layout();
     let gys = gy.as_slice().unwrap_or_default();
+    if g.kh == 2 && g.kw == 2 && g.stride == [2, 2] && g.padding == [0, 0] {
+        return from_vec(&[g.n, g.c, g.h, g.w], scatter_2x2(gys, argmax, g));
+    }
+    from_vec(&[g.n, g.c, g.h, g.w], scatter_any(gys, argmax, g))
+}
+
+/// [`scatter`] for any window: adds each output gradient onto its winner.
+fn scatter_any<T: Float>(gys: &[T], argmax: &[u32], g: &Geometry) -> Vec<T> {
     let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
     let mut gx = vec![T::zero(); g.n * g.c * plane_len];
     if per > 0 {
@@ -188,7 +469,62 @@ fn scatter<T: Float>(gy: &ArcArray<T, IxDyn>, argmax: &[u32], g: &Geometry) -> A
             }
         }
     }
-    from_vec(&[g.n, g.c, g.h, g.w], gx)
+    gx
+}
+
+/// [`scatter`] for the common 2×2 window with stride 2: the windows do not overlap, so each
+/// input position is written once, with its window's gradient or 0, and the result is
+/// never zeroed first nor added to.
+fn scatter_2x2<T: Float>(gys: &[T], argmax: &[u32], g: &Geometry) -> Vec<T> {
+    let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
+    let planes = g.n * g.c;
+    let len = planes * plane_len;
+    let mut gx: Vec<T> = Vec::with_capacity(len);
+    let zero = |v: &mut [std::mem::MaybeUninit<T>]| {
+        v.iter_mut().for_each(|v| {
+            v.write(T::zero());
+        });
+    };
+    let fill = |first: usize, out: &mut [std::mem::MaybeUninit<T>]| {
+        for (k, plane) in out.chunks_exact_mut(plane_len).enumerate() {
+            let p = first + k;
+            let (gp, ap) = (&gys[p * per..][..per], &argmax[p * per..][..per]);
+            // Rows in pairs, one pair per row of windows; a last odd row is in no window.
+            let (pairs, rest) = plane.split_at_mut(2 * g.oh * g.w);
+            zero(rest);
+            for (oy, pair) in pairs.chunks_exact_mut(2 * g.w).enumerate() {
+                let (gr, ar) = (&gp[oy * g.ow..][..g.ow], &ap[oy * g.ow..][..g.ow]);
+                let base = 2 * oy * g.w;
+                let (r0, r1) = pair.split_at_mut(g.w);
+                // Columns past the last window (an odd width) are in no window.
+                zero(&mut r0[2 * g.ow..]);
+                zero(&mut r1[2 * g.ow..]);
+                if simd::scatter_2x2_row(gr, ar, base as u32, g.w as u32, r0, r1) {
+                    continue;
+                }
+                for (y, row) in [(0, r0), (1, r1)] {
+                    let left0 = base + y * g.w;
+                    for (ox, two) in row.chunks_exact_mut(2).take(g.ow).enumerate() {
+                        let (at, v) = (ar[ox] as usize, gr[ox]);
+                        let left = left0 + 2 * ox;
+                        two[0].write(if at == left { v } else { T::zero() });
+                        two[1].write(if at == left + 1 { v } else { T::zero() });
+                    }
+                }
+            }
+        }
+    };
+    let out = &mut gx.spare_capacity_mut()[..len];
+    if len >= PARALLEL_ELEMS && planes >= 2 && rayon::current_num_threads() >= 2 {
+        let (lo, hi) = out.split_at_mut(planes / 2 * plane_len);
+        rayon::join(|| fill(0, lo), || fill(planes / 2, hi));
+    } else {
+        fill(0, out);
+    }
+    // SAFETY: `fill` wrote every position of every plane (window pairs, then the rows and
+    // columns no window covers), `len` in all.
+    unsafe { gx.set_len(len) };
+    gx
 }
 
 fn avg_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> ArcArray<T, IxDyn> {
@@ -308,6 +644,84 @@ mod tests {
                 &[x],
             )
             .unwrap_or_else(|e| panic!("avg {k:?} {s:?} {p:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn max_pool_2x2_backward_writes_what_the_general_scatter_adds() {
+        // Odd sizes leave a row and a column outside every window; 2·16·91·93 elements
+        // split the planes over two threads.
+        crate::random::manual_seed(6);
+        for shape in [
+            [1usize, 1, 5, 7],
+            [2, 16, 91, 93],
+            [3, 4, 14, 14],
+            [2, 3, 28, 28],
+        ] {
+            let x = Tensor::randn(&shape);
+            let g = geometry("max_pool2d", &shape, [2, 2], [2, 2], [0, 0]);
+            let Storage::F32(xa) = x.storage() else {
+                unreachable!()
+            };
+            let (y, argmax) = max_forward(&xa, &g);
+            let gy: Vec<f32> = (0..y.len()).map(|i| (i % 13) as f32 - 6.0).collect();
+            assert_eq!(
+                scatter_2x2(&gy, &argmax, &g),
+                scatter_any(&gy, &argmax, &g),
+                "{shape:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_pool_2x2_ties_and_nans_pick_as_a_scan_in_reading_order() {
+        // 2×2 windows over {1, 2, NaN}: ties go to the first, NaN to the last NaN. Rows of
+        // 81 windows (all patterns), 7 (W4's second pool: one partial group of eight) and 3;
+        // f32 (the AVX2 kernel) and f64.
+        fn check<T: Float>(windows: usize) {
+            let vals = [T::one(), T::lit(2.0), T::nan()];
+            let x: Vec<Vec<T>> = (0..windows)
+                .map(|k| {
+                    let k = (k * 11 + windows) % 81;
+                    (0..4).map(|d| vals[k / 3usize.pow(d) % 3]).collect()
+                })
+                .collect();
+            // One row of windows: a 2 × 2·windows plane.
+            let mut plane = vec![T::zero(); 2 * 2 * windows];
+            for (k, v) in x.iter().enumerate() {
+                plane[2 * k] = v[0];
+                plane[2 * k + 1] = v[1];
+                plane[2 * windows + 2 * k] = v[2];
+                plane[2 * windows + 2 * k + 1] = v[3];
+            }
+            let shape = [1, 1, 2, 2 * windows];
+            let g = geometry("max_pool2d", &shape, [2, 2], [2, 2], [0, 0]);
+            let (out, idx) = max_forward(&from_vec(&shape, plane), &g);
+            let out = out.as_slice().unwrap();
+            for (k, v) in x.iter().enumerate() {
+                let offs = [
+                    2 * k,
+                    2 * k + 1,
+                    2 * windows + 2 * k,
+                    2 * windows + 2 * k + 1,
+                ];
+                let (mut best, mut at) = (v[0], offs[0]);
+                for d in 1..4 {
+                    if v[d] > best || v[d].is_nan() {
+                        best = v[d];
+                        at = offs[d];
+                    }
+                }
+                assert_eq!(idx[k] as usize, at, "window {v:?} of {windows}");
+                assert!(
+                    out[k] == best || (out[k].is_nan() && best.is_nan()),
+                    "window {v:?} of {windows}"
+                );
+            }
+        }
+        for windows in [81, 7, 3] {
+            check::<f32>(windows);
+            check::<f64>(windows);
         }
     }
 
