@@ -542,19 +542,22 @@ unsafe fn product(m: usize, n: usize, k: usize, it: Item, e: Ep, parallel: bool)
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY (all three calls): the caller's promise about the item and the epilogue.
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
+                // SAFETY: (i, j) is inside the item's C (the caller's promise).
                 unsafe { it.c.store(i, j, 0.0, e) };
             }
         }
     } else if m * n * k <= DIRECT_MACS {
+        // SAFETY: the caller's promise about the item and the epilogue.
         unsafe { direct(m, n, k, it, e) };
     } else if parallel && rayon::current_num_threads() >= 2 {
+        // SAFETY: as above; the product is past DIRECT_MACS, so the CPU has AVX2 and FMA.
         unsafe { split(m, n, k, it, e) };
     } else {
         let (a, b) = (AOp::Matrix(it.a), BOp::Matrix(it.b));
+        // SAFETY: as for `split`.
         unsafe { blocked(m, n, k, a, b, it.c, e) };
     }
 }
