@@ -15,6 +15,17 @@ use torchlet::{Tensor, manual_seed};
 /// clock, it does not count the time other processes hold the core.
 #[cfg(target_os = "linux")]
 fn thread_cpu_secs() -> f64 {
+    cpu_secs(3)
+}
+
+/// Seconds all threads of this process have spent on a CPU (`CLOCK_PROCESS_CPUTIME_ID`).
+#[cfg(target_os = "linux")]
+fn process_cpu_secs() -> f64 {
+    cpu_secs(2)
+}
+
+#[cfg(target_os = "linux")]
+fn cpu_secs(clock: i32) -> f64 {
     #[repr(C)]
     struct Timespec {
         sec: i64,
@@ -23,11 +34,10 @@ fn thread_cpu_secs() -> f64 {
     unsafe extern "C" {
         fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
     }
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
     let mut ts = Timespec { sec: 0, nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields on 64-bit Linux), and
     // the C library, which std links, provides clock_gettime.
-    unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { clock_gettime(clock, &mut ts) };
     ts.sec as f64 + ts.nsec as f64 * 1e-9
 }
 
@@ -36,15 +46,28 @@ fn thread_cpu_secs() -> f64 {
     START.with(|s| s.elapsed().as_secs_f64())
 }
 
-/// Median seconds of runs of `f`, repeated for about `budget` seconds after a warm-up;
-/// on-CPU seconds of this thread when `cpu`, else wall-clock seconds.
-fn median_secs(budget: f64, cpu: bool, mut f: impl FnMut()) -> f64 {
-    let now = || {
-        if cpu {
-            thread_cpu_secs()
-        } else {
-            Instant::now().elapsed().as_secs_f64() + START.with(|s| s.elapsed().as_secs_f64())
-        }
+#[cfg(not(target_os = "linux"))]
+fn process_cpu_secs() -> f64 {
+    thread_cpu_secs()
+}
+
+/// How a run is timed.
+#[derive(Clone, Copy, PartialEq)]
+enum Clock {
+    /// Wall-clock seconds.
+    Wall,
+    /// On-CPU seconds of this (the only) thread.
+    Thread,
+    /// On-CPU seconds of all threads together: the work done, whatever the waits.
+    Process,
+}
+
+/// Median seconds of runs of `f`, repeated for about `budget` seconds after a warm-up.
+fn median_secs(budget: f64, clock: Clock, mut f: impl FnMut()) -> f64 {
+    let now = || match clock {
+        Clock::Thread => thread_cpu_secs(),
+        Clock::Process => process_cpu_secs(),
+        Clock::Wall => START.with(|s| s.elapsed().as_secs_f64()),
     };
     let t = now();
     f();
@@ -81,9 +104,15 @@ thread_local! {
 
 fn main() {
     manual_seed(0);
-    // `--cpu`: one thread, timed by its on-CPU seconds (for A/B on a busy machine).
-    let cpu = std::env::args().any(|a| a == "--cpu");
-    if cpu {
+    // `--cpu`: one thread, timed by its on-CPU seconds (for A/B on a busy machine);
+    // `--work`: the default threads, timed by the on-CPU seconds of all of them.
+    let args: Vec<String> = std::env::args().collect();
+    let clock = match () {
+        _ if args.iter().any(|a| a == "--cpu") => Clock::Thread,
+        _ if args.iter().any(|a| a == "--work") => Clock::Process,
+        _ => Clock::Wall,
+    };
+    if clock == Clock::Thread {
         torchlet::set_num_threads(1).expect("a fresh thread pool");
     }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -104,7 +133,7 @@ fn main() {
         let (batch, m, k, n) = (num(batch), num(m), num(k), num(n));
         let a = operand(batch, m, k, layout.starts_with('T'));
         let b = operand(batch, k, n, layout.ends_with('T'));
-        let secs = median_secs(0.3, cpu, || {
+        let secs = median_secs(0.3, clock, || {
             std::hint::black_box(a.matmul(&b));
         });
         let flops = 2.0 * (batch.max(1) * m * k * n) as f64;

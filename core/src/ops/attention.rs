@@ -19,7 +19,7 @@
 //!   `dQ = dS K`, `dK = dSᵀ Q`, each written into its block of the gradient.
 //!
 //! The heads are split over two threads when the products are large enough; each product is
-//! a `Float::gemm` on strided views (the blocked kernel packs them).
+//! `ops::gemm::gemm` on strided views (the blocked kernel packs them).
 
 use crate::autograd::graph::record;
 use crate::dtype::{Float, Storage, ToStorage};

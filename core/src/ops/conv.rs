@@ -238,6 +238,35 @@ fn im2col_packed(x: &[f32], g: &Geometry, pb: &mut [f32], row: &mut [f32]) {
 fn col2im<T: Float>(cols: &[T], g: &Geometry, dx: &mut [T]) {
     let l = g.l();
     let [sh, sw] = g.stride;
+    if g.stride == [1, 1] && g.kw == 3 && g.padding[1] == 1 && g.ow == g.w && g.w >= 2 {
+        // A 3-wide "same" kernel: the three column offsets of a kernel row land on one
+        // input row, so they are added in one pass over it, not three.
+        let w = g.w;
+        for c in 0..g.c {
+            let plane = &mut dx[c * g.h * w..(c + 1) * g.h * w];
+            for i in 0..g.kh {
+                let at = |j: usize| &cols[((c * g.kh + i) * 3 + j) * l..][..l];
+                let (r0, r1, r2) = (at(0), at(1), at(2));
+                for oy in 0..g.oh {
+                    let Some(iy) = Geometry::source(oy, i, 1, g.padding[0], g.h) else {
+                        continue;
+                    };
+                    let d = &mut plane[iy * w..(iy + 1) * w];
+                    let (a, b, e) = (&r0[oy * w..][..w], &r1[oy * w..][..w], &r2[oy * w..][..w]);
+                    // d[x] += a[x + 1] + b[x] + e[x − 1], each term where it exists.
+                    d[0] += a[1] + b[0];
+                    d[w - 1] += b[w - 1] + e[w - 2];
+                    d[1..w - 1]
+                        .iter_mut()
+                        .zip(&a[2..])
+                        .zip(&b[1..w - 1])
+                        .zip(&e[..w - 2])
+                        .for_each(|(((d, &a), &b), &e)| *d += a + b + e);
+                }
+            }
+        }
+        return;
+    }
     for c in 0..g.c {
         let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for i in 0..g.kh {
@@ -731,6 +760,23 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn same_3_wide_kernels_match_finite_differences() {
+        // The one-pass col2im of 3-wide "same" rows, with kernel heights 3 and 1, padding
+        // 0 and 1 on top, and a width of 2.
+        crate::random::manual_seed(8);
+        for (x, w, padding) in [
+            ([2, 2, 5, 4], [3, 2, 3, 3], [1, 1]),
+            ([1, 3, 4, 6], [2, 3, 3, 3], [0, 1]),
+            ([2, 1, 3, 2], [2, 1, 1, 3], [0, 1]),
+        ] {
+            let x = Tensor::randn(&x).double().requires_grad_(true);
+            let w = Tensor::randn(&w).double().requires_grad_(true);
+            gradcheck(|v| v[0].conv2d(&v[1], [1, 1], padding), &[x, w])
+                .unwrap_or_else(|e| panic!("padding {padding:?}: {e}"));
         }
     }
 

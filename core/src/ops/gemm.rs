@@ -542,19 +542,22 @@ unsafe fn product(m: usize, n: usize, k: usize, it: Item, e: Ep, parallel: bool)
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY (all three calls): the caller's promise about the item and the epilogue.
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
+                // SAFETY: (i, j) is inside the item's C (the caller's promise).
                 unsafe { it.c.store(i, j, 0.0, e) };
             }
         }
     } else if m * n * k <= DIRECT_MACS {
+        // SAFETY: the caller's promise about the item and the epilogue.
         unsafe { direct(m, n, k, it, e) };
     } else if parallel && rayon::current_num_threads() >= 2 {
+        // SAFETY: as above; the product is past DIRECT_MACS, so the CPU has AVX2 and FMA.
         unsafe { split(m, n, k, it, e) };
     } else {
         let (a, b) = (AOp::Matrix(it.a), BOp::Matrix(it.b));
+        // SAFETY: as for `split`.
         unsafe { blocked(m, n, k, a, b, it.c, e) };
     }
 }
@@ -926,11 +929,12 @@ unsafe fn blocked(m: usize, n: usize, k: usize, a: AOp, b: BOp, c: MatMut, e: Ep
 
 // NOTE [ Pre-packed B ]
 // A caller that produces B itself (convolution's im2col) writes it straight into the packed
-// layout and so skips `pack_b`'s pass over it. The layout of a `k × n` B: for each block
-// of `PACKED_KC` rows starting at `pc` (the last one `kc = min(PACKED_KC, k − pc)` tall),
-// `n.div_ceil(PACKED_NR)` strips of `PACKED_NR` columns, each strip `kc × PACKED_NR`
-// row-major; so `B[p][j]` lies at `pc·npad + (j / NR)·NR·kc + (p − pc)·NR + j % NR`, with
-// `npad = n.div_ceil(NR)·NR`, and the columns `n..npad` hold zeros.
+// layout and so skips `pack_b`'s pass over it. The layout of a `k × n` B (the one
+// `pack_b_full` writes and `BOp::Packed` reads): for each block of `PACKED_KC` rows
+// starting at `pc` (the last one `kc = min(PACKED_KC, k − pc)` tall), `n.div_ceil(PACKED_NR)`
+// strips of `PACKED_NR` columns, each strip `kc × PACKED_NR` row-major; so `B[p][j]` lies at
+// `pc·npad + (j / NR)·NR·kc + (p − pc)·NR + j % NR`, with `npad = n.div_ceil(NR)·NR`, and
+// the columns `n..npad` hold zeros.
 
 /// The strip width of a pre-packed B (NOTE [ Pre-packed B ]).
 pub(crate) const PACKED_NR: usize = NR;
@@ -976,16 +980,7 @@ pub(crate) unsafe fn sgemm_packed_b(
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                // SAFETY: row `i` of C is `n` writable floats (the caller's contract).
-                unsafe { std::ptr::write_bytes(c.add(i * rsc), 0, n) };
-            }
-        }
-        return;
-    }
-    let cm = MatMut {
+    let c = MatMut {
         ptr: c,
         rs: rsc as isize,
         cs: 1,
@@ -995,12 +990,21 @@ pub(crate) unsafe fn sgemm_packed_b(
         beta: if accumulate { 1.0 } else { 0.0 },
         bias: Bias::NONE,
     };
-    // The pre-packed layout is `pack_b_full`'s, so the loop nest reads it as a packed B.
-    let b = BOp::Packed(pb.as_ptr(), n.div_ceil(NR) * NR);
+    if k == 0 {
+        for i in 0..m {
+            for j in 0..n {
+                // SAFETY: (i, j) is inside the caller's C (see # Safety).
+                unsafe { c.store(i, j, 0.0, e) };
+            }
+        }
+        return;
+    }
+    let npad = n.div_ceil(NR) * NR;
+    let b = BOp::Packed(pb.as_ptr(), npad);
     // SAFETY: `a` describes the view's own `m × k` elements, C is the caller's `m × n` (see
-    // # Safety, initialised when accumulating), and `pb` holds `packed_b_len(k, n)` floats
-    // (asserted above), every block the loop nest reads; `k > 0`.
-    unsafe { blocked(m, n, k, AOp::Matrix(mat_ref(a)), b, cm, e) };
+    // # Safety), `pb` holds the whole packed B (checked above), and the CPU has AVX2 and
+    // FMA (the caller's promise).
+    unsafe { blocked(m, n, k, AOp::Matrix(mat_ref(a)), b, c, e) };
 }
 
 /// `len` floats of `buf` starting at a 64-byte boundary, so that packed strips never

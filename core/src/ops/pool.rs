@@ -8,6 +8,7 @@ use crate::ops::kernel::from_vec;
 use crate::parallel::PARALLEL_ELEMS;
 use crate::tensor::Tensor;
 use ndarray::{ArcArray, IxDyn};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 #[cold]
@@ -73,9 +74,9 @@ fn over_planes<T: Float>(
     planes: usize,
     per: usize,
     input_len: usize,
-    out: &mut [T],
-    idx: &mut [u32],
-    f: impl Fn(std::ops::Range<usize>, &mut [T], &mut [u32]) + Sync,
+    out: &mut [MaybeUninit<T>],
+    idx: &mut [MaybeUninit<u32>],
+    f: impl Fn(std::ops::Range<usize>, &mut [MaybeUninit<T>], &mut [MaybeUninit<u32>]) + Sync,
 ) {
     if input_len >= PARALLEL_ELEMS && planes >= 2 && rayon::current_num_threads() >= 2 {
         let mid = planes / 2;
@@ -87,9 +88,14 @@ fn over_planes<T: Float>(
     }
 }
 
-/// The maximum of each window of one `[H, W]` plane and its offset in the plane; NaN wins,
-/// as in PyTorch.
-fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
+/// The maximum of each window of one `[H, W]` plane and its offset in the plane, written
+/// into every slot of `out` and `idx`; NaN wins, as in PyTorch.
+fn max_plane<T: Float>(
+    x: &[T],
+    g: &Geometry,
+    out: &mut [MaybeUninit<T>],
+    idx: &mut [MaybeUninit<u32>],
+) {
     if g.kh == 2 && g.kw == 2 && g.stride == [2, 2] && g.padding == [0, 0] {
         // The common 2×2 window: two input rows per output row, no padding.
         for oy in 0..g.oh {
@@ -115,8 +121,8 @@ fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
                 let top = pick((r0[c], at), (r0[c + 1], at + 1));
                 let bottom = pick((r1[c], at + w), (r1[c + 1], at + w + 1));
                 let (best, at) = pick(top, bottom);
-                o[ox] = best;
-                ix[ox] = at;
+                o[ox].write(best);
+                ix[ox].write(at);
             }
         }
         return;
@@ -140,8 +146,8 @@ fn max_plane<T: Float>(x: &[T], g: &Geometry, out: &mut [T], idx: &mut [u32]) {
                     }
                 }
             }
-            out[k] = best;
-            idx[k] = at;
+            out[k].write(best);
+            idx[k].write(at);
             k += 1;
         }
     }
@@ -183,20 +189,27 @@ mod simd {
         r1: &[T],
         base: u32,
         w: u32,
-        out: &mut [T],
-        idx: &mut [u32],
+        out: &mut [std::mem::MaybeUninit<T>],
+        idx: &mut [std::mem::MaybeUninit<u32>],
     ) -> bool {
         if !usable::<T>() {
             return false;
         }
         let n = out.len();
         assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && idx.len() >= n);
-        // SAFETY: `T` is `f32` (checked by `usable`): the same memory, length and type.
-        let out = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), n) };
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 was detected by `usable`; the lengths were asserted above.
+        // SAFETY: AVX2 was detected by `usable`; `T` is `f32`, so `out` and `idx` are slots
+        // for `n` f32s and u32s (lengths asserted above).
         unsafe {
-            max_2x2_row_avx2(f32s(r0), f32s(r1), base, w, out, idx)
+            max_2x2_row_avx2(
+                f32s(r0),
+                f32s(r1),
+                base,
+                w,
+                out.as_mut_ptr().cast::<f32>(),
+                idx.as_mut_ptr().cast::<u32>(),
+                n,
+            )
         };
         true
     }
@@ -237,20 +250,9 @@ mod simd {
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
 
-    /// Lanes `0..count` set (all when `count >= 8`).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn lanes(count: usize) -> __m256i {
-        let c = count.min(8) as i32;
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(c),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        )
-    }
-
     /// # Safety
-    /// The CPU must have AVX2; `r0` and `r1` hold at least `2·out.len()` values and `idx`
-    /// at least `out.len()`.
+    /// The CPU must have AVX2; `r0` and `r1` hold at least `2·n` values, and `out` and
+    /// `idx` are valid for writes of `n` values.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn max_2x2_row_avx2(
@@ -258,8 +260,9 @@ mod simd {
         r1: &[f32],
         base: u32,
         w: u32,
-        out: &mut [f32],
-        idx: &mut [u32],
+        out: *mut f32,
+        idx: *mut u32,
+        n: usize,
     ) {
         // The right value wins where it is larger or NaN, as in `max_plane`'s `pick`.
         macro_rules! pick {
@@ -282,21 +285,26 @@ mod simd {
         // Lanes hold outputs 0 1 4 5 | 2 3 6 7 after the even/odd shuffles below.
         let lane_offsets = _mm256_setr_epi32(0, 2, 8, 10, 4, 6, 12, 14);
         let (one, down) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32));
-        let n = out.len();
         for first in (0..n).step_by(8) {
             let count = (n - first).min(8);
             let c = 2 * first;
-            // Inputs `c .. c + 2·count` of each row, in two groups of eight.
-            let (m0, m1) = (lanes(2 * count), lanes((2 * count).saturating_sub(8)));
-            // SAFETY: the masks cover only inputs below `2·n <= r0.len(), r1.len()`;
-            // masked-off lanes are not read (so the second group's address may lie past the
-            // row when it has none).
+            // Inputs `c .. c + 2·count` of each row, in two groups of eight; a last partial
+            // group is copied out first (masked loads and stores are slow on AMD cores).
+            let (mut p0, mut p1) = ([0f32; 16], [0f32; 16]);
+            let (s0, s1) = if count == 8 {
+                (r0[c..c + 16].as_ptr(), r1[c..c + 16].as_ptr())
+            } else {
+                p0[..2 * count].copy_from_slice(&r0[c..c + 2 * count]);
+                p1[..2 * count].copy_from_slice(&r1[c..c + 2 * count]);
+                (p0.as_ptr(), p1.as_ptr())
+            };
+            // SAFETY: `s0` and `s1` point at 16 readable f32s (row slices or the copies).
             let (a0, b0, a1, b1) = unsafe {
                 (
-                    _mm256_maskload_ps(r0.as_ptr().add(c), m0),
-                    _mm256_maskload_ps(r0.as_ptr().wrapping_add(c + 8), m1),
-                    _mm256_maskload_ps(r1.as_ptr().add(c), m0),
-                    _mm256_maskload_ps(r1.as_ptr().wrapping_add(c + 8), m1),
+                    _mm256_loadu_ps(s0),
+                    _mm256_loadu_ps(s0.add(8)),
+                    _mm256_loadu_ps(s1),
+                    _mm256_loadu_ps(s1.add(8)),
                 )
             };
             let even0 = _mm256_shuffle_ps::<0b10_00_10_00>(a0, b0);
@@ -311,11 +319,22 @@ mod simd {
             // Back to outputs 0..8: 64-bit pairs (0 1)(4 5)(2 3)(6 7) → (0 1)(2 3)(4 5)(6 7).
             let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
             let i = _mm256_permute4x64_epi64::<0b11_01_10_00>(i);
-            let m = lanes(count);
-            // SAFETY: the mask covers outputs `first .. first + count <= n <= idx.len()`.
+            if count == 8 {
+                // SAFETY: outputs `first .. first + 8 <= n` are writable (# Safety).
+                unsafe {
+                    _mm256_storeu_ps(out.add(first), v);
+                    _mm256_storeu_si256(idx.add(first).cast::<__m256i>(), i);
+                }
+                continue;
+            }
+            let (mut vs, mut is) = ([0f32; 8], [0u32; 8]);
+            // SAFETY: `vs` and `is` hold eight values each; outputs `first .. first + count
+            // <= n` are writable (# Safety).
             unsafe {
-                _mm256_maskstore_ps(out.as_mut_ptr().add(first), m, v);
-                _mm256_maskstore_epi32(idx.as_mut_ptr().add(first).cast::<i32>(), m, i);
+                _mm256_storeu_ps(vs.as_mut_ptr(), v);
+                _mm256_storeu_si256(is.as_mut_ptr().cast::<__m256i>(), i);
+                std::ptr::copy_nonoverlapping(vs.as_ptr(), out.add(first), count);
+                std::ptr::copy_nonoverlapping(is.as_ptr(), idx.add(first), count);
             }
         }
     }
@@ -338,12 +357,21 @@ mod simd {
         let (one, down) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32));
         for first in (0..n).step_by(8) {
             let count = (n - first).min(8);
-            let m = lanes(count);
-            // SAFETY: the mask covers windows `first .. first + count <= n`.
+            // A last partial group is copied out first and its results copied back
+            // (masked loads and stores are slow on AMD cores).
+            let (mut gp, mut ap) = ([0f32; 8], [0u32; 8]);
+            let (gs, as_) = if count == 8 {
+                (gr[first..first + 8].as_ptr(), ar[first..first + 8].as_ptr())
+            } else {
+                gp[..count].copy_from_slice(&gr[first..first + count]);
+                ap[..count].copy_from_slice(&ar[first..first + count]);
+                (gp.as_ptr(), ap.as_ptr())
+            };
+            // SAFETY: `gs` and `as_` point at eight readable values (the rows or copies).
             let (g, a) = unsafe {
                 (
-                    _mm256_maskload_ps(gr.as_ptr().add(first), m),
-                    _mm256_maskload_epi32(ar.as_ptr().add(first).cast::<i32>(), m),
+                    _mm256_loadu_ps(gs),
+                    _mm256_loadu_si256(as_.cast::<__m256i>()),
                 )
             };
             let tl = _mm256_add_epi32(_mm256_set1_epi32((base as usize + 2 * first) as i32), two);
@@ -360,16 +388,22 @@ mod simd {
                 let (lo, hi) = (_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
                 let first8 = _mm256_permute2f128_ps::<0x20>(lo, hi);
                 let last8 = _mm256_permute2f128_ps::<0x31>(lo, hi);
-                // SAFETY: the masks cover values `2·first .. 2·(first + count) <= 2·n`;
-                // masked-off lanes are not written.
-                unsafe {
-                    let d = dst.add(2 * first);
-                    _mm256_maskstore_ps(d, lanes(2 * count), first8);
-                    _mm256_maskstore_ps(
-                        d.wrapping_add(8),
-                        lanes((2 * count).saturating_sub(8)),
-                        last8,
-                    );
+                let d = dst.wrapping_add(2 * first);
+                if count == 8 {
+                    // SAFETY: values `2·first .. 2·first + 16 <= 2·n` are writable.
+                    unsafe {
+                        _mm256_storeu_ps(d, first8);
+                        _mm256_storeu_ps(d.add(8), last8);
+                    }
+                } else {
+                    let mut tmp = [0f32; 16];
+                    // SAFETY: `tmp` holds 16 f32s; values `2·first .. 2·(first + count) <=
+                    // 2·n` are writable.
+                    unsafe {
+                        _mm256_storeu_ps(tmp.as_mut_ptr(), first8);
+                        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), last8);
+                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), d, 2 * count);
+                    }
                 }
             }
         }
@@ -382,14 +416,14 @@ fn max_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> (ArcArray<T, I
     let data = x.as_slice().unwrap_or_default();
     let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
     let planes = g.n * g.c;
-    let mut out = vec![T::zero(); planes * per];
-    let mut argmax = vec![0u32; planes * per];
+    let len = planes * per;
+    let (mut out, mut argmax) = (Vec::<T>::with_capacity(len), Vec::<u32>::with_capacity(len));
     over_planes(
         planes,
         per,
         data.len(),
-        &mut out,
-        &mut argmax,
+        &mut out.spare_capacity_mut()[..len],
+        &mut argmax.spare_capacity_mut()[..len],
         |range, out, idx| {
             for (k, p) in range.enumerate() {
                 let plane = &data[p * plane_len..(p + 1) * plane_len];
@@ -402,6 +436,11 @@ fn max_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> (ArcArray<T, I
             }
         },
     );
+    // SAFETY: `max_plane` wrote every slot of every plane's outputs, `len` in all.
+    unsafe {
+        out.set_len(len);
+        argmax.set_len(len);
+    }
     (from_vec(&[g.n, g.c, g.oh, g.ow], out), argmax)
 }
 
@@ -657,8 +696,8 @@ mod tests {
             }
             let shape = [1, 1, 2, 2 * windows];
             let g = geometry("max_pool2d", &shape, [2, 2], [2, 2], [0, 0]);
-            let (mut out, mut idx) = (vec![T::zero(); windows], vec![0u32; windows]);
-            max_plane(&plane, &g, &mut out, &mut idx);
+            let (out, idx) = max_forward(&from_vec(&shape, plane), &g);
+            let out = out.as_slice().unwrap();
             for (k, v) in x.iter().enumerate() {
                 let offs = [
                     2 * k,
