@@ -99,9 +99,24 @@ fn max_plane<T: Float>(
     if g.kh == 2 && g.kw == 2 && g.stride == [2, 2] && g.padding == [0, 0] {
         // The common 2×2 window: two input rows per output row, no padding.
         for oy in 0..g.oh {
-            let r0 = &x[2 * oy * g.w..][..2 * g.ow];
-            let r1 = &x[(2 * oy + 1) * g.w..][..2 * g.ow];
             let base = (2 * oy * g.w) as u32;
+            // The AVX2 kernel gets the rest of the plane, to read and write whole groups of
+            // eight past a short row (rows are done in order, so what it writes past this
+            // row is rewritten by the next).
+            let w = g.w as u32;
+            let (r0, r1) = (&x[2 * oy * g.w..], &x[(2 * oy + 1) * g.w..]);
+            if simd::max_2x2_row(
+                r0,
+                r1,
+                base,
+                w,
+                g.ow,
+                &mut out[oy * g.ow..],
+                &mut idx[oy * g.ow..],
+            ) {
+                continue;
+            }
+            let (r0, r1) = (&r0[..2 * g.ow], &r1[..2 * g.ow]);
             let (o, ix) = (&mut out[oy * g.ow..][..g.ow], &mut idx[oy * g.ow..][..g.ow]);
             // A tree of selects without branches (which mispredicted on every other
             // window): each pair keeps its left value unless the right one is larger or
@@ -110,10 +125,6 @@ fn max_plane<T: Float>(
             fn pick<T: Float>(l: (T, u32), r: (T, u32)) -> (T, u32) {
                 let right = r.0 > l.0 || r.0.is_nan();
                 (if right { r.0 } else { l.0 }, if right { r.1 } else { l.1 })
-            }
-            let w = g.w as u32;
-            if simd::max_2x2_row(r0, r1, base, w, o, ix) {
-                continue;
             }
             for ox in 0..g.ow {
                 let c = 2 * ox;
@@ -179,69 +190,74 @@ mod simd {
         unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len()) }
     }
 
-    /// One row of `out.len()` 2×2 windows over input rows `r0` and `r1` (each at least
-    /// `2·out.len()` long), their maxima into `out` and the winners' plane offsets into
-    /// `idx`, exactly as `max_plane` picks them (NaN included); `base` is `r0`'s offset in the
-    /// plane and `w` the row length. Returns `false`, writing nothing, for f64 or without
+    /// One row of `n` 2×2 windows over input rows `r0` and `r1` (each at least `2·n`
+    /// long; more of the plane may follow), their maxima into `out[..n]` and the winners'
+    /// plane offsets into `idx[..n]`, exactly as `max_plane` picks them (NaN included);
+    /// `base` is `r0`'s offset in the plane and `w` the row length. Slots of `out` and `idx`
+    /// past `n` may be overwritten. Returns `false`, writing nothing, for f64 or without
     /// AVX2.
     pub(super) fn max_2x2_row<T: Float>(
         r0: &[T],
         r1: &[T],
         base: u32,
         w: u32,
+        n: usize,
         out: &mut [std::mem::MaybeUninit<T>],
         idx: &mut [std::mem::MaybeUninit<u32>],
     ) -> bool {
         if !usable::<T>() {
             return false;
         }
-        let n = out.len();
-        assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && idx.len() >= n);
+        assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && out.len() >= n && idx.len() >= n);
+        let room = out.len().min(idx.len());
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 was detected by `usable`; `T` is `f32`, so `out` and `idx` are slots
-        // for `n` f32s and u32s (lengths asserted above).
+        // for `room >= n` f32s and u32s (lengths asserted above).
         unsafe {
             max_2x2_row_avx2(
                 f32s(r0),
                 f32s(r1),
                 base,
                 w,
+                n,
                 out.as_mut_ptr().cast::<f32>(),
                 idx.as_mut_ptr().cast::<u32>(),
-                n,
+                room,
             )
         };
         true
     }
 
-    /// Rows `2·oy` and `2·oy + 1` of the input gradient for one row of 2×2 windows: each
-    /// window's gradient `gr[ox]` at its winner `ar[ox]` (a plane offset; `base` is row
-    /// `2·oy`'s), 0 at the other three; the first `2·gr.len()` values of `d0` and `d1`.
-    /// Returns `false`, writing nothing, for f64 or without AVX2.
+    /// Rows `2·oy` and `2·oy + 1` of the input gradient for one row of `n` 2×2 windows:
+    /// each window's gradient `gr[ox]` at its winner `ar[ox]` (a plane offset; `base` is
+    /// row `2·oy`'s), 0 at the other three, into the first `2·n` slots of `dst` (row `2·oy`)
+    /// and of `dst[w..]` (row `2·oy + 1`). `gr` and `ar` may run on past `n`, and slots of
+    /// `dst` past those may be overwritten (the caller writes them afterwards). Returns
+    /// `false`, writing nothing, for f64 or without AVX2.
     pub(super) fn scatter_2x2_row<T: Float>(
         gr: &[T],
         ar: &[u32],
+        n: usize,
         base: u32,
-        w: u32,
-        d0: &mut [std::mem::MaybeUninit<T>],
-        d1: &mut [std::mem::MaybeUninit<T>],
+        w: usize,
+        dst: &mut [std::mem::MaybeUninit<T>],
     ) -> bool {
         if !usable::<T>() {
             return false;
         }
-        let n = gr.len();
-        assert!(ar.len() >= n && d0.len() >= 2 * n && d1.len() >= 2 * n);
+        assert!(gr.len() >= n && ar.len() >= n && 2 * n <= w && dst.len() >= 2 * w);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 was detected by `usable`; `T` is `f32`, so `d0` and `d1` are slots
-        // for at least `2·n` f32s each (asserted above).
+        // SAFETY: AVX2 was detected by `usable`; `T` is `f32`, so `dst` is slots for
+        // `dst.len() >= 2·w` f32s (asserted above).
         unsafe {
             scatter_2x2_row_avx2(
                 f32s(gr),
                 ar,
+                n,
                 base,
                 w,
-                d0.as_mut_ptr().cast::<f32>(),
-                d1.as_mut_ptr().cast::<f32>(),
+                dst.as_mut_ptr().cast::<f32>(),
+                dst.len(),
             )
         };
         true
@@ -252,17 +268,19 @@ mod simd {
 
     /// # Safety
     /// The CPU must have AVX2; `r0` and `r1` hold at least `2·n` values, and `out` and
-    /// `idx` are valid for writes of `n` values.
+    /// `idx` are valid for writes of `room >= n` values.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn max_2x2_row_avx2(
         r0: &[f32],
         r1: &[f32],
         base: u32,
         w: u32,
+        n: usize,
         out: *mut f32,
         idx: *mut u32,
-        n: usize,
+        room: usize,
     ) {
         // The right value wins where it is larger or NaN, as in `max_plane`'s `pick`.
         macro_rules! pick {
@@ -291,7 +309,7 @@ mod simd {
             // Inputs `c .. c + 2·count` of each row, in two groups of eight; a last partial
             // group is copied out first (masked loads and stores are slow on AMD cores).
             let (mut p0, mut p1) = ([0f32; 16], [0f32; 16]);
-            let (s0, s1) = if count == 8 {
+            let (s0, s1) = if c + 16 <= r0.len().min(r1.len()) {
                 (r0[c..c + 16].as_ptr(), r1[c..c + 16].as_ptr())
             } else {
                 p0[..2 * count].copy_from_slice(&r0[c..c + 2 * count]);
@@ -319,8 +337,8 @@ mod simd {
             // Back to outputs 0..8: 64-bit pairs (0 1)(4 5)(2 3)(6 7) → (0 1)(2 3)(4 5)(6 7).
             let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
             let i = _mm256_permute4x64_epi64::<0b11_01_10_00>(i);
-            if count == 8 {
-                // SAFETY: outputs `first .. first + 8 <= n` are writable (# Safety).
+            if first + 8 <= room {
+                // SAFETY: slots `first .. first + 8 <= room` are writable (# Safety).
                 unsafe {
                     _mm256_storeu_ps(out.add(first), v);
                     _mm256_storeu_si256(idx.add(first).cast::<__m256i>(), i);
@@ -340,69 +358,76 @@ mod simd {
     }
 
     /// # Safety
-    /// The CPU must have AVX2; `ar` holds at least `gr.len()` values, and `d0` and `d1` are
-    /// valid for writes of `2·gr.len()` f32s.
+    /// The CPU must have AVX2; `gr` and `ar` hold at least `n` values, `2·n <= w`, and
+    /// `dst` is valid for writes of `room >= 2·w` f32s.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn scatter_2x2_row_avx2(
         gr: &[f32],
         ar: &[u32],
+        n: usize,
         base: u32,
-        w: u32,
-        d0: *mut f32,
-        d1: *mut f32,
+        w: usize,
+        dst: *mut f32,
+        room: usize,
     ) {
-        let n = gr.len();
         let two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
         let (one, down) = (_mm256_set1_epi32(1), _mm256_set1_epi32(w as i32));
-        for first in (0..n).step_by(8) {
-            let count = (n - first).min(8);
-            // A last partial group is copied out first and its results copied back
-            // (masked loads and stores are slow on AMD cores).
-            let (mut gp, mut ap) = ([0f32; 8], [0u32; 8]);
-            let (gs, as_) = if count == 8 {
-                (gr[first..first + 8].as_ptr(), ar[first..first + 8].as_ptr())
-            } else {
-                gp[..count].copy_from_slice(&gr[first..first + count]);
-                ap[..count].copy_from_slice(&ar[first..first + count]);
-                (gp.as_ptr(), ap.as_ptr())
-            };
-            // SAFETY: `gs` and `as_` point at eight readable values (the rows or copies).
-            let (g, a) = unsafe {
-                (
-                    _mm256_loadu_ps(gs),
-                    _mm256_loadu_si256(as_.cast::<__m256i>()),
-                )
-            };
-            let tl = _mm256_add_epi32(_mm256_set1_epi32((base as usize + 2 * first) as i32), two);
-            let bl = _mm256_add_epi32(tl, down);
-            // The gradient where the winner is at `pos`, 0 elsewhere.
-            macro_rules! at {
-                ($pos:expr) => {
-                    _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, $pos)))
-                };
-            }
-            for (dst, left) in [(d0, tl), (d1, bl)] {
-                let (x, y) = (at!(left), at!(_mm256_add_epi32(left, one)));
-                // Interleaved: x0 y0 x1 y1 … x7 y7.
-                let (lo, hi) = (_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
-                let first8 = _mm256_permute2f128_ps::<0x20>(lo, hi);
-                let last8 = _mm256_permute2f128_ps::<0x31>(lo, hi);
-                let d = dst.wrapping_add(2 * first);
-                if count == 8 {
-                    // SAFETY: values `2·first .. 2·first + 16 <= 2·n` are writable.
-                    unsafe {
-                        _mm256_storeu_ps(d, first8);
-                        _mm256_storeu_ps(d.add(8), last8);
-                    }
+        // Row `2·oy` first, whole: what its last group writes past the row lands in row
+        // `2·oy + 1`, which is written after it.
+        for (row, shift) in [(0, _mm256_setzero_si256()), (w, down)] {
+            for first in (0..n).step_by(8) {
+                let count = (n - first).min(8);
+                // A last partial group is copied out first and its results copied back
+                // (masked loads and stores are slow on AMD cores).
+                let (mut gp, mut ap) = ([0f32; 8], [0u32; 8]);
+                let (gs, as_) = if first + 8 <= gr.len().min(ar.len()) {
+                    (gr[first..first + 8].as_ptr(), ar[first..first + 8].as_ptr())
                 } else {
-                    let mut tmp = [0f32; 16];
-                    // SAFETY: `tmp` holds 16 f32s; values `2·first .. 2·(first + count) <=
-                    // 2·n` are writable.
-                    unsafe {
-                        _mm256_storeu_ps(tmp.as_mut_ptr(), first8);
-                        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), last8);
-                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), d, 2 * count);
+                    gp[..count].copy_from_slice(&gr[first..first + count]);
+                    ap[..count].copy_from_slice(&ar[first..first + count]);
+                    (gp.as_ptr(), ap.as_ptr())
+                };
+                // SAFETY: `gs` and `as_` point at eight readable values (the rows or copies).
+                let (g, a) = unsafe {
+                    (
+                        _mm256_loadu_ps(gs),
+                        _mm256_loadu_si256(as_.cast::<__m256i>()),
+                    )
+                };
+                let left = _mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_set1_epi32((base as usize + 2 * first) as i32), two),
+                    shift,
+                );
+                // The gradient where the winner is at `pos`, 0 elsewhere.
+                macro_rules! at {
+                    ($pos:expr) => {
+                        _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, $pos)))
+                    };
+                }
+                {
+                    let (x, y) = (at!(left), at!(_mm256_add_epi32(left, one)));
+                    // Interleaved: x0 y0 x1 y1 … x7 y7.
+                    let (lo, hi) = (_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
+                    let first8 = _mm256_permute2f128_ps::<0x20>(lo, hi);
+                    let last8 = _mm256_permute2f128_ps::<0x31>(lo, hi);
+                    let at = row + 2 * first;
+                    let d = dst.wrapping_add(at);
+                    if at + 16 <= room {
+                        // SAFETY: slots `at .. at + 16 <= room` are writable (# Safety).
+                        unsafe {
+                            _mm256_storeu_ps(d, first8);
+                            _mm256_storeu_ps(d.add(8), last8);
+                        }
+                    } else {
+                        let mut tmp = [0f32; 16];
+                        // SAFETY: `tmp` holds 16 f32s; slots `at .. at + 2·count <= row + 2·n
+                        // <= 2·w <= room` are writable (# Safety).
+                        unsafe {
+                            _mm256_storeu_ps(tmp.as_mut_ptr(), first8);
+                            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), last8);
+                            std::ptr::copy_nonoverlapping(tmp.as_ptr(), d, 2 * count);
+                        }
                     }
                 }
             }
@@ -491,18 +516,17 @@ fn scatter_2x2<T: Float>(gys: &[T], argmax: &[u32], g: &Geometry) -> Vec<T> {
             let (gp, ap) = (&gys[p * per..][..per], &argmax[p * per..][..per]);
             // Rows in pairs, one pair per row of windows; a last odd row is in no window.
             let (pairs, rest) = plane.split_at_mut(2 * g.oh * g.w);
-            zero(rest);
-            for (oy, pair) in pairs.chunks_exact_mut(2 * g.w).enumerate() {
-                let (gr, ar) = (&gp[oy * g.ow..][..g.ow], &ap[oy * g.ow..][..g.ow]);
+            for oy in 0..g.oh {
+                let (gr, ar) = (&gp[oy * g.ow..], &ap[oy * g.ow..]);
                 let base = 2 * oy * g.w;
-                let (r0, r1) = pair.split_at_mut(g.w);
-                // Columns past the last window (an odd width) are in no window.
-                zero(&mut r0[2 * g.ow..]);
-                zero(&mut r1[2 * g.ow..]);
-                if simd::scatter_2x2_row(gr, ar, base as u32, g.w as u32, r0, r1) {
+                // The AVX2 kernel gets the rest of the rows, to write whole groups past a
+                // short row (the pairs are done in order, so the next pair rewrites them).
+                let dst = &mut pairs[base..];
+                if simd::scatter_2x2_row(gr, ar, g.ow, base as u32, g.w, dst) {
                     continue;
                 }
-                for (y, row) in [(0, r0), (1, r1)] {
+                for y in 0..2 {
+                    let row = &mut dst[y * g.w..(y + 1) * g.w];
                     let left0 = base + y * g.w;
                     for (ox, two) in row.chunks_exact_mut(2).take(g.ow).enumerate() {
                         let (at, v) = (ar[ox] as usize, gr[ox]);
@@ -512,6 +536,12 @@ fn scatter_2x2<T: Float>(gys: &[T], argmax: &[u32], g: &Geometry) -> Vec<T> {
                     }
                 }
             }
+            // Columns past the last window (an odd width) and rows below it are in no
+            // window; zeroed last, after the kernel's writes past short rows.
+            for row in pairs.chunks_exact_mut(g.w) {
+                zero(&mut row[2 * g.ow..]);
+            }
+            zero(rest);
         }
     };
     let out = &mut gx.spare_capacity_mut()[..len];
@@ -664,12 +694,40 @@ mod tests {
                 unreachable!()
             };
             let (y, argmax) = max_forward(&xa, &g);
+            // The forward against a plain scan of each window.
+            let xs = xa.as_slice().unwrap();
+            let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
+            for (k, (&v, &at)) in y.iter().zip(&argmax).enumerate() {
+                let (p, oy, ox) = (k / per, k % per / g.ow, k % g.ow);
+                let offs = [0, 1, g.w, g.w + 1].map(|d| 2 * oy * g.w + 2 * ox + d);
+                let best = offs
+                    .into_iter()
+                    .reduce(|b, o| {
+                        if xs[p * plane_len + o] > xs[p * plane_len + b] {
+                            o
+                        } else {
+                            b
+                        }
+                    })
+                    .unwrap();
+                assert_eq!(
+                    (v, at as usize),
+                    (xs[p * plane_len + best], best),
+                    "{shape:?} at {k}"
+                );
+            }
             let gy: Vec<f32> = (0..y.len()).map(|i| (i % 13) as f32 - 6.0).collect();
-            assert_eq!(
-                scatter_2x2(&gy, &argmax, &g),
-                scatter_any(&gy, &argmax, &g),
-                "{shape:?}"
-            );
+            let (got, want) = (scatter_2x2(&gy, &argmax, &g), scatter_any(&gy, &argmax, &g));
+            if let Some(k) = (0..got.len()).find(|&k| got[k] != want[k]) {
+                panic!(
+                    "{shape:?} at {k} (plane {}, row {}, column {}): {} vs {}",
+                    k / plane_len,
+                    k % plane_len / g.w,
+                    k % g.w,
+                    got[k],
+                    want[k]
+                );
+            }
         }
     }
 
@@ -706,10 +764,10 @@ mod tests {
                     2 * windows + 2 * k + 1,
                 ];
                 let (mut best, mut at) = (v[0], offs[0]);
-                for d in 1..4 {
-                    if v[d] > best || v[d].is_nan() {
-                        best = v[d];
-                        at = offs[d];
+                for (&vd, &od) in v.iter().zip(&offs).skip(1) {
+                    if vd > best || vd.is_nan() {
+                        best = vd;
+                        at = od;
                     }
                 }
                 assert_eq!(idx[k] as usize, at, "window {v:?} of {windows}");
