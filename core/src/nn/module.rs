@@ -97,57 +97,40 @@ pub trait Module {
     /// The trainable parameters, in [`named_parameters`](Module::named_parameters) order
     /// (handles: an optimizer updating them updates the model).
     fn parameters(&self) -> Vec<Parameter> {
-        self.named_parameters()
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect()
+        parameters_of(self.as_dyn())
     }
 
     /// The parameters with their dotted names (`features.0.weight`), as PyTorch names them.
     fn named_parameters(&self) -> Vec<(String, Parameter)> {
-        let mut out = Vec::new();
-        walk(self.as_dyn(), "", &mut |prefix, m| {
-            m.visit(&mut |name, member| {
-                if let Member::Parameter(p) = member {
-                    out.push((join(prefix, name), p.clone()));
-                }
-            });
-        });
-        out
+        named_parameters_of(self.as_dyn())
     }
 
     /// The buffers (running statistics, counters).
     fn buffers(&self) -> Vec<Buffer> {
-        self.named_buffers().into_iter().map(|(_, b)| b).collect()
+        self.as_dyn()
+            .named_buffers()
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect()
     }
 
     /// The buffers with their dotted names.
     fn named_buffers(&self) -> Vec<(String, Buffer)> {
-        let mut out = Vec::new();
-        walk(self.as_dyn(), "", &mut |prefix, m| {
-            m.visit(&mut |name, member| {
-                if let Member::Buffer(b) = member {
-                    out.push((join(prefix, name), b.clone()));
-                }
-            });
-        });
-        out
+        named_buffers_of(self.as_dyn())
     }
 
     /// The direct submodules.
     fn children(&self) -> Vec<&dyn Module> {
-        self.named_children().into_iter().map(|(_, m)| m).collect()
+        self.as_dyn()
+            .named_children()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
     }
 
     /// The direct submodules with their names.
     fn named_children(&self) -> Vec<(String, &dyn Module)> {
-        let mut out = Vec::new();
-        self.visit(&mut |name, member| {
-            if let Member::Module(m) = member {
-                out.push((name.to_string(), m));
-            }
-        });
-        out
+        named_children_of(self.as_dyn())
     }
 
     /// This module (named `""`) and every submodule below it, depth first.
@@ -157,13 +140,17 @@ pub trait Module {
 
     /// This module and every submodule below it.
     fn modules(&self) -> Vec<&dyn Module> {
-        self.named_modules().into_iter().map(|(_, m)| m).collect()
+        self.as_dyn()
+            .named_modules()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
     }
 
     /// The number of parameter elements (buffers are not counted, as in PyTorch); Hugging
     /// Face's `model.num_parameters()`.
     fn num_parameters(&self) -> usize {
-        self.parameters().iter().map(|p| p.numel()).sum()
+        count_parameters(self.as_dyn(), false)
     }
 
     /// The number of parameter elements that require a gradient: Hugging Face's
@@ -171,11 +158,7 @@ pub trait Module {
     /// `sum(p.numel() for p in model.parameters() if p.requires_grad)`.
     #[doc(alias = "only_trainable")]
     fn num_trainable_parameters(&self) -> usize {
-        self.parameters()
-            .iter()
-            .filter(|p| p.requires_grad())
-            .map(|p| p.numel())
-            .sum()
+        count_parameters(self.as_dyn(), true)
     }
 
     // ---- modes and gradients -------------------------------------------------------------
@@ -183,12 +166,12 @@ pub trait Module {
     /// Puts this module and every submodule in training mode (dropout drops, batch norm
     /// uses and updates batch statistics).
     fn train(&mut self) {
-        self.apply(&mut |m| m.set_training_flag(true));
+        set_training(self.as_dyn_mut(), true);
     }
 
     /// Puts this module and every submodule in evaluation mode.
     fn eval(&mut self) {
-        self.apply(&mut |m| m.set_training_flag(false));
+        set_training(self.as_dyn_mut(), false);
     }
 
     /// Whether the module is in training mode: its own flag, else that of the first
@@ -197,35 +180,23 @@ pub trait Module {
     /// Unlike PyTorch, modules whose forward does not depend on the mode (ReLU, Identity,
     /// …) keep no flag; a tree made only of those always reports `true`.
     fn is_training(&self) -> bool {
-        self.modules()
-            .iter()
-            .find_map(|m| m.training_flag())
-            .unwrap_or(true)
+        is_training_of(self.as_dyn())
     }
 
     /// Drops the gradient of every parameter (PyTorch's `zero_grad(set_to_none=True)`).
     fn zero_grad(&self) {
-        for p in self.parameters() {
-            p.zero_grad();
-        }
+        zero_grad_of(self.as_dyn());
     }
 
     /// Sets `requires_grad` on every parameter: `requires_grad_(false)` freezes the module.
     fn requires_grad_(&self, requires_grad: bool) {
-        for p in self.parameters() {
-            p.set_requires_grad(requires_grad);
-        }
+        requires_grad_of(self.as_dyn(), requires_grad);
     }
 
     /// Calls `f` on every submodule (children first) and then on this module, as
     /// PyTorch's `apply` does.
     fn apply(&mut self, f: &mut dyn FnMut(&mut dyn Module)) {
-        self.visit_mut(&mut |_, member| {
-            if let MemberMut::Module(m) = member {
-                m.apply(f);
-            }
-        });
-        f(self.as_dyn_mut());
+        apply_of(self.as_dyn_mut(), f);
     }
 
     /// Converts every floating-point parameter and buffer to `dtype` (PyTorch's
@@ -236,21 +207,9 @@ pub trait Module {
     #[track_caller]
     fn to_dtype(&mut self, dtype: DType) {
         if !dtype.is_float() {
-            panic!("to_dtype: modules hold floating-point parameters; got {dtype}");
+            to_dtype_error(dtype);
         }
-        self.apply(&mut |m| {
-            m.visit_mut(&mut |_, member| match member {
-                MemberMut::Parameter(p) if p.dtype() != dtype => {
-                    let requires_grad = p.requires_grad();
-                    *p = Parameter::new(p.to_dtype(dtype));
-                    p.set_requires_grad(requires_grad);
-                }
-                MemberMut::Buffer(b) if b.dtype().is_float() && b.dtype() != dtype => {
-                    *b = Buffer::new(b.to_dtype(dtype));
-                }
-                _ => {}
-            })
-        });
+        to_dtype_of(self.as_dyn_mut(), dtype);
     }
 
     // ---- state dict ----------------------------------------------------------------------
@@ -294,8 +253,124 @@ impl<M: Module + ?Sized> Stateful for M {
     }
 }
 
-/// See [`Module::state_dict`]; the bodies of the provided methods live in functions over
-/// `&dyn Module` so that they are compiled once, not once per module type.
+// NOTE [ Provided methods over `&dyn Module` ]
+// Every provided method of `Module` is in each module type's vtable, so its body is compiled
+// once per module type, in torchlet-core and again in every crate that defines or chains
+// modules (each `sequential!` chain is a type). The bodies therefore live in the functions
+// below, over `&dyn Module`, compiled once; the methods only forward to them.
+
+/// See [`Module::parameters`].
+fn parameters_of(m: &dyn Module) -> Vec<Parameter> {
+    m.named_parameters().into_iter().map(|(_, p)| p).collect()
+}
+
+/// See [`Module::named_parameters`].
+fn named_parameters_of(m: &dyn Module) -> Vec<(String, Parameter)> {
+    let mut out = Vec::new();
+    walk(m, "", &mut |prefix, m| {
+        m.visit(&mut |name, member| {
+            if let Member::Parameter(p) = member {
+                out.push((join(prefix, name), p.clone()));
+            }
+        });
+    });
+    out
+}
+
+/// See [`Module::named_buffers`].
+fn named_buffers_of(m: &dyn Module) -> Vec<(String, Buffer)> {
+    let mut out = Vec::new();
+    walk(m, "", &mut |prefix, m| {
+        m.visit(&mut |name, member| {
+            if let Member::Buffer(b) = member {
+                out.push((join(prefix, name), b.clone()));
+            }
+        });
+    });
+    out
+}
+
+/// See [`Module::named_children`].
+fn named_children_of(m: &dyn Module) -> Vec<(String, &dyn Module)> {
+    let mut out = Vec::new();
+    m.visit(&mut |name, member| {
+        if let Member::Module(m) = member {
+            out.push((name.to_string(), m));
+        }
+    });
+    out
+}
+
+/// See [`Module::num_parameters`] and [`Module::num_trainable_parameters`].
+fn count_parameters(m: &dyn Module, only_trainable: bool) -> usize {
+    m.parameters()
+        .iter()
+        .filter(|p| !only_trainable || p.requires_grad())
+        .map(|p| p.numel())
+        .sum()
+}
+
+/// See [`Module::train`] and [`Module::eval`].
+fn set_training(m: &mut dyn Module, training: bool) {
+    m.apply(&mut |m| m.set_training_flag(training));
+}
+
+/// See [`Module::is_training`].
+fn is_training_of(m: &dyn Module) -> bool {
+    m.modules()
+        .iter()
+        .find_map(|m| m.training_flag())
+        .unwrap_or(true)
+}
+
+/// See [`Module::zero_grad`].
+fn zero_grad_of(m: &dyn Module) {
+    for p in m.parameters() {
+        p.zero_grad();
+    }
+}
+
+/// See [`Module::requires_grad_`].
+fn requires_grad_of(m: &dyn Module, requires_grad: bool) {
+    for p in m.parameters() {
+        p.set_requires_grad(requires_grad);
+    }
+}
+
+/// See [`Module::apply`].
+fn apply_of(m: &mut dyn Module, f: &mut dyn FnMut(&mut dyn Module)) {
+    m.visit_mut(&mut |_, member| {
+        if let MemberMut::Module(child) = member {
+            child.apply(f);
+        }
+    });
+    f(m);
+}
+
+#[cold]
+#[track_caller]
+fn to_dtype_error(dtype: DType) -> ! {
+    panic!("to_dtype: modules hold floating-point parameters; got {dtype}");
+}
+
+/// See [`Module::to_dtype`].
+fn to_dtype_of(m: &mut dyn Module, dtype: DType) {
+    m.apply(&mut |m| {
+        m.visit_mut(&mut |_, member| match member {
+            MemberMut::Parameter(p) if p.dtype() != dtype => {
+                let requires_grad = p.requires_grad();
+                *p = Parameter::new(p.to_dtype(dtype));
+                p.set_requires_grad(requires_grad);
+            }
+            MemberMut::Buffer(b) if b.dtype().is_float() && b.dtype() != dtype => {
+                *b = Buffer::new(b.to_dtype(dtype));
+            }
+            _ => {}
+        })
+    });
+}
+
+/// See [`Module::state_dict`] (and NOTE [ Provided methods over `&dyn Module` ]).
 fn state_dict_of(m: &dyn Module) -> StateDict {
     let mut out = StateDict::new();
     walk(m, "", &mut |prefix, m| {
