@@ -1,14 +1,7 @@
 //! Tensor collectives over the world communicator, in place, as PyTorch's
 //! `torch.distributed.all_reduce` and friends.
 //!
-//! NOTE [ Collectives work on the tensor's own buffer ]
-//! MPI reads and writes the tensor's storage directly whenever it is contiguous: `broadcast`
-//! and `all_gather_into_tensor` receive into it, `all_reduce` sends from it and receives
-//! into a new buffer that then becomes the tensor's storage (the `mpi` crate has no
-//! `MPI_IN_PLACE`, and a fresh buffer costs no more than the copy that would replace it). A
-//! non-contiguous tensor goes through one contiguous copy. Like every in-place op the
-//! tensor's version is bumped, and like an optimizer step the update is outside the graph:
-//! collectives are not recorded for backward.
+//! NOTE [ Collectives work on the tensor's own buffer ] is on the `distributed` module page.
 
 use super::{mpi_lock, world, world_size};
 use crate::dtype::{DType, Element, Storage};
@@ -73,7 +66,7 @@ macro_rules! dispatch_mut {
 
 /// Combines `tensor` across all ranks with `op`; every rank ends with the result, in place
 /// (PyTorch's `dist.all_reduce(tensor, op)`). See NOTE [ Collectives work on the tensor's
-/// own buffer ].
+/// own buffer ] [on the module page](crate::distributed#note--collectives-work-on-the-tensors-own-buffer-).
 ///
 /// # Panics
 /// Before `init`, or for [`ReduceOp::Avg`] on an i64 tensor. Every rank must pass a tensor

@@ -24,7 +24,7 @@
 //! alone. MPI is initialised with `MPI_THREAD_SERIALIZED`: two threads may call MPI but
 //! never at the same time. The collectives are called from the training thread, except the
 //! gradient reductions of [`DistributedDataParallel`], which run on its communication thread
-//! during backward (NOTE [ Gradient reduction ] in `ddp.rs`); every MPI call goes through
+//! during backward (NOTE [ Gradient reduction ] below); every MPI call goes through
 //! one lock, so they never overlap. The DataLoader's workers and the matrix-multiply threads
 //! never call MPI.
 //!
@@ -37,6 +37,64 @@
 //! panics that would otherwise be caught (a `Dataset::get` that panics inside a DataLoader
 //! worker included): on one rank a caught panic is a skipped batch, in a job it is a rank
 //! that stops matching the others' collectives.
+//!
+//! # NOTE [ Gradient reduction ]
+//! At construction the parameters that require grad are grouped into buckets, in reverse
+//! registration order as PyTorch does, since backward produces the last layers' gradients
+//! first: the first bucket holds at most `first_bucket_cap_mb` (1 MiB, PyTorch's
+//! `_DEFAULT_FIRST_BUCKET_BYTES`, so that the first reduction starts early), the others at
+//! most `bucket_cap_mb` (25 MiB by default); one dtype per bucket. Each parameter gets a
+//! post-accumulate-grad hook (NOTE [ Post-accumulate-grad hooks ] in `autograd/hooks.rs`),
+//! and each training `forward` passes its output through an identity node with two
+//! callbacks (NOTE [ Callbacks at the end of backward ] in `autograd/graph.rs`). One step
+//! then goes:
+//!
+//! 1. Backward reaches the identity node before any parameter's gradient: the reducer is
+//!    armed for this pass.
+//! 2. A parameter's hook runs as soon as its gradient is final and marks it ready. When every
+//!    parameter of the next bucket in order is ready, that bucket is launched: the gradients
+//!    are copied into the bucket's flat buffer, divided by the world size on the way
+//!    (PyTorch divides before the all-reduce too), with one "has a gradient" flag per
+//!    parameter at the end, and the buffer goes to the reducer's communication thread,
+//!    which sums it across ranks in place with a non-blocking `MPI_Iallreduce` (NOTE
+//!    \[ MPI_IN_PLACE \] in `collectives.rs`). Backward meanwhile computes the earlier layers'
+//!    gradients.
+//! 3. At the end of the pass the buckets not launched yet are launched (a parameter that got
+//!    no gradient in this pass has no hook call), and the training thread waits for every
+//!    bucket. Each parameter's gradient then becomes a view of its part of the bucket's
+//!    buffer (PyTorch's `gradient_as_bucket_view=True`): there is no copy back. One copy of
+//!    the gradients per step in all, besides the reduction's own traffic.
+//!
+//! Buckets are launched strictly in bucket order on every rank, so every rank starts the
+//! same collectives in the same order even when hooks run in another order (as in PyTorch,
+//! whose reducer also launches buckets in order). A backward pass that does not go through
+//! the identity node (a forward under `no_sync`, or `ddp.module().forward`) leaves the
+//! reducer unarmed and the hooks do nothing. A gradient view in a bucket's buffer is copied
+//! on write like any shared storage, and a buffer still shared with last step's gradients
+//! (kept with `zero_grad` skipped) is replaced by a new one before the next flattening.
+//!
+//! Why a communication thread: with MPI over shared memory a non-blocking reduction makes
+//! progress only inside MPI calls, and backward makes none while it multiplies matrices;
+//! the thread polls the reduction every 50 µs, sleeping in between so as not to take the
+//! core from the backward pass it overlaps with (busily for half a millisecond once the
+//! training thread waits for it; see `sum_into` in `collectives.rs`). MPI
+//! runs at `MPI_THREAD_SERIALIZED` and every MPI call takes one lock (NOTE [ One process
+//! per rank ] in `mod.rs`).
+//!
+//! Each bucket's "has a gradient" flags handle parameters without a gradient on some ranks
+//! (unused in their forward): those ranks contribute zeros, every rank that has a gradient
+//! anywhere ends with the average, so the optimizers see the same gradients everywhere; a
+//! parameter unused on every rank keeps no gradient.
+//!
+//! # NOTE [ Collectives work on the tensor's own buffer ]
+//! MPI reads and writes the tensor's storage directly whenever it is contiguous: `broadcast`
+//! and `all_gather_into_tensor` receive into it, `all_reduce` sends from it and receives
+//! into a new buffer that then becomes the tensor's storage (a fresh buffer costs no more
+//! than the copy that would replace it; only [`DistributedDataParallel`]'s bucket
+//! reductions use `MPI_IN_PLACE`, see NOTE \[ MPI_IN_PLACE \] in `collectives.rs`). A
+//! non-contiguous tensor goes through one contiguous copy. Like every in-place op the
+//! tensor's version is bumped, and like an optimizer step the update is outside the graph:
+//! collectives are not recorded for backward.
 
 mod collectives;
 mod ddp;
