@@ -288,10 +288,10 @@ pub(super) fn sum_in_place<T: MpiElement>(buf: &mut [T], waited_on: &AtomicBool)
     poll(waited_on, || {
         let mut done = 0;
         let _lock = mpi_lock();
-        // SAFETY: `request` is the live request started above (MPI_Test sets it to the null
-        // request once it completes, and the loop stops then); the status is ignored, which
-        // MPI_STATUS_IGNORE (a constant of the library) says.
         let code =
+            // SAFETY: `request` is the live request started above (MPI_Test sets it to the
+            // null request once it completes, and the loop stops then); the status is
+            // ignored, which MPI_STATUS_IGNORE (a constant of the library) says.
             unsafe { mpi::ffi::MPI_Test(&mut request, &mut done, mpi::ffi::RSMPI_STATUS_IGNORE) };
         assert_eq!(code, 0, "MPI_Test failed with error code {code}");
         done != 0

@@ -867,21 +867,29 @@ mod simd {
         }
     }
 
+    /// # Safety
+    /// Never called: `available()` is false off x86-64.
     #[cfg(not(target_arch = "x86_64"))]
     pub(super) unsafe fn shifted_sums(_: &[f32], _: f32) -> (f64, f64) {
         unreachable!("batch_norm: AVX2 kernels are only called on x86-64")
     }
 
+    /// # Safety
+    /// Never called: `available()` is false off x86-64.
     #[cfg(not(target_arch = "x86_64"))]
     pub(super) unsafe fn grad_sums(_: &[f32], _: &[f32], _: f32) -> (f64, f64) {
         unreachable!("batch_norm: AVX2 kernels are only called on x86-64")
     }
 
+    /// # Safety
+    /// Never called: `available()` is false off x86-64.
     #[cfg(not(target_arch = "x86_64"))]
     pub(super) unsafe fn scale_shift(_: &[f32], _: f32, _: f32, _: &mut [MaybeUninit<f32>]) {
         unreachable!("batch_norm: AVX2 kernels are only called on x86-64")
     }
 
+    /// # Safety
+    /// Never called: `available()` is false off x86-64.
     #[cfg(not(target_arch = "x86_64"))]
     pub(super) unsafe fn grad_input(
         _: &[f32],

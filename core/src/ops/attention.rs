@@ -90,6 +90,7 @@ struct Out<T> {
 // (dQ, dK, dV; or O) occupy disjoint elements (checked by the callers' layouts: different
 // column blocks or different buffers).
 unsafe impl<T: Send> Send for Out<T> {}
+// SAFETY: as for `Send`.
 unsafe impl<T: Sync> Sync for Out<T> {}
 
 impl<'a, T: Float> In<'a, T> {

@@ -393,8 +393,8 @@ fn forward_packed(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> V
             // SAFETY: the caller checked `packed_b_supported`; `outn` is `o` rows of `l`
             // writable floats, and without `accumulate` the GEMM writes each before any read.
             unsafe { sgemm_packed_b(&w2, &pb, l, outn.as_mut_ptr().cast::<f32>(), l, false) };
-            // SAFETY: the GEMM above initialised all `o·l` values of `outn`.
             let outn =
+                // SAFETY: the GEMM above initialised all `o·l` values of `outn`.
                 unsafe { std::slice::from_raw_parts_mut(outn.as_mut_ptr().cast::<f32>(), o * l) };
             if let Some(b) = bias {
                 for (row, &bv) in outn.chunks_exact_mut(l).zip(b) {
@@ -481,8 +481,8 @@ fn backward<T: Float>(
                 dst.iter_mut().for_each(|v| {
                     v.write(T::zero());
                 });
-                // SAFETY: every element of `dst` was just written.
                 let dst =
+                    // SAFETY: every element of `dst` was just written.
                     unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<T>(), sample) };
                 col2im(&cols, g, dst);
             }
