@@ -608,7 +608,9 @@ unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
         if a.cs == 1 {
             // SAFETY: the halves write disjoint columns of C; the rest is the caller's.
             rayon::join(
+                // SAFETY: columns 0..n0 of C, this closure's alone.
                 || unsafe { blocked(m, n0, k, AOp::Matrix(a), BOp::Matrix(b), c, e) },
+                // SAFETY: columns n0..n of C, this closure's alone.
                 || unsafe { blocked(m, n - n0, k, AOp::Matrix(a), BOp::Matrix(b1), c1, e1) },
             );
             return;
@@ -629,10 +631,12 @@ unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
             // SAFETY: each half reads the packed A only once `pack_then_wait` saw both
             // halves packed; the halves write disjoint columns of C.
             rayon::join(
+                // SAFETY: reads the packed A once both halves are in; columns 0..n0 of C.
                 || unsafe {
                     halves.pack_then_wait(0, &pack);
                     blocked(m, n0, k, pa, BOp::Matrix(b), c, e)
                 },
+                // SAFETY: reads the packed A once both halves are in; columns n0..n of C.
                 || unsafe {
                     halves.pack_then_wait(1, &pack);
                     blocked(m, n - n0, k, pa, BOp::Matrix(b1), c1, e1)
@@ -657,10 +661,12 @@ unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
             // SAFETY: each half reads the packed B only once `pack_then_wait` saw both
             // halves packed; the halves write disjoint rows of C.
             rayon::join(
+                // SAFETY: reads the packed B once both halves are in; rows 0..m0 of C.
                 || unsafe {
                     halves.pack_then_wait(0, &pack);
                     blocked(m0, n, k, AOp::Matrix(a), pb, c, e)
                 },
+                // SAFETY: reads the packed B once both halves are in; rows m0..m of C.
                 || unsafe {
                     halves.pack_then_wait(1, &pack);
                     blocked(m - m0, n, k, AOp::Matrix(a1), pb, c1, e)
