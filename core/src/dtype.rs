@@ -11,6 +11,8 @@
 use ndarray::{ArcArray, IxDyn};
 use std::fmt;
 
+mod fastmath;
+
 /// The element type of a tensor.
 ///
 /// ```
@@ -155,7 +157,7 @@ pub(crate) trait Float:
     /// The error function (PyTorch's `erf`), for the exact GELU.
     fn erf(self) -> Self;
     /// `exp` for element-wise kernels: libm's for f64; for f32 about 1 ulp, written so that
-    /// loops over it vectorise (NOTE [ Fast f32 exp ] in `ops/fastmath.rs`).
+    /// loops over it vectorise (NOTE [ Fast f32 exp ] in `dtype/fastmath.rs`).
     fn exp_fast(self) -> Self {
         num_traits::Float::exp(self)
     }
@@ -171,7 +173,7 @@ impl Float for f32 {
     }
     #[inline(always)]
     fn exp_fast(self) -> Self {
-        crate::ops::fastmath::exp_f32(self)
+        fastmath::exp_f32(self)
     }
 }
 

@@ -7,7 +7,6 @@ pub(crate) mod binary;
 mod compare;
 pub(crate) mod conv;
 mod conv_general;
-pub(crate) mod fastmath;
 mod gather;
 pub(crate) mod gemm;
 mod inplace;
