@@ -366,13 +366,9 @@ fn contiguous<T: Float>(s: &Storage) -> ndarray::ArcArray<T, ndarray::IxDyn> {
     }
 }
 
-/// The typed core of [`packed_self_attention`]: `[N, L, 3E]` → (`[N, L, E]`, weights).
-fn packed_forward<T: Float>(
-    x: &[T],
-    (n, l, e, heads): (usize, usize, usize, usize),
-    scale: T,
-    mask: &Mask<T>,
-) -> (Vec<T>, Vec<T>) {
+/// The per-head problem sizes of a packed `[N, L, 3E]` self-attention, and the layout of the
+/// Q (`base` 0), K (`E`) or V (`2E`) block of every head in it.
+fn packed_geometry(n: usize, l: usize, e: usize, heads: usize) -> (Dims, impl Fn(usize) -> Layout) {
     let hd = e / heads;
     let d = Dims {
         count: n * heads,
@@ -382,12 +378,24 @@ fn packed_forward<T: Float>(
         e: hd,
         ev: hd,
     };
-    let block = |base| Layout {
+    let block = move |base| Layout {
         base,
         sn: l * 3 * e,
         sh: hd,
         rs: 3 * e,
     };
+    (d, block)
+}
+
+/// The typed core of [`packed_self_attention`]: `[N, L, 3E]` → (`[N, L, E]`, weights).
+fn packed_forward<T: Float>(
+    x: &[T],
+    (n, l, e, heads): (usize, usize, usize, usize),
+    scale: T,
+    mask: &Mask<T>,
+) -> (Vec<T>, Vec<T>) {
+    let (d, block) = packed_geometry(n, l, e, heads);
+    let hd = d.e;
     let mut out = vec![T::zero(); n * l * e];
     let mut probs = vec![T::zero(); n * heads * l * l];
     let o = Out {
@@ -416,21 +424,8 @@ fn packed_backward<T: Float>(
     (n, l, e, heads): (usize, usize, usize, usize),
     scale: T,
 ) -> Vec<T> {
-    let hd = e / heads;
-    let d = Dims {
-        count: n * heads,
-        heads,
-        l,
-        s: l,
-        e: hd,
-        ev: hd,
-    };
-    let block = |base| Layout {
-        base,
-        sn: l * 3 * e,
-        sh: hd,
-        rs: 3 * e,
-    };
+    let (d, block) = packed_geometry(n, l, e, heads);
+    let hd = d.e;
     // Every element is written: the dQ, dK, dV blocks of all heads tile each row.
     let mut dx = vec![T::zero(); x.len()];
     let op = |base| In {
