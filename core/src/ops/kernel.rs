@@ -2,6 +2,7 @@
 //! training produces (same shape, a scalar, a row vector against a matrix).
 
 use crate::dtype::Float;
+use crate::memory;
 use crate::parallel::collect_vec;
 use ndarray::{ArcArray, ArrayD, Zip};
 use ndarray::{Axis, IxDyn};
@@ -31,21 +32,25 @@ pub(crate) fn zip2<T: Float>(
         }
         if y.len() == 1 && sa == out {
             let y = y[0];
-            return from_vec(out, x.iter().map(|&x| f(x, y)).collect());
+            let mut v = memory::vec(x.len());
+            v.extend(x.iter().map(|&x| f(x, y)));
+            return from_vec(out, v);
         }
         if x.len() == 1 && sb == out {
             let x = x[0];
-            return from_vec(out, y.iter().map(|&y| f(x, y)).collect());
+            let mut v = memory::vec(y.len());
+            v.extend(y.iter().map(|&y| f(x, y)));
+            return from_vec(out, v);
         }
         if sa == out && is_trailing(sb, sa) && !y.is_empty() {
-            let mut v = Vec::with_capacity(x.len());
+            let mut v = memory::vec(x.len());
             for row in x.chunks_exact(y.len()) {
                 v.extend(row.iter().zip(y).map(|(&x, &y)| f(x, y)));
             }
             return from_vec(out, v);
         }
         if sb == out && is_trailing(sa, sb) && !x.is_empty() {
-            let mut v = Vec::with_capacity(y.len());
+            let mut v = memory::vec(y.len());
             for row in y.chunks_exact(x.len()) {
                 v.extend(x.iter().zip(row).map(|(&x, &y)| f(x, y)));
             }
