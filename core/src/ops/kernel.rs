@@ -170,6 +170,43 @@ pub(crate) unsafe fn map2<T: Float>(x: &[T], fill: &Fill2<'_, T>) -> (Vec<T>, Ve
     (a, b)
 }
 
+/// Independent accumulators of [`lane_sum`] and [`lane_dot`]: a single floating-point
+/// accumulator is a serial chain (one add per 4 cycles) the compiler may not reorder; 16
+/// of them vectorise (two AVX2 registers of f32).
+const LANES: usize = 16;
+
+/// `Σ f(x)` over a row, in [`LANES`] partial sums.
+#[inline(always)]
+pub(crate) fn lane_sum<T: Float>(x: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::zero(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(T::zero(), |s, &v| s + f(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().fold(tail, |s, &a| s + a)
+}
+
+/// `Σ x·y` over two rows of one length, in [`LANES`] partial sums.
+#[inline(always)]
+pub(crate) fn lane_dot<T: Float>(x: &[T], y: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let (cx, cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let tail = cx
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .fold(T::zero(), |s, (&a, &b)| s + a * b);
+    for (a, b) in cx.zip(cy) {
+        for ((s, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+            *s += a * b;
+        }
+    }
+    acc.iter().fold(tail, |s, &a| s + a)
+}
+
 /// Whether `small` (after dropping leading ones) equals the trailing dimensions of `big`.
 fn is_trailing(small: &[usize], big: &[usize]) -> bool {
     let small = &small[small.iter().take_while(|&&d| d == 1).count()..];
