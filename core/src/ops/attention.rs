@@ -240,9 +240,11 @@ fn dot<T: Float>(x: &[T], y: &[T]) -> T {
 
 /// Queries per block of the causal products: the scores of queries `r0..r0 + CAUSAL_BLOCK`
 /// need the keys up to the block's last query only, so the products skip the masked-out
-/// upper triangle block by block (5/8 of the work instead of all of it for W5's 64
-/// positions), at the cost of a few more, smaller products.
-const CAUSAL_BLOCK: usize = 16;
+/// upper triangle block by block (3/4 of the work instead of all of it for W5's 64
+/// positions), at the cost of a few more, smaller products. Not smaller: blocks of 16 made
+/// products of 16×16×32 multiply-adds, below the size from which `gemm` packs (its direct
+/// loop is scalar), and were slower than no blocks at all (perf: `gemm::product` 9%).
+const CAUSAL_BLOCK: usize = 32;
 
 /// The blocks of queries `(r0, r1, live)`: queries `r0..r1` attend to keys `0..live`
 /// (all `s` of them, in one block, without the causal mask).
