@@ -168,6 +168,7 @@ pub(crate) trait Float:
 }
 
 impl Float for f32 {
+    #[inline]
     fn erf(self) -> Self {
         erf_f32(self)
     }

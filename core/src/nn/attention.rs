@@ -696,8 +696,16 @@ mod tests {
 
     #[test]
     fn fused_self_attention_matches_the_composite() {
+        // 37 positions: the causal products run in blocks of queries and keys (the last
+        // one partial).
+        for l in [6, 37] {
+            fused_self_attention_matches_the_composite_at(l);
+        }
+    }
+
+    fn fused_self_attention_matches_the_composite_at(l: usize) {
         crate::manual_seed(5);
-        let (n, l, e) = (3, 6, 8);
+        let (n, e) = (3, 8);
         let causal = generate_square_subsequent_mask(l);
         let mut float_mask = Tensor::randn(&[l, l]).to_vec::<f32>();
         float_mask[3] = f32::NEG_INFINITY;
@@ -747,6 +755,13 @@ mod tests {
             )
             .unwrap();
         }
+        // Causal over several blocks of queries and keys (the last one partial).
+        let qkv = f64_leaf(&[1, 35, 6]);
+        gradcheck(
+            |v| crate::ops::attention::packed_self_attention(&v[0], 1, &Mask::Causal),
+            std::slice::from_ref(&qkv),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::autograd::graph::record;
 use crate::dtype::{Float, Storage, ToStorage};
 use crate::ops::gemm::{Epilogue, gemm};
 use crate::tensor::Tensor;
-use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder, s};
 
 /// From this many multiply-adds (per pass) on, the heads are split over two threads.
 const PARALLEL_MACS: usize = 2 * 1024 * 1024;
@@ -238,6 +238,36 @@ fn dot<T: Float>(x: &[T], y: &[T]) -> T {
     acc.iter().fold(rest, |s, &a| s + a)
 }
 
+/// Queries per block of the causal products: the scores of queries `r0..r0 + CAUSAL_BLOCK`
+/// need the keys up to the block's last query only, so the products skip the masked-out
+/// upper triangle block by block (3/4 of the work instead of all of it for W5's 64
+/// positions), at the cost of a few more, smaller products. Not smaller: blocks of 16 made
+/// products of 16×16×32 multiply-adds, below the size from which `gemm` packs (its direct
+/// loop is scalar), and were slower than no blocks at all (perf: `gemm::product` 9%).
+const CAUSAL_BLOCK: usize = 32;
+
+/// The blocks of queries `(r0, r1, live)`: queries `r0..r1` attend to keys `0..live`
+/// (all `s` of them, in one block, without the causal mask).
+fn query_blocks(l: usize, s: usize, causal: bool) -> impl Iterator<Item = (usize, usize, usize)> {
+    let step = if causal { CAUSAL_BLOCK } else { l.max(1) };
+    (0..l)
+        .step_by(step)
+        .map(move |r0| {
+            let r1 = (r0 + step).min(l);
+            (r0, r1, if causal { r1.min(s) } else { s })
+        })
+        .filter(|&(_, _, live)| live > 0)
+}
+
+/// The blocks of keys `(k0, k1, first)`: keys `k0..k1` are attended to by queries
+/// `first..l` only (all of them without the causal mask; none when `first == l`).
+fn key_blocks(l: usize, s: usize, causal: bool) -> impl Iterator<Item = (usize, usize, usize)> {
+    let step = if causal { CAUSAL_BLOCK } else { s.max(1) };
+    (0..s)
+        .step_by(step)
+        .map(move |k0| (k0, (k0 + step).min(s), if causal { k0.min(l) } else { 0 }))
+}
+
 /// The forward pass: fills `probs` (`count · l · s`, the attention weights, saved for
 /// backward) and writes every problem's output through `out`.
 fn forward<T: Float>(
@@ -272,14 +302,32 @@ fn forward<T: Float>(
                 out.view_mut(p, d.heads, l, d.ev),
             )
         };
-        gemm(&qp, &kp.t(), &mut pm, Epilogue::write());
+        let causal = matches!(mask, Mask::Causal);
+        for (r0, r1, live) in query_blocks(l, s, causal) {
+            let mut scores = pm.slice_mut(s![r0..r1, ..live]);
+            gemm(
+                &qp.slice(s![r0..r1, ..]),
+                &kp.slice(s![..live, ..]).t(),
+                &mut scores,
+                Epilogue::write(),
+            );
+        }
         for (i, mut row) in pm.rows_mut().into_iter().enumerate() {
             let row = row
                 .as_slice_mut()
                 .unwrap_or_else(|| unreachable!("score rows are contiguous"));
             softmax_row(row, i, scale, mask);
         }
-        gemm(&pm.view(), &vp, &mut om, Epilogue::write());
+        for (r0, r1, live) in query_blocks(l, s, causal) {
+            let weights = pm.slice(s![r0..r1, ..live]);
+            let mut rows = om.slice_mut(s![r0..r1, ..]);
+            gemm(
+                &weights,
+                &vp.slice(s![..live, ..]),
+                &mut rows,
+                Epilogue::write(),
+            );
+        }
     });
 }
 
@@ -288,6 +336,7 @@ fn forward<T: Float>(
 fn backward<T: Float>(
     d: Dims,
     scale: T,
+    causal: bool,
     (q, k, v): (In<'_, T>, In<'_, T>, In<'_, T>),
     probs: &[T],
     g: In<'_, T>,
@@ -319,24 +368,73 @@ fn backward<T: Float>(
                 dv.view_mut(p, d.heads, s, d.ev),
             )
         };
-        gemm(&pp.t(), &gp, &mut dvm, Epilogue::write());
+        // dV = Pᵀ dO, by blocks of keys: with the causal mask, key j has weight only in
+        // the queries i >= j.
+        for (k0, k1, first) in key_blocks(l, s, causal) {
+            let mut rows = dvm.slice_mut(s![k0..k1, ..]);
+            if first == l {
+                rows.fill(T::zero());
+                continue;
+            }
+            let weights = pp.slice(s![first.., k0..k1]);
+            gemm(
+                &weights.t(),
+                &gp.slice(s![first.., ..]),
+                &mut rows,
+                Epilogue::write(),
+            );
+        }
         let mut ds = ArrayViewMut2::from_shape((l, s), &mut scratch[..])
             .unwrap_or_else(|e| unreachable!("attention scratch: {e}"));
-        gemm(&gp, &vp.t(), &mut ds, Epilogue::write());
-        for (mut dsr, pr) in ds.rows_mut().into_iter().zip(pp.rows()) {
+        // dP = dO Vᵀ where P is not masked out by the causal mask (elsewhere dS is 0 and
+        // the scratch holds the last problem's values, overwritten below).
+        for (r0, r1, live) in query_blocks(l, s, causal) {
+            let mut block = ds.slice_mut(s![r0..r1, ..live]);
+            gemm(
+                &gp.slice(s![r0..r1, ..]),
+                &vp.slice(s![..live, ..]).t(),
+                &mut block,
+                Epilogue::write(),
+            );
+        }
+        for (i, (mut dsr, pr)) in ds.rows_mut().into_iter().zip(pp.rows()).enumerate() {
             let dsr = dsr
                 .as_slice_mut()
                 .unwrap_or_else(|| unreachable!("scratch rows are contiguous"));
             let pr = pr
                 .to_slice()
                 .unwrap_or_else(|| unreachable!("weight rows are contiguous"));
+            let live = if causal { (i + 1).min(s) } else { s };
+            let ((dsr, dead), pr) = (dsr.split_at_mut(live), &pr[..live]);
             let dot = dot(dsr, pr);
             for (x, &y) in dsr.iter_mut().zip(pr) {
                 *x = y * (*x - dot) * scale;
             }
+            dead.fill(T::zero());
         }
-        gemm(&ds.view(), &kp, &mut dqm, Epilogue::write());
-        gemm(&ds.t(), &qp, &mut dkm, Epilogue::write());
+        for (r0, r1, live) in query_blocks(l, s, causal) {
+            let mut rows = dqm.slice_mut(s![r0..r1, ..]);
+            gemm(
+                &ds.slice(s![r0..r1, ..live]),
+                &kp.slice(s![..live, ..]),
+                &mut rows,
+                Epilogue::write(),
+            );
+        }
+        for (k0, k1, first) in key_blocks(l, s, causal) {
+            let mut rows = dkm.slice_mut(s![k0..k1, ..]);
+            if first == l {
+                rows.fill(T::zero());
+                continue;
+            }
+            let block = ds.slice(s![first.., k0..k1]);
+            gemm(
+                &block.t(),
+                &qp.slice(s![first.., ..]),
+                &mut rows,
+                Epilogue::write(),
+            );
+        }
     });
 }
 
@@ -423,6 +521,7 @@ fn packed_backward<T: Float>(
     g: &[T],
     (n, l, e, heads): (usize, usize, usize, usize),
     scale: T,
+    causal: bool,
 ) -> Vec<T> {
     let (d, block) = packed_geometry(n, l, e, heads);
     let hd = d.e;
@@ -448,7 +547,15 @@ fn packed_backward<T: Float>(
         at: block(base),
     };
     let outs = (out(0), out(e), out(2 * e));
-    backward(d, scale, (op(0), op(e), op(2 * e)), probs, gin, outs);
+    backward(
+        d,
+        scale,
+        causal,
+        (op(0), op(e), op(2 * e)),
+        probs,
+        gin,
+        outs,
+    );
     dx
 }
 
@@ -468,6 +575,7 @@ pub(crate) fn packed_self_attention(qkv: &Tensor, heads: usize, mask: &Mask<f64>
     debug_assert!(shape.len() == 3 && e3 == 3 * e && e % heads == 0);
     let dims = (n, l, e, heads);
     let scale = 1.0 / ((e / heads) as f64).sqrt();
+    let causal = matches!(mask, Mask::Causal);
     let storage = qkv.storage();
     let (out, probs) = match &storage {
         Storage::F32(_) => {
@@ -509,6 +617,7 @@ pub(crate) fn packed_self_attention(qkv: &Tensor, heads: usize, mask: &Mask<f64>
                         g.as_slice().unwrap_or_else(|| unreachable!("contiguous")),
                         dims,
                         scale as f32,
+                        causal,
                     );
                     f32::into_storage(crate::ops::kernel::from_vec(&shape, dx))
                 }
@@ -521,6 +630,7 @@ pub(crate) fn packed_self_attention(qkv: &Tensor, heads: usize, mask: &Mask<f64>
                         g.as_slice().unwrap_or_else(|| unreachable!("contiguous")),
                         dims,
                         scale,
+                        causal,
                     );
                     f64::into_storage(crate::ops::kernel::from_vec(&shape, dx))
                 }

@@ -3,9 +3,10 @@
 
 use crate::dtype::Float;
 use crate::memory;
-use crate::parallel::collect_vec;
+use crate::parallel::{PARALLEL_ELEMS, collect_vec};
 use ndarray::{ArcArray, ArrayD, Zip};
 use ndarray::{Axis, IxDyn};
+use std::mem::MaybeUninit;
 
 pub(crate) type Arr<T> = ArcArray<T, IxDyn>;
 
@@ -137,6 +138,78 @@ pub(crate) fn map<T: Float>(a: &Arr<T>, f: impl Fn(T) -> T + Sync) -> Arr<T> {
         }
         None => a.map(|&x| f(x)).into_shared(),
     }
+}
+
+/// The element-wise loop of [`map2`]: `fill(x, first, second)` writes every element of both
+/// outputs for the inputs `x` (the three slices have one length).
+pub(crate) type Fill2<'a, T> =
+    dyn Fn(&[T], &mut [MaybeUninit<T>], &mut [MaybeUninit<T>]) + Sync + 'a;
+
+/// One pass over a contiguous `x` that writes two outputs of its length (a value and what its
+/// backward needs, as GELU's output and derivative), in two halves on two threads when large
+/// (see `parallel::PARALLEL_ELEMS`).
+///
+/// # Safety
+/// `fill` must initialise every element of both output chunks it is given.
+pub(crate) unsafe fn map2<T: Float>(x: &[T], fill: &Fill2<'_, T>) -> (Vec<T>, Vec<T>) {
+    let len = x.len();
+    let (mut a, mut b) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    let (oa, ob) = (
+        &mut a.spare_capacity_mut()[..len],
+        &mut b.spare_capacity_mut()[..len],
+    );
+    if len >= PARALLEL_ELEMS && rayon::current_num_threads() >= 2 {
+        let mid = len / 2;
+        let (x0, x1) = x.split_at(mid);
+        let ((a0, a1), (b0, b1)) = (oa.split_at_mut(mid), ob.split_at_mut(mid));
+        rayon::join(|| fill(x0, a0, b0), || fill(x1, a1, b1));
+    } else {
+        fill(x, oa, ob);
+    }
+    // SAFETY: both capacities are at least `len`, and the chunks cover `0..len`; the
+    // caller's contract is that `fill` initialised every element of each.
+    unsafe {
+        a.set_len(len);
+        b.set_len(len);
+    }
+    (a, b)
+}
+
+/// Independent accumulators of [`lane_sum`] and [`lane_dot`]: a single floating-point
+/// accumulator is a serial chain (one add per 4 cycles) the compiler may not reorder; 16
+/// of them vectorise (two AVX2 registers of f32).
+const LANES: usize = 16;
+
+/// `Σ f(x)` over a row, in [`LANES`] partial sums.
+#[inline(always)]
+pub(crate) fn lane_sum<T: Float>(x: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::zero(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(T::zero(), |s, &v| s + f(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().fold(tail, |s, &a| s + a)
+}
+
+/// `Σ x·y` over two rows of one length, in [`LANES`] partial sums.
+#[inline(always)]
+pub(crate) fn lane_dot<T: Float>(x: &[T], y: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let (cx, cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let tail = cx
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .fold(T::zero(), |s, (&a, &b)| s + a * b);
+    for (a, b) in cx.zip(cy) {
+        for ((s, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+            *s += a * b;
+        }
+    }
+    acc.iter().fold(tail, |s, &a| s + a)
 }
 
 /// Whether `small` (after dropping leading ones) equals the trailing dimensions of `big`.

@@ -53,6 +53,11 @@ pub(crate) const ADAM_BUFFERS: &[&str] = &["exp_avg", "exp_avg_sq", "max_exp_avg
 /// otherwise `d = g + wd·p`. Then `m = lerp(m, d, 1 - β1)`, `v = β2·v + (1 - β2)·d²`,
 /// `denom = √v̂ / √(1 - β2^t) + eps` (v̂ the running max of v with AMSGrad), and
 /// `p -= lr / (1 - β1^t) · m / denom`.
+///
+/// The loop runs over zipped slices (no bounds checks, so it vectorises), compiled a
+/// second time for AVX2, and a large parameter is updated in two halves on two threads:
+/// element for element the arithmetic is the same, so the results are too. On W5 (30
+/// parameters, 421k values) the step took 2–3% of the time, on one thread.
 pub(crate) fn adam_update<T: Float>(
     c: &AdamConfig,
     decoupled: bool,
@@ -71,29 +76,140 @@ pub(crate) fn adam_update<T: Float>(
         unreachable!("Adam has three state buffers")
     };
     let t = step as i32;
-    let step_size = T::lit(c.lr / (1.0 - beta1.powi(t)));
-    let bc2_sqrt = T::lit((1.0 - beta2.powi(t)).sqrt());
-    let (w1, b2, w2) = (T::lit(1.0 - beta1), T::lit(beta2), T::lit(1.0 - beta2));
-    let (eps, wd) = (T::lit(c.eps), T::lit(c.weight_decay));
-    let decay = T::lit(1.0 - c.lr * c.weight_decay);
-    for i in 0..n {
-        let mut d = if c.maximize { -g[i] } else { g[i] };
-        if decoupled {
-            p[i] *= decay;
-        } else if c.weight_decay != 0.0 {
-            d += wd * p[i];
-        }
-        m[i] = lerp(m[i], d, w1);
-        v[i] = v[i] * b2 + w2 * d * d;
-        let second = if c.amsgrad {
-            vmax[i] = vmax[i].max(v[i]);
-            vmax[i]
+    let k = Consts {
+        step_size: T::lit(c.lr / (1.0 - beta1.powi(t))),
+        bc2_sqrt: T::lit((1.0 - beta2.powi(t)).sqrt()),
+        w1: T::lit(1.0 - beta1),
+        b2: T::lit(beta2),
+        w2: T::lit(1.0 - beta2),
+        eps: T::lit(c.eps),
+        wd: T::lit(c.weight_decay),
+        decay: T::lit(1.0 - c.lr * c.weight_decay),
+        decoupled,
+        l2: !decoupled && c.weight_decay != 0.0,
+        maximize: c.maximize,
+    };
+    let vmax: &mut [T] = if c.amsgrad { &mut vmax[..n] } else { &mut [] };
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    if n >= PARALLEL_UPDATE && rayon::current_num_threads() >= 2 {
+        let mid = n / 2;
+        let (p0, p1) = p.split_at_mut(mid);
+        let (g0, g1) = g.split_at(mid);
+        let (m0, m1) = m.split_at_mut(mid);
+        let (v0, v1) = v.split_at_mut(mid);
+        let (x0, x1) = if vmax.is_empty() {
+            (&mut [][..], &mut [][..])
         } else {
-            v[i]
+            vmax.split_at_mut(mid)
         };
-        let denom = second.sqrt() / bc2_sqrt + eps;
-        p[i] += -step_size * (m[i] / denom);
+        rayon::join(
+            || adam_slices(&k, p0, g0, m0, v0, x0),
+            || adam_slices(&k, p1, g1, m1, v1, x1),
+        );
+    } else {
+        adam_slices(&k, p, g, m, v, vmax);
     }
+}
+
+/// From this many values on, a parameter's update is split over two threads (W5's
+/// `[512, 128]` weights take about 0.1 ms on one).
+const PARALLEL_UPDATE: usize = 1 << 15;
+
+/// The per-step constants of the update.
+struct Consts<T> {
+    step_size: T,
+    bc2_sqrt: T,
+    w1: T,
+    b2: T,
+    w2: T,
+    eps: T,
+    wd: T,
+    decay: T,
+    decoupled: bool,
+    l2: bool,
+    maximize: bool,
+}
+
+/// One element: the parameter `p`, gradient `g`, moments `m`, `v` and, with AMSGrad, the
+/// running max `vmax`.
+#[inline(always)]
+fn adam_element<T: Float>(
+    k: &Consts<T>,
+    p: &mut T,
+    g: T,
+    m: &mut T,
+    v: &mut T,
+    vmax: Option<&mut T>,
+) {
+    let mut d = if k.maximize { -g } else { g };
+    if k.decoupled {
+        *p *= k.decay;
+    } else if k.l2 {
+        d += k.wd * *p;
+    }
+    *m = lerp(*m, d, k.w1);
+    *v = *v * k.b2 + k.w2 * d * d;
+    let second = match vmax {
+        Some(x) => {
+            *x = x.max(*v);
+            *x
+        }
+        None => *v,
+    };
+    let denom = second.sqrt() / k.bc2_sqrt + k.eps;
+    *p += -k.step_size * (*m / denom);
+}
+
+#[inline(always)]
+fn adam_loop<T: Float>(
+    k: &Consts<T>,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    vmax: &mut [T],
+) {
+    let pgmv = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+    if vmax.is_empty() {
+        for (((p, &g), m), v) in pgmv {
+            adam_element(k, p, g, m, v, None);
+        }
+    } else {
+        for ((((p, &g), m), v), x) in pgmv.zip(vmax.iter_mut()) {
+            adam_element(k, p, g, m, v, Some(x));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn adam_loop_avx2<T: Float>(
+    k: &Consts<T>,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    vmax: &mut [T],
+) {
+    adam_loop(k, p, g, m, v, vmax);
+}
+
+/// The update of equal-length slices (`vmax` empty without AMSGrad).
+fn adam_slices<T: Float>(
+    k: &Consts<T>,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    vmax: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked on the line above).
+        unsafe { adam_loop_avx2(k, p, g, m, v, vmax) };
+        return;
+    }
+    adam_loop(k, p, g, m, v, vmax);
 }
 
 impl Rule for AdamConfig {

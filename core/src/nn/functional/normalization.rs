@@ -71,6 +71,15 @@ mod tests {
         )
         .unwrap();
         gradcheck(|v| layer_norm(&v[0], &[2], None, None, 1e-5), &[x]).unwrap();
+        // Rows of 37: the row sums run in 16 lanes plus a tail.
+        crate::manual_seed(8);
+        let leaf = |shape: &[usize]| Tensor::randn(shape).double().requires_grad_(true);
+        let (x, w, b) = (leaf(&[3, 37]), leaf(&[37]), leaf(&[37]));
+        gradcheck(
+            |v| &layer_norm(&v[0], &[37], Some(&v[1]), Some(&v[2]), 1e-5) * &v[0],
+            &[x, w, b],
+        )
+        .unwrap();
     }
 
     #[test]
