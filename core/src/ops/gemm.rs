@@ -41,7 +41,7 @@ use crate::dtype::Float;
 use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Ix2};
 use std::any::TypeId;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 const MR: usize = 6;
 const NR: usize = 16;
@@ -586,33 +586,57 @@ fn with_buffer<R>(
     r
 }
 
-/// The product in two halves on two threads (see NOTE [ GEMM ]): the rows are split when
-/// there are more rows than columns, with B packed once and shared; else the columns, with
-/// A shared (read in place when row-major, else packed once).
+/// The most pieces a split product is cut into, and the fewest multiply-adds in one.
+const MAX_PIECES: usize = 8;
+const PIECE_MACS: usize = 4 * 1024 * 1024;
+
+/// How a split product's rows or columns (`len` of them, cut in multiples of `unit`) are
+/// cut into pieces: the piece length and the number of pieces.
+fn pieces(len: usize, unit: usize, macs: usize) -> (usize, usize) {
+    let want = (macs / PIECE_MACS).clamp(2, MAX_PIECES);
+    let per = len.div_ceil(unit).div_ceil(want).max(1) * unit;
+    (per, len.div_ceil(per))
+}
+
+/// The next piece nobody has taken yet, if any.
+fn claim(next: &AtomicUsize, count: usize) -> Option<usize> {
+    let i = next.fetch_add(1, Ordering::Relaxed);
+    (i < count).then_some(i)
+}
+
+/// The product on two threads (see NOTE [ GEMM ]): cut along the rows when there are more
+/// rows than columns, with B packed once and shared, else along the columns, with A shared
+/// (read in place when row-major, else packed once). The cut makes up to `MAX_PIECES`
+/// pieces that the two threads take in turn until none are left, so that a thread that
+/// loses its core for a while (the machine is shared) leaves its share to the other
+/// instead of making it wait at the join.
 ///
 /// # Safety
 /// As [`product`].
 unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
     let Item { a, b, c } = it;
     let kblocks = k.div_ceil(KC);
+    let next = AtomicUsize::new(0);
     if n >= m {
-        let n0 = ((n / 2).div_ceil(NR) * NR).min(n);
-        let (b1, c1, e1) = (
-            b.offset(0, n0),
-            c.offset(0, n0),
-            Ep {
-                bias: e.bias.offset(n0),
+        let (w, count) = pieces(n, NR, m * n * k);
+        // SAFETY: piece i is columns i·w.. of C (and of B and the bias), which no other
+        // piece writes; the A given covers all m rows (the caller's, or packed in full).
+        let piece = |a: AOp, i: usize| unsafe {
+            let lo = i * w;
+            let ep = Ep {
+                bias: e.bias.offset(lo),
                 ..e
-            },
-        );
+            };
+            let b = BOp::Matrix(b.offset(0, lo));
+            blocked(m, w.min(n - lo), k, a, b, c.offset(0, lo), ep)
+        };
         if a.cs == 1 {
-            // SAFETY: the halves write disjoint columns of C; the rest is the caller's.
-            rayon::join(
-                // SAFETY: columns 0..n0 of C, this closure's alone.
-                || unsafe { blocked(m, n0, k, AOp::Matrix(a), BOp::Matrix(b), c, e) },
-                // SAFETY: columns n0..n of C, this closure's alone.
-                || unsafe { blocked(m, n - n0, k, AOp::Matrix(a), BOp::Matrix(b1), c1, e1) },
-            );
+            let work = || {
+                while let Some(i) = claim(&next, count) {
+                    piece(AOp::Matrix(a), i);
+                }
+            };
+            rayon::join(work, work);
             return;
         }
         let mpad = m.div_ceil(MR) * MR;
@@ -628,50 +652,44 @@ unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
                 pack_a_full(lo, hi, m, k, a, p);
             };
             let pa = AOp::Packed(p.0.cast_const(), mpad);
-            // SAFETY: each half reads the packed A only once `pack_then_wait` saw both
-            // halves packed; the halves write disjoint columns of C.
-            rayon::join(
-                // SAFETY: reads the packed A once both halves are in; columns 0..n0 of C.
-                || unsafe {
-                    halves.pack_then_wait(0, &pack);
-                    blocked(m, n0, k, pa, BOp::Matrix(b), c, e)
-                },
-                // SAFETY: reads the packed A once both halves are in; columns n0..n of C.
-                || unsafe {
-                    halves.pack_then_wait(1, &pack);
-                    blocked(m, n - n0, k, pa, BOp::Matrix(b1), c1, e1)
-                },
-            );
+            // Each thread reads the packed A only once `pack_then_wait` saw both halves in.
+            let work = |h: usize| {
+                halves.pack_then_wait(h, &pack);
+                while let Some(i) = claim(&next, count) {
+                    piece(pa, i);
+                }
+            };
+            rayon::join(|| work(0), || work(1));
         });
     } else {
         let npad = n.div_ceil(NR) * NR;
+        // Pieces of whole blocks of MC rows where they are that tall, so that no piece
+        // ends in a short block (which reads each strip of B for fewer rows).
+        let (h, _) = pieces(m, MR, m * n * k);
+        let h = if h > MC { (h + MC / 2) / MC * MC } else { h };
+        let count = m.div_ceil(h);
         with_buffer(&SHARED, |buf| {
             let packed = aligned(buf, kblocks * KC * npad);
             let p = SendPtr(packed.as_mut_ptr());
             let n0 = ((n / 2).div_ceil(NR) * NR).min(n);
             let halves = Halves::new();
             // SAFETY: as for A above, with the columns split at n0, a multiple of NR.
-            let pack = |h: usize| unsafe {
-                let (lo, hi) = if h == 0 { (0, n0) } else { (n0, n) };
+            let pack = |half: usize| unsafe {
+                let (lo, hi) = if half == 0 { (0, n0) } else { (n0, n) };
                 pack_b_full(lo, hi, n, k, b, p);
             };
             let pb = BOp::Packed(p.0.cast_const(), npad);
-            let m0 = ((m / 2).div_ceil(MR) * MR).min(m);
-            let (a1, c1) = (a.offset(m0, 0), c.offset(m0, 0));
-            // SAFETY: each half reads the packed B only once `pack_then_wait` saw both
-            // halves packed; the halves write disjoint rows of C.
-            rayon::join(
-                // SAFETY: reads the packed B once both halves are in; rows 0..m0 of C.
-                || unsafe {
-                    halves.pack_then_wait(0, &pack);
-                    blocked(m0, n, k, AOp::Matrix(a), pb, c, e)
-                },
-                // SAFETY: reads the packed B once both halves are in; rows m0..m of C.
-                || unsafe {
-                    halves.pack_then_wait(1, &pack);
-                    blocked(m - m0, n, k, AOp::Matrix(a1), pb, c1, e)
-                },
-            );
+            // SAFETY: piece i is rows i·h.. of C and A, which no other piece touches; it
+            // reads the packed B only once `pack_then_wait` saw both halves in.
+            let work = |half: usize| unsafe {
+                halves.pack_then_wait(half, &pack);
+                while let Some(i) = claim(&next, count) {
+                    let lo = i * h;
+                    let (a, c) = (AOp::Matrix(a.offset(lo, 0)), c.offset(lo, 0));
+                    blocked(h.min(m - lo), n, k, a, pb, c, e);
+                }
+            };
+            rayon::join(|| work(0), || work(1));
         });
     }
 }
@@ -1451,6 +1469,9 @@ mod tests {
             (200, 300, 150),
             (130, 400, 170),
             (40, 2100, 130),
+            // Cut into six pieces each (a shorter last one), along the columns, then rows.
+            (130, 400, 520),
+            (520, 400, 130),
             (9, 0, 4),
         ];
         let (alpha, beta) = (0.5f32, -2.0f32);
