@@ -25,13 +25,19 @@
 //!   row-major A is read in place, without packing.
 //! - The `MR × NR` = 6 × 16 micro-kernel keeps C's tile in 12 of the 16 AVX registers and
 //!   issues 12 FMAs per step of k, which is what Zen 3 and recent Intel cores sustain.
-//! - Products big enough to amortise it are split in two halves (along the longer of M and
-//!   N) run on two threads in one `rayon::join`. The operand both halves read (B when the
-//!   rows are split, A when the columns are and A is not read in place) is packed once, half
-//!   by each thread, and shared (`Halves`): with each thread packing all of it, W5's weight
-//!   gradients (64 to 192 rows a thread against a 2048 × 128 B) spent up to a quarter of
-//!   their multiply-adds' time again on packing. Small products stay on the calling
-//!   thread, and tiny ones (the 16-wide layers of an MLP at batch 8) skip packing.
+//! - Products big enough to amortise it run on two threads in one `rayon::join`, cut
+//!   (along the longer of M and N) into up to 8 pieces that the threads take in turn, so
+//!   that a thread that starts late or loses its core for a while (the machine is shared;
+//!   rayon's idle worker sleeps and takes a while to wake) leaves its share to the other
+//!   instead of making it wait at the join. The operand all pieces read (B when the rows are
+//!   cut, A when the columns are and A is not read in place) is packed once and shared
+//!   (`SharedPack`), its pieces packed by whichever thread claims them: with each thread
+//!   packing all of it, W5's weight gradients (64 to 192 rows a thread against a
+//!   2048 × 128 B) spent up to a quarter of their multiply-adds' time again on packing.
+//!   Small products stay on the calling thread, and tiny ones (the 16-wide layers of an
+//!   MLP at batch 8) skip packing.
+//! - A transposed B (the `wᵀ` of `x @ wᵀ`) is packed through 8 × 8 transposes in
+//!   registers, a strip at a time.
 //! - The epilogue (`α`, `β`, the bias) is applied as the first block of k stores C, so
 //!   `x @ wᵀ + b` makes one pass over its output, not two.
 //!
@@ -41,7 +47,7 @@ use crate::dtype::Float;
 use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Ix2};
 use std::any::TypeId;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const MR: usize = 6;
 const NR: usize = 16;
@@ -363,8 +369,8 @@ struct Batch {
 struct SendPtr(*mut f32);
 
 // SAFETY: the pointers come from ndarray views (or torchlet's own packing buffers) that
-// outlive the parallel section, the two halves of a split write disjoint parts of C and of
-// the shared packed operand, and they only read it after both halves finished packing.
+// outlive the parallel section, the pieces of a split write disjoint parts of C and of the
+// shared packed operand, and they only read it after all of it is packed.
 unsafe impl Send for MatRef {}
 // SAFETY: as for `Send`: shared reads of elements no one writes during the product.
 unsafe impl Sync for MatRef {}
@@ -643,23 +649,19 @@ unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
         with_buffer(&SHARED, |buf| {
             let packed = aligned(buf, kblocks * KC * mpad);
             let p = SendPtr(packed.as_mut_ptr());
-            let m0 = ((m / 2).div_ceil(MR) * MR).min(m);
-            let halves = Halves::new();
-            // SAFETY: `packed` holds KC·mpad floats per block of k; each half of the rows
-            // (0..m0 and m0..m, m0 a multiple of MR) is packed by one thread alone.
-            let pack = |h: usize| unsafe {
-                let (lo, hi) = if h == 0 { (0, m0) } else { (m0, m) };
-                pack_a_full(lo, hi, m, k, a, p);
-            };
+            let shared = SharedPack::new(m, MR);
+            // SAFETY: `packed` holds KC·mpad floats per block of k; each piece of the rows
+            // (starting at a multiple of MR) is packed by one thread alone.
+            let pack = |lo: usize, hi: usize| unsafe { pack_a_full(lo, hi, m, k, a, p) };
             let pa = AOp::Packed(p.0.cast_const(), mpad);
-            // Each thread reads the packed A only once `pack_then_wait` saw both halves in.
-            let work = |h: usize| {
-                halves.pack_then_wait(h, &pack);
+            // Each thread reads the packed A only once `pack_then_wait` saw all of it in.
+            let work = || {
+                shared.pack_then_wait(&pack);
                 while let Some(i) = claim(&next, count) {
                     piece(pa, i);
                 }
             };
-            rayon::join(|| work(0), || work(1));
+            rayon::join(work, work);
         });
     } else {
         let npad = n.div_ceil(NR) * NR;
@@ -671,74 +673,69 @@ unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
         with_buffer(&SHARED, |buf| {
             let packed = aligned(buf, kblocks * KC * npad);
             let p = SendPtr(packed.as_mut_ptr());
-            let n0 = ((n / 2).div_ceil(NR) * NR).min(n);
-            let halves = Halves::new();
-            // SAFETY: as for A above, with the columns split at n0, a multiple of NR.
-            let pack = |half: usize| unsafe {
-                let (lo, hi) = if half == 0 { (0, n0) } else { (n0, n) };
-                pack_b_full(lo, hi, n, k, b, p);
-            };
+            let shared = SharedPack::new(n, NR);
+            // SAFETY: as for A above, with pieces of the columns starting at multiples of NR.
+            let pack = |lo: usize, hi: usize| unsafe { pack_b_full(lo, hi, n, k, b, p) };
             let pb = BOp::Packed(p.0.cast_const(), npad);
             // SAFETY: piece i is rows i·h.. of C and A, which no other piece touches; it
-            // reads the packed B only once `pack_then_wait` saw both halves in.
-            let work = |half: usize| unsafe {
-                halves.pack_then_wait(half, &pack);
+            // reads the packed B only once `pack_then_wait` saw all of it in.
+            let work = || unsafe {
+                shared.pack_then_wait(&pack);
                 while let Some(i) = claim(&next, count) {
                     let lo = i * h;
                     let (a, c) = (AOp::Matrix(a.offset(lo, 0)), c.offset(lo, 0));
                     blocked(h.min(m - lo), n, k, a, pb, c, e);
                 }
             };
-            rayon::join(|| work(0), || work(1));
+            rayon::join(work, work);
         });
     }
 }
 
-/// The two halves of an operand that both threads of a split read, packed in one
-/// `rayon::join` with the products: each half is packed once, by whichever thread claims it
-/// first, and each thread starts multiplying once both halves are packed. A thread never
-/// waits for a half nobody has claimed (it packs that half itself), so the scheme cannot
-/// deadlock when rayon runs both closures one after the other on one thread.
-struct Halves {
-    state: [AtomicU8; 2],
+/// The operand that both threads of a split read, packed in one `rayon::join` with the
+/// products: cut into up to `MAX_PIECES` pieces (of `len` rows or columns, in multiples of
+/// `unit`), each packed once by whichever thread claims it first; each thread starts
+/// multiplying once every piece is packed. A thread waits only for pieces another thread
+/// is packing (it packs every unclaimed one itself), so the scheme cannot deadlock when
+/// rayon runs both closures one after the other on one thread, and a thread that loses its
+/// core mid-way holds up the other for one piece at most.
+struct SharedPack {
+    len: usize,
+    per: usize,
+    count: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
 }
 
-impl Halves {
-    const FREE: u8 = 0;
-    const CLAIMED: u8 = 1;
-    const PACKED: u8 = 2;
-
-    fn new() -> Self {
-        Halves {
-            state: [AtomicU8::new(Self::FREE), AtomicU8::new(Self::FREE)],
+impl SharedPack {
+    fn new(len: usize, unit: usize) -> Self {
+        let per = len.div_ceil(unit).div_ceil(MAX_PIECES).max(1) * unit;
+        SharedPack {
+            len,
+            per,
+            count: len.div_ceil(per),
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
         }
     }
 
-    /// Packs half `mine` and then the other one with `pack(half)` unless claimed already,
-    /// and returns once both are packed (their writes visible to this thread).
-    fn pack_then_wait(&self, mine: usize, pack: &impl Fn(usize)) {
-        for h in [mine, 1 - mine] {
-            let claim = self.state[h].compare_exchange(
-                Self::FREE,
-                Self::CLAIMED,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            );
-            if claim.is_ok() {
-                pack(h);
-                self.state[h].store(Self::PACKED, Ordering::Release);
-            }
+    /// Packs unclaimed pieces with `pack(lo, hi)` until none are left, and returns once
+    /// all are packed (their writes visible to this thread).
+    fn pack_then_wait(&self, pack: &impl Fn(usize, usize)) {
+        while let Some(i) = claim(&self.next, self.count) {
+            let lo = i * self.per;
+            pack(lo, (lo + self.per).min(self.len));
+            // Release: the piece's writes happen before the count that announces them.
+            self.done.fetch_add(1, Ordering::Release);
         }
-        for s in &self.state {
-            let mut spins = 0u32;
-            while s.load(Ordering::Acquire) != Self::PACKED {
-                // The other thread is packing this half; it may have lost its core.
-                spins += 1;
-                if spins < 1 << 12 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
+        let mut spins = 0u32;
+        while self.done.load(Ordering::Acquire) < self.count {
+            // The other thread is packing a piece; it may have lost its core.
+            spins += 1;
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
             }
         }
     }
