@@ -25,13 +25,19 @@
 //!   row-major A is read in place, without packing.
 //! - The `MR × NR` = 6 × 16 micro-kernel keeps C's tile in 12 of the 16 AVX registers and
 //!   issues 12 FMAs per step of k, which is what Zen 3 and recent Intel cores sustain.
-//! - Products big enough to amortise it are split in two halves (along the longer of M and
-//!   N) run on two threads in one `rayon::join`. The operand both halves read (B when the
-//!   rows are split, A when the columns are and A is not read in place) is packed once, half
-//!   by each thread, and shared (`Halves`): with each thread packing all of it, W5's weight
-//!   gradients (64 to 192 rows a thread against a 2048 × 128 B) spent up to a quarter of
-//!   their multiply-adds' time again on packing. Small products stay on the calling
-//!   thread, and tiny ones (the 16-wide layers of an MLP at batch 8) skip packing.
+//! - Products big enough to amortise it run on two threads in one `rayon::join`, cut
+//!   (along the longer of M and N) into up to 8 pieces that the threads take in turn, so
+//!   that a thread that starts late or loses its core for a while (the machine is shared;
+//!   rayon's idle worker sleeps and takes a while to wake) leaves its share to the other
+//!   instead of making it wait at the join. The operand all pieces read (B when the rows are
+//!   cut, A when the columns are and A is not read in place) is packed once and shared
+//!   (`SharedPack`), its pieces packed by whichever thread claims them: with each thread
+//!   packing all of it, W5's weight gradients (64 to 192 rows a thread against a
+//!   2048 × 128 B) spent up to a quarter of their multiply-adds' time again on packing.
+//!   Small products stay on the calling thread, and tiny ones (the 16-wide layers of an
+//!   MLP at batch 8) skip packing.
+//! - A transposed B (the `wᵀ` of `x @ wᵀ`) is packed through 8 × 8 transposes in
+//!   registers, a strip at a time.
 //! - The epilogue (`α`, `β`, the bias) is applied as the first block of k stores C, so
 //!   `x @ wᵀ + b` makes one pass over its output, not two.
 //!
@@ -41,7 +47,7 @@ use crate::dtype::Float;
 use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Ix2};
 use std::any::TypeId;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const MR: usize = 6;
 const NR: usize = 16;
@@ -363,8 +369,8 @@ struct Batch {
 struct SendPtr(*mut f32);
 
 // SAFETY: the pointers come from ndarray views (or torchlet's own packing buffers) that
-// outlive the parallel section, the two halves of a split write disjoint parts of C and of
-// the shared packed operand, and they only read it after both halves finished packing.
+// outlive the parallel section, the pieces of a split write disjoint parts of C and of the
+// shared packed operand, and they only read it after all of it is packed.
 unsafe impl Send for MatRef {}
 // SAFETY: as for `Send`: shared reads of elements no one writes during the product.
 unsafe impl Sync for MatRef {}
@@ -586,141 +592,150 @@ fn with_buffer<R>(
     r
 }
 
-/// The product in two halves on two threads (see NOTE [ GEMM ]): the rows are split when
-/// there are more rows than columns, with B packed once and shared; else the columns, with
-/// A shared (read in place when row-major, else packed once).
+/// The most pieces a split product is cut into, and the fewest multiply-adds in one.
+const MAX_PIECES: usize = 8;
+const PIECE_MACS: usize = 4 * 1024 * 1024;
+
+/// How a split product's rows or columns (`len` of them, cut in multiples of `unit`) are
+/// cut into pieces: the piece length and the number of pieces.
+fn pieces(len: usize, unit: usize, macs: usize) -> (usize, usize) {
+    let want = (macs / PIECE_MACS).clamp(2, MAX_PIECES);
+    let per = len.div_ceil(unit).div_ceil(want).max(1) * unit;
+    (per, len.div_ceil(per))
+}
+
+/// The next piece nobody has taken yet, if any.
+fn claim(next: &AtomicUsize, count: usize) -> Option<usize> {
+    let i = next.fetch_add(1, Ordering::Relaxed);
+    (i < count).then_some(i)
+}
+
+/// The product on two threads (see NOTE [ GEMM ]): cut along the rows when there are more
+/// rows than columns, with B packed once and shared, else along the columns, with A shared
+/// (read in place when row-major, else packed once). The cut makes up to `MAX_PIECES`
+/// pieces that the two threads take in turn until none are left, so that a thread that
+/// loses its core for a while (the machine is shared) leaves its share to the other
+/// instead of making it wait at the join.
 ///
 /// # Safety
 /// As [`product`].
 unsafe fn split(m: usize, n: usize, k: usize, it: Item, e: Ep) {
     let Item { a, b, c } = it;
     let kblocks = k.div_ceil(KC);
+    let next = AtomicUsize::new(0);
     if n >= m {
-        let n0 = ((n / 2).div_ceil(NR) * NR).min(n);
-        let (b1, c1, e1) = (
-            b.offset(0, n0),
-            c.offset(0, n0),
-            Ep {
-                bias: e.bias.offset(n0),
+        let (w, count) = pieces(n, NR, m * n * k);
+        // SAFETY: piece i is columns i·w.. of C (and of B and the bias), which no other
+        // piece writes; the A given covers all m rows (the caller's, or packed in full).
+        let piece = |a: AOp, i: usize| unsafe {
+            let lo = i * w;
+            let ep = Ep {
+                bias: e.bias.offset(lo),
                 ..e
-            },
-        );
+            };
+            let b = BOp::Matrix(b.offset(0, lo));
+            blocked(m, w.min(n - lo), k, a, b, c.offset(0, lo), ep)
+        };
         if a.cs == 1 {
-            // SAFETY: the halves write disjoint columns of C; the rest is the caller's.
-            rayon::join(
-                // SAFETY: columns 0..n0 of C, this closure's alone.
-                || unsafe { blocked(m, n0, k, AOp::Matrix(a), BOp::Matrix(b), c, e) },
-                // SAFETY: columns n0..n of C, this closure's alone.
-                || unsafe { blocked(m, n - n0, k, AOp::Matrix(a), BOp::Matrix(b1), c1, e1) },
-            );
+            let work = || {
+                while let Some(i) = claim(&next, count) {
+                    piece(AOp::Matrix(a), i);
+                }
+            };
+            rayon::join(work, work);
             return;
         }
         let mpad = m.div_ceil(MR) * MR;
         with_buffer(&SHARED, |buf| {
             let packed = aligned(buf, kblocks * KC * mpad);
             let p = SendPtr(packed.as_mut_ptr());
-            let m0 = ((m / 2).div_ceil(MR) * MR).min(m);
-            let halves = Halves::new();
-            // SAFETY: `packed` holds KC·mpad floats per block of k; each half of the rows
-            // (0..m0 and m0..m, m0 a multiple of MR) is packed by one thread alone.
-            let pack = |h: usize| unsafe {
-                let (lo, hi) = if h == 0 { (0, m0) } else { (m0, m) };
-                pack_a_full(lo, hi, m, k, a, p);
-            };
+            let shared = SharedPack::new(m, MR);
+            // SAFETY: `packed` holds KC·mpad floats per block of k; each piece of the rows
+            // (starting at a multiple of MR) is packed by one thread alone.
+            let pack = |lo: usize, hi: usize| unsafe { pack_a_full(lo, hi, m, k, a, p) };
             let pa = AOp::Packed(p.0.cast_const(), mpad);
-            // SAFETY: each half reads the packed A only once `pack_then_wait` saw both
-            // halves packed; the halves write disjoint columns of C.
-            rayon::join(
-                // SAFETY: reads the packed A once both halves are in; columns 0..n0 of C.
-                || unsafe {
-                    halves.pack_then_wait(0, &pack);
-                    blocked(m, n0, k, pa, BOp::Matrix(b), c, e)
-                },
-                // SAFETY: reads the packed A once both halves are in; columns n0..n of C.
-                || unsafe {
-                    halves.pack_then_wait(1, &pack);
-                    blocked(m, n - n0, k, pa, BOp::Matrix(b1), c1, e1)
-                },
-            );
+            // Each thread reads the packed A only once `pack_then_wait` saw all of it in.
+            let work = || {
+                shared.pack_then_wait(&pack);
+                while let Some(i) = claim(&next, count) {
+                    piece(pa, i);
+                }
+            };
+            rayon::join(work, work);
         });
     } else {
         let npad = n.div_ceil(NR) * NR;
+        // Pieces of whole blocks of MC rows where they are that tall, so that no piece
+        // ends in a short block (which reads each strip of B for fewer rows).
+        let (h, _) = pieces(m, MR, m * n * k);
+        let h = if h > MC { (h + MC / 2) / MC * MC } else { h };
+        let count = m.div_ceil(h);
         with_buffer(&SHARED, |buf| {
             let packed = aligned(buf, kblocks * KC * npad);
             let p = SendPtr(packed.as_mut_ptr());
-            let n0 = ((n / 2).div_ceil(NR) * NR).min(n);
-            let halves = Halves::new();
-            // SAFETY: as for A above, with the columns split at n0, a multiple of NR.
-            let pack = |h: usize| unsafe {
-                let (lo, hi) = if h == 0 { (0, n0) } else { (n0, n) };
-                pack_b_full(lo, hi, n, k, b, p);
-            };
+            let shared = SharedPack::new(n, NR);
+            // SAFETY: as for A above, with pieces of the columns starting at multiples of NR.
+            let pack = |lo: usize, hi: usize| unsafe { pack_b_full(lo, hi, n, k, b, p) };
             let pb = BOp::Packed(p.0.cast_const(), npad);
-            let m0 = ((m / 2).div_ceil(MR) * MR).min(m);
-            let (a1, c1) = (a.offset(m0, 0), c.offset(m0, 0));
-            // SAFETY: each half reads the packed B only once `pack_then_wait` saw both
-            // halves packed; the halves write disjoint rows of C.
-            rayon::join(
-                // SAFETY: reads the packed B once both halves are in; rows 0..m0 of C.
-                || unsafe {
-                    halves.pack_then_wait(0, &pack);
-                    blocked(m0, n, k, AOp::Matrix(a), pb, c, e)
-                },
-                // SAFETY: reads the packed B once both halves are in; rows m0..m of C.
-                || unsafe {
-                    halves.pack_then_wait(1, &pack);
-                    blocked(m - m0, n, k, AOp::Matrix(a1), pb, c1, e)
-                },
-            );
+            // SAFETY: piece i is rows i·h.. of C and A, which no other piece touches; it
+            // reads the packed B only once `pack_then_wait` saw all of it in.
+            let work = || unsafe {
+                shared.pack_then_wait(&pack);
+                while let Some(i) = claim(&next, count) {
+                    let lo = i * h;
+                    let (a, c) = (AOp::Matrix(a.offset(lo, 0)), c.offset(lo, 0));
+                    blocked(h.min(m - lo), n, k, a, pb, c, e);
+                }
+            };
+            rayon::join(work, work);
         });
     }
 }
 
-/// The two halves of an operand that both threads of a split read, packed in one
-/// `rayon::join` with the products: each half is packed once, by whichever thread claims it
-/// first, and each thread starts multiplying once both halves are packed. A thread never
-/// waits for a half nobody has claimed (it packs that half itself), so the scheme cannot
-/// deadlock when rayon runs both closures one after the other on one thread.
-struct Halves {
-    state: [AtomicU8; 2],
+/// The operand that both threads of a split read, packed in one `rayon::join` with the
+/// products: cut into up to `MAX_PIECES` pieces (of `len` rows or columns, in multiples of
+/// `unit`), each packed once by whichever thread claims it first; each thread starts
+/// multiplying once every piece is packed. A thread waits only for pieces another thread
+/// is packing (it packs every unclaimed one itself), so the scheme cannot deadlock when
+/// rayon runs both closures one after the other on one thread, and a thread that loses its
+/// core mid-way holds up the other for one piece at most.
+struct SharedPack {
+    len: usize,
+    per: usize,
+    count: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
 }
 
-impl Halves {
-    const FREE: u8 = 0;
-    const CLAIMED: u8 = 1;
-    const PACKED: u8 = 2;
-
-    fn new() -> Self {
-        Halves {
-            state: [AtomicU8::new(Self::FREE), AtomicU8::new(Self::FREE)],
+impl SharedPack {
+    fn new(len: usize, unit: usize) -> Self {
+        let per = len.div_ceil(unit).div_ceil(MAX_PIECES).max(1) * unit;
+        SharedPack {
+            len,
+            per,
+            count: len.div_ceil(per),
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
         }
     }
 
-    /// Packs half `mine` and then the other one with `pack(half)` unless claimed already,
-    /// and returns once both are packed (their writes visible to this thread).
-    fn pack_then_wait(&self, mine: usize, pack: &impl Fn(usize)) {
-        for h in [mine, 1 - mine] {
-            let claim = self.state[h].compare_exchange(
-                Self::FREE,
-                Self::CLAIMED,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            );
-            if claim.is_ok() {
-                pack(h);
-                self.state[h].store(Self::PACKED, Ordering::Release);
-            }
+    /// Packs unclaimed pieces with `pack(lo, hi)` until none are left, and returns once
+    /// all are packed (their writes visible to this thread).
+    fn pack_then_wait(&self, pack: &impl Fn(usize, usize)) {
+        while let Some(i) = claim(&self.next, self.count) {
+            let lo = i * self.per;
+            pack(lo, (lo + self.per).min(self.len));
+            // Release: the piece's writes happen before the count that announces them.
+            self.done.fetch_add(1, Ordering::Release);
         }
-        for s in &self.state {
-            let mut spins = 0u32;
-            while s.load(Ordering::Acquire) != Self::PACKED {
-                // The other thread is packing this half; it may have lost its core.
-                spins += 1;
-                if spins < 1 << 12 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
+        let mut spins = 0u32;
+        while self.done.load(Ordering::Acquire) < self.count {
+            // The other thread is packing a piece; it may have lost its core.
+            spins += 1;
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
             }
         }
     }
@@ -1044,7 +1059,17 @@ unsafe fn pack_b(kc: usize, nc: usize, b: MatRef, out: &mut [f32]) {
         let cols = NR.min(nc - j0);
         let strip = &mut out[t * NR * kc..(t + 1) * NR * kc];
         if b.rs == 1 {
-            // A transposed operand (Linear's `x @ wᵀ`): read each column contiguously.
+            // A transposed operand (Linear's `x @ wᵀ`): its columns are contiguous.
+            #[cfg(target_arch = "x86_64")]
+            if cols == NR {
+                // SAFETY: the NR columns from j0 hold kc contiguous elements each, `strip`
+                // holds NR · kc floats, and packing only runs where the CPU has AVX2 (the
+                // blocked kernel's precondition).
+                unsafe {
+                    avx2::pack_b_transposed(kc, b.ptr.offset(j0 as isize * b.cs), b.cs, strip)
+                };
+                continue;
+            }
             for jj in 0..NR {
                 if jj < cols {
                     // SAFETY: column j0 + jj of B has kc contiguous elements.
@@ -1219,6 +1244,64 @@ mod avx2 {
     use super::Ep;
     use std::arch::x86_64::*;
 
+    /// Packs one strip of 16 columns of a `kc × 16` B whose columns are contiguous (column
+    /// `j` starts at `b + j·cs`) into `out` row by row (`out[p·16 + j] = B[p][j]`), eight
+    /// steps of k at a time through 8 × 8 transposes in registers: the scalar scatter wrote
+    /// each value to its own cache line and read the 16 columns one after the other, and
+    /// took 15% of W2's `x @ wᵀ` products.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; the 16 columns must hold `kc` readable floats each; `out`
+    /// must hold `16 · kc` floats.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn pack_b_transposed(kc: usize, b: *const f32, cs: isize, out: &mut [f32]) {
+        assert!(out.len() >= 16 * kc, "pack_b_transposed: strip too short");
+        let o = out.as_mut_ptr();
+        let full = kc - kc % 8;
+        // SAFETY: every read is (p + q, j) with p + q < kc and j < 16 (the caller's
+        // columns), every write below 16 · kc (checked above).
+        unsafe {
+            for p in (0..full).step_by(8) {
+                for h in 0..2 {
+                    let col =
+                        |r: usize| _mm256_loadu_ps(b.offset((8 * h + r) as isize * cs).add(p));
+                    let (r0, r1, r2, r3) = (col(0), col(1), col(2), col(3));
+                    let (r4, r5, r6, r7) = (col(4), col(5), col(6), col(7));
+                    let t0 = _mm256_unpacklo_ps(r0, r1);
+                    let t1 = _mm256_unpackhi_ps(r0, r1);
+                    let t2 = _mm256_unpacklo_ps(r2, r3);
+                    let t3 = _mm256_unpackhi_ps(r2, r3);
+                    let t4 = _mm256_unpacklo_ps(r4, r5);
+                    let t5 = _mm256_unpackhi_ps(r4, r5);
+                    let t6 = _mm256_unpacklo_ps(r6, r7);
+                    let t7 = _mm256_unpackhi_ps(r6, r7);
+                    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                    let d = o.add(p * 16 + 8 * h);
+                    _mm256_storeu_ps(d, _mm256_permute2f128_ps::<0x20>(s0, s4));
+                    _mm256_storeu_ps(d.add(16), _mm256_permute2f128_ps::<0x20>(s1, s5));
+                    _mm256_storeu_ps(d.add(32), _mm256_permute2f128_ps::<0x20>(s2, s6));
+                    _mm256_storeu_ps(d.add(48), _mm256_permute2f128_ps::<0x20>(s3, s7));
+                    _mm256_storeu_ps(d.add(64), _mm256_permute2f128_ps::<0x31>(s0, s4));
+                    _mm256_storeu_ps(d.add(80), _mm256_permute2f128_ps::<0x31>(s1, s5));
+                    _mm256_storeu_ps(d.add(96), _mm256_permute2f128_ps::<0x31>(s2, s6));
+                    _mm256_storeu_ps(d.add(112), _mm256_permute2f128_ps::<0x31>(s3, s7));
+                }
+            }
+            for p in full..kc {
+                for j in 0..16 {
+                    *o.add(p * 16 + j) = *b.offset(j as isize * cs).add(p);
+                }
+            }
+        }
+    }
+
     /// `C[0..6, 0..16] = α · A · Bpanel + β · C + bias` over `kc` steps. `a` is (start,
     /// row stride, step stride): `(ptr, 1, 6)` for a packed strip, `(ptr, lda, 1)` for six
     /// rows of a row-major A read in place. C rows are `rsc` apart and contiguous within a
@@ -1383,6 +1466,9 @@ mod tests {
             (200, 300, 150),
             (130, 400, 170),
             (40, 2100, 130),
+            // Cut into six pieces each (a shorter last one), along the columns, then rows.
+            (130, 400, 520),
+            (520, 400, 130),
             (9, 0, 4),
         ];
         let (alpha, beta) = (0.5f32, -2.0f32);
