@@ -40,6 +40,8 @@
 use crate::dtype::Storage;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -284,8 +286,42 @@ fn sweep(cache: &mut Cache) -> Freed {
     freed
 }
 
+/// A storage whose buffer goes back to the cache when it is dropped, if nothing else shares
+/// it then: the data of every tensor (`Data` in `tensor.rs`), and what a backward keeps of the
+/// forward (a saved output, a derivative) when whichever of the two goes last should give the
+/// buffer back, not `free` it.
+pub(crate) struct Hold(ManuallyDrop<Storage>);
+
+impl Hold {
+    pub(crate) fn new(storage: Storage) -> Hold {
+        Hold(ManuallyDrop::new(storage))
+    }
+}
+
+impl Deref for Hold {
+    type Target = Storage;
+    fn deref(&self) -> &Storage {
+        &self.0
+    }
+}
+
+impl DerefMut for Hold {
+    fn deref_mut(&mut self) -> &mut Storage {
+        &mut self.0
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // SAFETY: the storage is never used again: this is the holder's drop, and
+        // `ManuallyDrop` keeps the field's own drop from running a second time.
+        let storage = unsafe { ManuallyDrop::take(&mut self.0) };
+        recycle_storage(storage);
+    }
+}
+
 /// Keeps the buffer of `storage` when no other array shares it (see [`recycle`]).
-pub(crate) fn recycle_storage(storage: Storage) {
+fn recycle_storage(storage: Storage) {
     fn take<T: 'static>(a: ndarray::ArcArray<T, ndarray::IxDyn>) {
         if !cached_len::<T>(a.len()) {
             return;

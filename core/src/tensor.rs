@@ -25,7 +25,6 @@ use crate::dtype::{DType, Element, Storage};
 use crate::memory;
 use crate::random;
 use ndarray::{ArrayD, Dimension, IxDyn};
-use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LockResult, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -58,9 +57,9 @@ struct Inner {
 /// A tensor's data and its version counter: the only code that locks the data (NOTE [ Storage
 /// access ]).
 struct Data {
-    /// Taken out only by `drop`, to give its buffer to the cache (NOTE [ Buffer cache ] in
+    /// Gives its buffer back to the cache when dropped (NOTE [ Buffer cache ] in
     /// [`memory`](crate::memory)).
-    storage: RwLock<ManuallyDrop<Storage>>,
+    storage: RwLock<memory::Hold>,
     /// Shared with the views of this data; bumped by every write.
     version: Arc<AtomicU64>,
 }
@@ -68,7 +67,7 @@ struct Data {
 impl Data {
     fn new(storage: Storage, version: Arc<AtomicU64>) -> Data {
         Data {
-            storage: RwLock::new(ManuallyDrop::new(storage)),
+            storage: RwLock::new(memory::Hold::new(storage)),
             version,
         }
     }
@@ -91,19 +90,6 @@ impl Data {
 
     fn version(&self) -> u64 {
         self.version.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Data {
-    fn drop(&mut self) {
-        let slot = self
-            .storage
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        // SAFETY: `slot` is never used again: this is `Data`'s drop, and `ManuallyDrop`
-        // keeps the field's own drop from running a second time.
-        let storage = unsafe { ManuallyDrop::take(slot) };
-        memory::recycle_storage(storage);
     }
 }
 

@@ -153,7 +153,7 @@ pub(crate) type Fill2<'a, T> =
 /// `fill` must initialise every element of both output chunks it is given.
 pub(crate) unsafe fn map2<T: Float>(x: &[T], fill: &Fill2<'_, T>) -> (Vec<T>, Vec<T>) {
     let len = x.len();
-    let (mut a, mut b) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    let (mut a, mut b) = (memory::vec(len), memory::vec(len));
     let (oa, ob) = (
         &mut a.spare_capacity_mut()[..len],
         &mut b.spare_capacity_mut()[..len],

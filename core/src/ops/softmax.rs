@@ -168,7 +168,7 @@ fn softmax_op(x: &Tensor, dim: isize, kind: Kind) -> Tensor {
     }
     let out = crate::dispatch_float!(x.storage(), a => forward(&a, d, kind), int => panic!(
         "{}: needs a floating-point tensor, got int64 {:?}; convert with .float()", kind.name(), x.shape()));
-    let y = out.clone();
+    let y = crate::memory::Hold::new(out.clone());
     record(kind.name(), out, &[x], || {
         move |g: &Tensor, _: &[bool]| {
             let grad = crate::dispatch_float!(g.storage(), g => {

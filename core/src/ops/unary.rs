@@ -361,6 +361,7 @@ fn gelu(x: &Tensor) -> Tensor {
     record("gelu", out, &[x], || {
         let input = Saved::new(x, "gelu");
         let deriv = deriv.unwrap_or_else(|| unreachable!("a recorded gelu saved its derivative"));
+        let deriv = crate::memory::Hold::new(deriv);
         move |g: &Tensor, _: &[bool]| {
             // Checks that the input was not changed in place since forward.
             input.get();
@@ -378,7 +379,7 @@ fn gelu(x: &Tensor) -> Tensor {
 fn unary(op: Unary, x: &Tensor) -> Tensor {
     let out = crate::dispatch_float!(x.storage(), a => forward_kernel(&a, op),
         int => int_error(op.name(), x));
-    let out_tensor_storage = out.clone();
+    let out_tensor_storage = crate::memory::Hold::new(out.clone());
     record(op.name(), out, &[x], || {
         let input = Saved::new(x, op.name());
         // The output's storage is saved directly: saving the output tensor would make it
@@ -387,7 +388,9 @@ fn unary(op: Unary, x: &Tensor) -> Tensor {
         move |g: &Tensor, _: &[bool]| {
             let x = input.get();
             let (gs, xs) = (g.storage(), x.storage());
-            let ys = output.clone().unwrap_or_else(|| xs.clone());
+            let ys = output
+                .as_ref()
+                .map_or_else(|| xs.clone(), |y| Storage::clone(y));
             let grad = crate::dispatch_float!(gs, g => {
                 let x = crate::ops::same_dtype(&xs, &g);
                 let y = crate::ops::same_dtype(&ys, &g);
