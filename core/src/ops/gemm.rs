@@ -1211,13 +1211,15 @@ unsafe fn macro_kernel(
             };
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `ap` and `bp` address kc steps of a full strip (packed ones are
-            // zero-padded); a full tile of C is stored directly, a partial one through
-            // `tile`, of which only the rows and columns inside C are copied out. The CPU
-            // has AVX2 and FMA (the caller's promise: products past DIRECT_MACS only run
-            // where it does).
+            // zero-padded); a tile of C with whole rows of 16 is stored directly (its first
+            // `rows` rows), any other through `tile`, of which only the rows and columns
+            // inside C are copied out. The CPU has AVX2 and FMA (the caller's promise:
+            // products past DIRECT_MACS only run where it does).
             unsafe {
-                if rows == MR && cols == NR && ct.cs == 1 {
-                    avx2::kernel_6x16(kc, ap, bp, ct.ptr, ct.rs, st);
+                if cols == NR && ct.cs == 1 {
+                    // The last strip of rows too (attention's 64-row products end in four):
+                    // the kernel stores only the rows inside C.
+                    avx2::kernel_6x16(kc, ap, bp, ct.ptr, ct.rs, st, rows);
                 } else {
                     let mut tile = [0f32; MR * NR];
                     let plain = Ep {
@@ -1225,7 +1227,7 @@ unsafe fn macro_kernel(
                         beta: 0.0,
                         bias: Bias::NONE,
                     };
-                    avx2::kernel_6x16(kc, ap, bp, tile.as_mut_ptr(), NR as isize, plain);
+                    avx2::kernel_6x16(kc, ap, bp, tile.as_mut_ptr(), NR as isize, plain, MR);
                     for r in 0..rows {
                         for (jj, &v) in tile[r * NR..r * NR + cols].iter().enumerate() {
                             ct.store(r, jj, v, st);
@@ -1305,7 +1307,7 @@ mod avx2 {
     /// `C[0..6, 0..16] = α · A · Bpanel + β · C + bias` over `kc` steps. `a` is (start,
     /// row stride, step stride): `(ptr, 1, 6)` for a packed strip, `(ptr, lda, 1)` for six
     /// rows of a row-major A read in place. C rows are `rsc` apart and contiguous within a
-    /// row.
+    /// row; only the first `rows` (at most 6) are read and written.
     ///
     /// The k loop is unrolled by four, and A's layout is fixed at compile time in `tile`, so
     /// that every load is a constant offset from a pointer (measured 11% faster, single
@@ -1313,8 +1315,8 @@ mod avx2 {
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA; `a` must address 6 rows × `kc` steps, `b` `kc`
-    /// steps of 16 floats, `c` 6 rows of 16 floats (initialised unless `store.beta` is 0)
-    /// and a non-null bias 16 floats.
+    /// steps of 16 floats, `c` `rows` rows of 16 floats (initialised unless `store.beta`
+    /// is 0) and a non-null bias 16 floats.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_6x16(
         kc: usize,
@@ -1323,14 +1325,15 @@ mod avx2 {
         c: *mut f32,
         rsc: isize,
         store: Ep,
+        rows: usize,
     ) {
         // SAFETY: the caller's promise, passed on.
         unsafe {
             if a.2 == 6 && a.1 == 1 {
-                tile::<true>(kc, a.0, 0, b, c, rsc, store)
+                tile::<true>(kc, a.0, 0, b, c, rsc, store, rows)
             } else {
                 debug_assert_eq!(a.2, 1);
-                tile::<false>(kc, a.0, a.1, b, c, rsc, store)
+                tile::<false>(kc, a.0, a.1, b, c, rsc, store, rows)
             }
         }
     }
@@ -1341,6 +1344,7 @@ mod avx2 {
     /// As [`kernel_6x16`].
     #[target_feature(enable = "avx2,fma")]
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const PACKED: bool>(
         kc: usize,
         a: *const f32,
@@ -1349,11 +1353,13 @@ mod avx2 {
         c: *mut f32,
         rsc: isize,
         store: Ep,
+        live: usize,
     ) {
         // SAFETY: every pointer stays inside the areas the caller vouched for: A's six rows
-        // over kc steps, B's kc × 16 panel, C's 6 × 16 tile and 16 bias values.
+        // over kc steps, B's kc × 16 panel, the first `live` rows of C's 6 × 16 tile and
+        // 16 bias values.
         unsafe {
-            for r in 0..6 {
+            for r in 0..live.min(6) {
                 let row = c.offset(r as isize * rsc) as *const i8;
                 _mm_prefetch::<_MM_HINT_T0>(row);
                 _mm_prefetch::<_MM_HINT_T0>(row.add(60));
@@ -1401,6 +1407,11 @@ mod avx2 {
             let scale = store.alpha != 1.0;
             let bias = store.bias.0;
             for (r, row) in acc.iter().enumerate() {
+                // A comparison per row, not a loop of run-time length, so that the
+                // accumulators stay in registers.
+                if r >= live {
+                    break;
+                }
                 let dst = c.offset(r as isize * rsc);
                 let (mut v0, mut v1) = (row[0], row[1]);
                 if scale {
