@@ -22,8 +22,8 @@ pub use torchlet_core::{
     DType, Element, Error, Result, StateDict, Tensor, get_num_threads, manual_seed, set_num_threads,
 };
 pub use torchlet_core::{
-    autograd, checkpoint, data, dtype, error, metrics, nn, ops, optim, parallel, progress, random,
-    serialize, shape, state_dict, tensor,
+    autograd, checkpoint, data, dtype, error, memory, metrics, nn, ops, optim, parallel, progress,
+    random, serialize, shape, state_dict, tensor,
 };
 pub use torchlet_macros::sequential;
 

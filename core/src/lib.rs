@@ -13,6 +13,7 @@ pub mod data;
 pub mod distributed;
 pub mod dtype;
 pub mod error;
+pub mod memory;
 pub mod metrics;
 pub mod nn;
 pub mod ops;

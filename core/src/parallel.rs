@@ -26,7 +26,7 @@ pub(crate) const PARALLEL_ELEMS: usize = 1 << 18;
 /// `offset..offset + chunk.len()`) before it returns; the vector is returned as if it had.
 /// A `fill` that panics is fine: the vector is then dropped without reading its elements.
 #[inline]
-pub(crate) unsafe fn collect_vec<T: Send>(
+pub(crate) unsafe fn collect_vec<T: Send + 'static>(
     len: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 ) -> Vec<T> {
@@ -40,11 +40,11 @@ pub(crate) unsafe fn collect_vec<T: Send>(
 ///
 /// # Safety
 /// As for [`collect_vec`].
-unsafe fn collect_vec_dyn<T: Send>(
+unsafe fn collect_vec_dyn<T: Send + 'static>(
     len: usize,
     fill: &(dyn Fn(usize, &mut [MaybeUninit<T>]) + Sync),
 ) -> Vec<T> {
-    let mut v = Vec::with_capacity(len);
+    let mut v = crate::memory::vec(len);
     let out = &mut v.spare_capacity_mut()[..len];
     if len >= PARALLEL_ELEMS && rayon::current_num_threads() >= 2 {
         let (lo, hi) = out.split_at_mut(len / 2);

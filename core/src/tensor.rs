@@ -22,8 +22,10 @@
 use crate::autograd::graph::{self, Node};
 use crate::autograd::is_grad_enabled;
 use crate::dtype::{DType, Element, Storage};
+use crate::memory;
 use crate::random;
-use ndarray::{ArcArray, ArrayD, Dimension, IxDyn};
+use ndarray::{ArrayD, Dimension, IxDyn};
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LockResult, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -56,7 +58,9 @@ struct Inner {
 /// A tensor's data and its version counter: the only code that locks the data (NOTE [ Storage
 /// access ]).
 struct Data {
-    storage: RwLock<Storage>,
+    /// Taken out only by `drop`, to give its buffer to the cache (NOTE [ Buffer cache ] in
+    /// [`memory`](crate::memory)).
+    storage: RwLock<ManuallyDrop<Storage>>,
     /// Shared with the views of this data; bumped by every write.
     version: Arc<AtomicU64>,
 }
@@ -64,7 +68,7 @@ struct Data {
 impl Data {
     fn new(storage: Storage, version: Arc<AtomicU64>) -> Data {
         Data {
-            storage: RwLock::new(storage),
+            storage: RwLock::new(ManuallyDrop::new(storage)),
             version,
         }
     }
@@ -87,6 +91,19 @@ impl Data {
 
     fn version(&self) -> u64 {
         self.version.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Data {
+    fn drop(&mut self) {
+        let slot = self
+            .storage
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: `slot` is never used again: this is `Data`'s drop, and `ManuallyDrop`
+        // keeps the field's own drop from running a second time.
+        let storage = unsafe { ManuallyDrop::take(slot) };
+        memory::recycle_storage(storage);
     }
 }
 
@@ -179,12 +196,12 @@ impl Tensor {
 
     /// A tensor of `shape` and `dtype` filled with `value`.
     pub fn full_dtype(shape: &[usize], value: f64, dtype: DType) -> Tensor {
-        let dim = IxDyn(shape);
-        Tensor::from_storage(match dtype {
-            DType::F32 => Storage::F32(ArcArray::from_elem(dim, value as f32)),
-            DType::F64 => Storage::F64(ArcArray::from_elem(dim, value)),
-            DType::I64 => Storage::I64(ArcArray::from_elem(dim, value as i64)),
-        })
+        let numel = shape.iter().product();
+        match dtype {
+            DType::F32 => Tensor::from_vec(memory::filled(numel, value as f32), shape),
+            DType::F64 => Tensor::from_vec(memory::filled(numel, value), shape),
+            DType::I64 => Tensor::from_vec(memory::filled(numel, value as i64), shape),
+        }
     }
 
     /// An f32 tensor of zeros.

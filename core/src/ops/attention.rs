@@ -494,8 +494,8 @@ fn packed_forward<T: Float>(
 ) -> (Vec<T>, Vec<T>) {
     let (d, block) = packed_geometry(n, l, e, heads);
     let hd = d.e;
-    let mut out = vec![T::zero(); n * l * e];
-    let mut probs = vec![T::zero(); n * heads * l * l];
+    let mut out = crate::memory::filled(n * l * e, T::zero());
+    let mut probs = crate::memory::filled(n * heads * l * l, T::zero());
     let o = Out {
         ptr: out.as_mut_ptr(),
         len: out.len(),
@@ -526,7 +526,7 @@ fn packed_backward<T: Float>(
     let (d, block) = packed_geometry(n, l, e, heads);
     let hd = d.e;
     // Every element is written: the dQ, dK, dV blocks of all heads tile each row.
-    let mut dx = vec![T::zero(); x.len()];
+    let mut dx = crate::memory::filled(x.len(), T::zero());
     let op = |base| In {
         data: x,
         at: block(base),
@@ -598,11 +598,15 @@ pub(crate) fn packed_self_attention(qkv: &Tensor, heads: usize, mask: &Mask<f64>
         }
         Storage::I64(_) => dtype_error("MultiheadAttention"),
     };
+    // Held as a tensor so that its buffer returns to the cache with the graph (NOTE [ Buffer
+    // cache ] in memory.rs).
+    let probs = Tensor::from_storage(probs);
     record("multi_head_attention", out, &[qkv], || {
         let input = crate::autograd::graph::Saved::new(qkv, "multi_head_attention");
         move |g: &Tensor, _: &[bool]| {
             let xs = input.get().storage();
             let gs = g.storage();
+            let probs = probs.storage();
             let dx = match (&xs, &probs) {
                 (Storage::F32(_), Storage::F32(p)) => {
                     let x = contiguous::<f32>(&xs);

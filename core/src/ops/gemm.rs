@@ -197,7 +197,7 @@ pub(crate) fn gemm_new<T: Float>(
         && m * n > 0
         && (m * n * k <= DIRECT_MACS || has_avx2_fma())
     {
-        let mut out: Vec<T> = Vec::with_capacity(m * n);
+        let mut out: Vec<T> = crate::memory::vec(m * n);
         let c = MatMut {
             ptr: out.as_mut_ptr().cast::<f32>(),
             rs: n as isize,

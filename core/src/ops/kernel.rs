@@ -2,6 +2,7 @@
 //! training produces (same shape, a scalar, a row vector against a matrix).
 
 use crate::dtype::Float;
+use crate::memory;
 use crate::parallel::{PARALLEL_ELEMS, collect_vec};
 use ndarray::{ArcArray, ArrayD, Zip};
 use ndarray::{Axis, IxDyn};
@@ -32,21 +33,25 @@ pub(crate) fn zip2<T: Float>(
         }
         if y.len() == 1 && sa == out {
             let y = y[0];
-            return from_vec(out, x.iter().map(|&x| f(x, y)).collect());
+            let mut v = memory::vec(x.len());
+            v.extend(x.iter().map(|&x| f(x, y)));
+            return from_vec(out, v);
         }
         if x.len() == 1 && sb == out {
             let x = x[0];
-            return from_vec(out, y.iter().map(|&y| f(x, y)).collect());
+            let mut v = memory::vec(y.len());
+            v.extend(y.iter().map(|&y| f(x, y)));
+            return from_vec(out, v);
         }
         if sa == out && is_trailing(sb, sa) && !y.is_empty() {
-            let mut v = Vec::with_capacity(x.len());
+            let mut v = memory::vec(x.len());
             for row in x.chunks_exact(y.len()) {
                 v.extend(row.iter().zip(y).map(|(&x, &y)| f(x, y)));
             }
             return from_vec(out, v);
         }
         if sb == out && is_trailing(sa, sb) && !x.is_empty() {
-            let mut v = Vec::with_capacity(y.len());
+            let mut v = memory::vec(y.len());
             for row in y.chunks_exact(x.len()) {
                 v.extend(x.iter().zip(row).map(|(&x, &y)| f(x, y)));
             }
@@ -148,7 +153,7 @@ pub(crate) type Fill2<'a, T> =
 /// `fill` must initialise every element of both output chunks it is given.
 pub(crate) unsafe fn map2<T: Float>(x: &[T], fill: &Fill2<'_, T>) -> (Vec<T>, Vec<T>) {
     let len = x.len();
-    let (mut a, mut b) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    let (mut a, mut b) = (memory::vec(len), memory::vec(len));
     let (oa, ob) = (
         &mut a.spare_capacity_mut()[..len],
         &mut b.spare_capacity_mut()[..len],

@@ -113,7 +113,7 @@ fn forward_rows_body<T: Float>(
 fn forward<T: Float>(x: &[T], d: usize, w: Option<&[T]>, b: Option<&[T]>, eps: f64) -> Forward<T> {
     let rows = x.len() / d;
     let mut out = Forward {
-        y: vec![T::zero(); x.len()],
+        y: crate::memory::filled(x.len(), T::zero()),
         mean: vec![T::zero(); rows],
         rstd: vec![T::zero(); rows],
     };
@@ -244,7 +244,7 @@ fn backward<T: Float>(
     let rows = x.len() / d;
     let stat = |want: bool| if want { vec![T::zero(); d] } else { vec![] };
     let mut out = Backward {
-        dx: vec![T::zero(); x.len()],
+        dx: crate::memory::filled(x.len(), T::zero()),
         dw: stat(want_w),
         db: stat(want_b),
     };

@@ -120,11 +120,12 @@ fn batched_matmul<T: Float>(
     let b = b.broadcast(IxDyn(&full_b))?;
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
-    let mut out = ndarray::ArrayD::<T>::zeros(IxDyn(&out_shape));
+    let numel = out_shape.iter().product();
+    let mut out = super::kernel::from_vec(&out_shape, crate::memory::filled(numel, T::zero()));
     // Attention multiplies many small matrices ([B, H, L, E] @ [B, H, E, S]): the GEMM
     // spreads the batch itself over the threads (NOTE [ GEMM ] in ops/gemm.rs).
     gemm_batched(a.view(), b.view(), out.view_mut(), Epilogue::write());
-    Some(out.into_shared())
+    Some(out)
 }
 
 fn as2<T: Float>(a: ArrayViewD<'_, T>) -> ArrayView2<'_, T> {

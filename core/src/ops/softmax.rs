@@ -78,7 +78,7 @@ fn backward_row<T: Float>(g: &[T], y: &[T], out: &mut [T], kind: Kind) {
 /// when the tensor is large.
 fn map_rows<T: Float>(inputs: &[&[T]], n: usize, row: impl Fn(&[&[T]], &mut [T]) + Sync) -> Vec<T> {
     let len = inputs[0].len();
-    let mut out = vec![T::zero(); len];
+    let mut out = crate::memory::filled(len, T::zero());
     let run = |start: usize, out: &mut [T]| {
         let mut parts: Vec<&[T]> = vec![&[]; inputs.len()];
         for (r, o) in out.chunks_exact_mut(n).enumerate() {

@@ -297,7 +297,7 @@ impl Tensor {
             }
             positions.push(i as usize);
         }
-        let out = map_storage!(self.storage(), a => a.select(Axis(d), &positions).into_shared());
+        let out = map_storage!(self.storage(), a => select_rows(&a, d, &positions));
         record("index_select", out, &[self], || {
             move |g: &Tensor, _: &[bool]| vec![Some(index_add(g, d, &positions, &shape))]
         })
@@ -433,6 +433,36 @@ fn join(storages: &[Storage], axis: Axis, new_axis: bool) -> Storage {
         Storage::F64(_) => join_variant!(F64),
         Storage::I64(_) => join_variant!(I64),
     }
+}
+
+/// The slices of `a` at `positions` along `d`, stacked along `d`: one copy of each row for
+/// a contiguous `a` (an embedding lookup), into a buffer from the cache.
+fn select_rows<T: Copy + 'static>(
+    a: &ArcArray<T, IxDyn>,
+    d: usize,
+    positions: &[usize],
+) -> ArcArray<T, IxDyn> {
+    let shape = a.shape();
+    let Some(x) = a.as_slice() else {
+        return a.select(Axis(d), positions).into_shared();
+    };
+    let outer: usize = shape[..d].iter().product();
+    let size = shape.get(d).copied().unwrap_or(1);
+    let inner: usize = shape.get(d + 1..).map_or(1, |s| s.iter().product());
+    let mut v = crate::memory::vec(outer * positions.len() * inner);
+    for o in 0..outer {
+        for &p in positions {
+            let at = (o * size + p) * inner;
+            v.extend_from_slice(&x[at..at + inner]);
+        }
+    }
+    let mut out_shape = shape.to_vec();
+    if let Some(s) = out_shape.get_mut(d) {
+        *s = positions.len();
+    }
+    ndarray::ArrayD::from_shape_vec(IxDyn(&out_shape), v)
+        .unwrap_or_else(|e| unreachable!("index_select of {shape:?} along {d}: {e}"))
+        .into_shared()
 }
 
 /// Zeros of `shape` with the slices of `g` along `d` added at `positions` (the backward of
