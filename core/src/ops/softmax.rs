@@ -8,7 +8,6 @@
 use crate::autograd::graph::record;
 use crate::dtype::Float;
 use crate::ops::kernel;
-use crate::parallel::PARALLEL_ELEMS;
 use crate::shape::normalize_dim;
 use crate::tensor::Tensor;
 use ndarray::{ArcArray, Axis, IxDyn, Zip};
@@ -31,22 +30,18 @@ impl Kind {
 /// One row of the forward pass: `out = softmax(x)` or `log_softmax(x)`.
 #[inline]
 fn forward_row<T: Float>(x: &[T], out: &mut [T], kind: Kind) {
-    let max = x.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+    let max = row_max(x);
     let max = if max.is_finite() { max } else { T::zero() };
     match kind {
         Kind::Softmax => {
-            let mut sum = T::zero();
             for (o, &v) in out.iter_mut().zip(x) {
                 *o = (v - max).exp_fast();
             }
-            for &e in out.iter() {
-                sum += e;
-            }
-            let inv = T::one() / sum;
+            let inv = T::one() / kernel::lane_sum(out, |e| e);
             out.iter_mut().for_each(|o| *o *= inv);
         }
         Kind::LogSoftmax => {
-            let sum: T = x.iter().map(|&v| (v - max).exp_fast()).sum();
+            let sum = kernel::lane_sum(x, |v| (v - max).exp_fast());
             let shift = sum.ln() + max;
             for (o, &v) in out.iter_mut().zip(x) {
                 *o = v - shift;
@@ -60,19 +55,42 @@ fn forward_row<T: Float>(x: &[T], out: &mut [T], kind: Kind) {
 fn backward_row<T: Float>(g: &[T], y: &[T], out: &mut [T], kind: Kind) {
     match kind {
         Kind::Softmax => {
-            let dot: T = g.iter().zip(y).map(|(&g, &y)| g * y).sum();
+            let dot = kernel::lane_dot(g, y);
             for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
                 *o = y * (g - dot);
             }
         }
         Kind::LogSoftmax => {
-            let sum: T = g.iter().copied().sum();
+            let sum = kernel::lane_sum(g, |v| v);
             for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
                 *o = g - y.exp_fast() * sum;
             }
         }
     }
 }
+
+/// The largest value of a row (NaN ignored, `-inf` for none), in 8 independent lanes (one
+/// running max is a serial chain).
+#[inline]
+fn row_max<T: Float>(x: &[T]) -> T {
+    let mut acc = [T::neg_infinity(); 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    rest.iter()
+        .chain(&acc)
+        .fold(T::neg_infinity(), |m, &v| m.max(v))
+}
+
+/// From this many elements on, the rows are split over two threads: a row costs an `exp`
+/// per element, several times an element-wise add, so the split pays earlier than
+/// `parallel::PARALLEL_ELEMS` (W5's `[2048, 64]` logits, the cross-entropy's log_softmax, were on one
+/// thread).
+const PARALLEL_ROW_ELEMS: usize = 1 << 15;
 
 /// `row(input rows…, output row)` over rows of `n` elements, in two halves on two threads
 /// when the tensor is large.
@@ -90,7 +108,7 @@ fn map_rows<T: Float>(inputs: &[&[T]], n: usize, row: impl Fn(&[&[T]], &mut [T])
         }
     };
     let rows = len / n;
-    if len >= PARALLEL_ELEMS && rows >= 2 && rayon::current_num_threads() >= 2 {
+    if len >= PARALLEL_ROW_ELEMS && rows >= 2 && rayon::current_num_threads() >= 2 {
         let mid = rows / 2 * n;
         let (lo, hi) = out.split_at_mut(mid);
         rayon::join(|| run(0, lo), || run(mid, hi));
