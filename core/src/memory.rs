@@ -241,21 +241,30 @@ pub(crate) fn recycle<T: 'static>(mut v: Vec<T>) {
     v.clear();
     let mut guard = lock();
     let cache = guard.get_or_insert_with(Cache::default);
+    let freed = put(cache, v);
+    drop(guard);
+    drop(freed);
+}
+
+/// Shelves `v` (cleared, of a cached size) unless that would take the cache past its limit,
+/// and sweeps when a window is full; returns what is to be freed, to be dropped after the
+/// lock.
+fn put<T: 'static>(cache: &mut Cache, v: Vec<T>) -> (Option<Vec<T>>, Option<Freed>) {
+    let bytes = v.capacity() * size_of::<T>();
     if cache.bytes + bytes > LIMIT.load(Ordering::Relaxed) {
-        drop(guard);
-        return;
+        return (Some(v), None);
     }
     let Some(all) = shelves::<T>(cache) else {
-        return;
+        return (Some(v), None);
     };
-    all.entry(class_down(cap)).or_default().free.push(v);
+    all.entry(class_down(v.capacity()))
+        .or_default()
+        .free
+        .push(v);
     cache.bytes += bytes;
     cache.returned += bytes;
-    if cache.returned >= SWEEP_BYTES {
-        let freed = sweep(cache);
-        drop(guard);
-        drop(freed);
-    }
+    let freed = (cache.returned >= SWEEP_BYTES).then(|| sweep(cache));
+    (None, freed)
 }
 
 /// Frees what the last two windows did not use: each shelf keeps at most as many buffers as
@@ -323,9 +332,7 @@ impl Drop for Hold {
 /// Keeps the buffer of `storage` when no other array shares it (see [`recycle`]).
 fn recycle_storage(storage: Storage) {
     fn take<T: 'static>(a: ndarray::ArcArray<T, ndarray::IxDyn>) {
-        if !cached_len::<T>(a.len()) {
-            return;
-        }
+        // Not `a.len()`: a view's last handle holds the whole buffer.
         if let Ok(owned) = a.try_into_owned_nocopy() {
             recycle(owned.into_raw_vec_and_offset().0);
         }
@@ -385,6 +392,70 @@ mod tests {
             let down = class_down(n);
             assert!(down <= n && class_up(down) == down, "{n} ↓ {down}");
         }
+    }
+
+    /// What `vec` does, on a cache of the test's own.
+    fn get(cache: &mut Cache, len: usize) -> Vec<f32> {
+        take(cache, len).unwrap_or_else(|| {
+            drop(make_room(cache, class_up(len) * 4));
+            Vec::with_capacity(class_up(len))
+        })
+    }
+
+    #[test]
+    fn a_steady_state_is_served_from_the_cache_and_foreign_buffers_do_not_pile_up() {
+        let mut cache = Cache::default();
+        let sizes = [128 * 1024, 96 * 1024 + 5, 300_000];
+        let mut most = 0;
+        for step in 0..2000 {
+            let held: Vec<Vec<f32>> = sizes
+                .iter()
+                .map(|&n| match take(&mut cache, n) {
+                    Some(v) => v,
+                    None => {
+                        assert_eq!(step, 0, "step {step} missed a buffer of {n}");
+                        get(&mut cache, n)
+                    }
+                })
+                .collect();
+            for v in held {
+                drop(put(&mut cache, v));
+            }
+            // One buffer a step that the program allocates on its own, never asked for.
+            drop(put(&mut cache, Vec::<f32>::with_capacity(200_000)));
+            most = most.max(cache.bytes);
+        }
+        // Two sweep windows of foreign buffers at most, plus the steady state's own.
+        let bound = 2 * SWEEP_BYTES + sizes.iter().map(|&n| class_up(n) * 4).sum::<usize>();
+        assert!(
+            most <= bound,
+            "the cache grew to {most} bytes (bound {bound})"
+        );
+        assert!(
+            cache.bytes < SWEEP_BYTES,
+            "{} bytes left after 2000 steps",
+            cache.bytes
+        );
+    }
+
+    #[test]
+    fn a_miss_frees_only_what_had_no_demand() {
+        let mut cache = Cache::default();
+        // A buffer of a size taken before (demand) and one never taken.
+        let used = get(&mut cache, 100_000);
+        drop(put(&mut cache, used));
+        let used = get(&mut cache, 100_000);
+        drop(put(&mut cache, used));
+        drop(put(&mut cache, Vec::<f32>::with_capacity(50_000)));
+        let before = cache.bytes;
+        let fresh = get(&mut cache, 1_000_000);
+        assert!(fresh.capacity() >= 1_000_000);
+        assert_eq!(
+            cache.bytes,
+            before - 50_000 * 4,
+            "the idle 50,000-float buffer went, the one in use stayed"
+        );
+        assert!(take::<f32>(&mut cache, 100_000).is_some());
     }
 
     #[test]

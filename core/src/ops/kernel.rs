@@ -76,8 +76,14 @@ fn zip2_strided<T: Float>(a: &Arr<T>, b: &Arr<T>, out: &[usize], f: &dyn Fn(T, T
                 av.view().into_dimensionality::<$ix>(),
                 bv.view().into_dimensionality::<$ix>(),
             ) {
-                let out = Zip::from(&x).and(&y).map_collect(|&p, &q| f(p, q));
-                return out.into_dyn().into_shared();
+                // SAFETY: the zip visits every element of `o`, which has `x`'s shape.
+                return unsafe {
+                    collect_shaped(x.raw_dim(), |o| {
+                        Zip::from(o).and(&x).and(&y).for_each(|o, &p, &q| {
+                            o.write(f(p, q));
+                        })
+                    })
+                };
             }
         };
     }
@@ -87,10 +93,35 @@ fn zip2_strided<T: Float>(a: &Arr<T>, b: &Arr<T>, out: &[usize], f: &dyn Fn(T, T
         4 => fixed!(ndarray::Ix4),
         _ => {}
     }
-    Zip::from(&av)
-        .and(&bv)
-        .map_collect(|&x, &y| f(x, y))
-        .into_shared()
+    // SAFETY: the zip visits every element of `o`, which has `av`'s shape.
+    unsafe {
+        collect_shaped(av.raw_dim(), |o| {
+            Zip::from(o).and(&av).and(&bv).for_each(|o, &x, &y| {
+                o.write(f(x, y));
+            })
+        })
+    }
+}
+
+/// A new array of shape `dim` in standard (row-major) layout, its buffer from the cache
+/// (NOTE [ Buffer cache ] in memory.rs), whose elements `fill` writes through a view of
+/// the uninitialised buffer.
+///
+/// # Safety
+/// `fill` must write every element of the view it is given.
+unsafe fn collect_shaped<T: Float, D: ndarray::Dimension>(
+    dim: D,
+    fill: impl FnOnce(ndarray::ArrayViewMut<'_, MaybeUninit<T>, D>),
+) -> Arr<T> {
+    let len = dim.size();
+    let mut v: Vec<T> = memory::vec(len);
+    let view = ndarray::ArrayViewMut::from_shape(dim.clone(), &mut v.spare_capacity_mut()[..len])
+        .unwrap_or_else(|e| unreachable!("{len} slots for shape {:?}: {e}", dim.slice()));
+    fill(view);
+    // SAFETY: the capacity is at least `len`, and the caller's contract is that `fill`
+    // wrote all `len` elements.
+    unsafe { v.set_len(len) };
+    from_vec(dim.slice(), v)
 }
 
 /// `f(a, b, c)` over three arrays of one shape (backward kernels: gradient, input, output).
@@ -115,11 +146,14 @@ pub(crate) fn zip3<T: Float>(
         };
         return from_vec(a.shape(), v);
     }
-    Zip::from(a)
-        .and(b)
-        .and(c)
-        .map_collect(|&x, &y, &z| f(x, y, z))
-        .into_shared()
+    // SAFETY: the zip visits every element of `o`, which has `a`'s shape.
+    unsafe {
+        collect_shaped(a.raw_dim(), |o| {
+            Zip::from(o).and(a).and(b).and(c).for_each(|o, &x, &y, &z| {
+                o.write(f(x, y, z));
+            })
+        })
+    }
 }
 
 /// `f(a)` element-wise.
@@ -136,7 +170,14 @@ pub(crate) fn map<T: Float>(a: &Arr<T>, f: impl Fn(T) -> T + Sync) -> Arr<T> {
             };
             from_vec(a.shape(), v)
         }
-        None => a.map(|&x| f(x)).into_shared(),
+        // SAFETY: the zip visits every element of `o`, which has `a`'s shape.
+        None => unsafe {
+            collect_shaped(a.raw_dim(), |o| {
+                Zip::from(o).and(a).for_each(|o, &x| {
+                    o.write(f(x));
+                })
+            })
+        },
     }
 }
 
