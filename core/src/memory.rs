@@ -14,15 +14,23 @@
 //! (`parallel::collect_vec`, the matrix products, the fused ops) take their buffer from that
 //! shelf first. After the first step, a step finds every buffer it needs there.
 //!
-//! - Only buffers of at least [`MIN_BYTES`] are cached; smaller ones are what `malloc`'s own
-//!   free lists serve well, and W3's 16-wide tensors must not pay a lock per op.
+//! - Only buffers of [`MIN_BYTES`] to [`MAX_BYTES`] are cached. Smaller ones are what
+//!   `malloc`'s own free lists serve well, and W3's 16-wide tensors must not pay a lock per
+//!   op. Bigger ones are rare in a training step (a 4 MiB buffer is a [2048, 512] f32
+//!   activation, W5's widest) and cost a cache the most memory: W4's evaluation in batches
+//!   of 500 digits frees 6 to 25 MB buffers, which cached raised its peak RSS from 100 to
+//!   170 MB; with the cap it stays at 126 MB.
 //! - Size classes are four per power of two (`2^k · {1, 1.25, 1.5, 1.75}` elements): a
 //!   request is rounded up to its class (so at most a quarter of a buffer is slack), and a
 //!   freed buffer is shelved under the largest class it can serve. The same shapes recur
 //!   exactly every step, so the classes only matter for the odd last batch of an epoch.
-//! - The cache holds at most [`cache_limit`] bytes (1 GiB unless [`set_cache_limit`] says
-//!   otherwise); a buffer freed beyond it goes back to `malloc`. [`empty_cache`] frees them
-//!   all.
+//! - What a program stops using is handed back. Each time 128 MiB have come back to the
+//!   cache, a sweep trims every shelf to the number of buffers taken from it in that window
+//!   or the one before, so buffers that come back but are not asked for again (those of an
+//!   op that allocates on its own, of an odd last batch, of a finished phase) do not pile
+//!   up. A request the cache cannot serve also frees as many bytes from shelves that had no
+//!   demand in the last two windows. And the cache holds at most [`cache_limit`] bytes (1 GiB
+//!   unless [`set_cache_limit`] says otherwise); [`empty_cache`] frees them all.
 //! - One lock guards the shelves; it is taken once per big allocation and once per big free,
 //!   about a hundred times a training step, never inside a kernel's loop.
 //! - A buffer from the cache holds old values, like `malloc`'s: the ops that take one write
@@ -38,42 +46,78 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// Buffers smaller than this many bytes are not cached (NOTE [ Buffer cache ]).
 pub const MIN_BYTES: usize = 64 * 1024;
 
+/// Buffers bigger than this many bytes are not cached either (NOTE [ Buffer cache ]).
+pub const MAX_BYTES: usize = 4 << 20;
+
 const DEFAULT_LIMIT: usize = 1 << 30;
 
 /// The cap on cached bytes; read without the lock on every free.
 static LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_LIMIT);
 
-/// The shelves, one map from size class (in elements) to free buffers per element type.
-struct Shelves {
-    f32: HashMap<usize, Vec<Vec<f32>>>,
-    f64: HashMap<usize, Vec<Vec<f64>>>,
-    i64: HashMap<usize, Vec<Vec<i64>>>,
+/// The free buffers of one size class, and how many were taken from it since the last sweep
+/// and in the window before.
+struct Shelf<T> {
+    free: Vec<Vec<T>>,
+    taken: usize,
+    taken_before: usize,
+}
+
+impl<T> Shelf<T> {
+    /// How many buffers of this class the last two windows needed.
+    fn demand(&self) -> usize {
+        self.taken.max(self.taken_before)
+    }
+}
+
+impl<T> Default for Shelf<T> {
+    fn default() -> Self {
+        Shelf {
+            free: Vec::new(),
+            taken: 0,
+            taken_before: 0,
+        }
+    }
+}
+
+type Shelves<T> = HashMap<usize, Shelf<T>>;
+
+/// The cache: a map from size class (in elements) to its shelf, per element type.
+#[derive(Default)]
+struct Cache {
+    f32: Shelves<f32>,
+    f64: Shelves<f64>,
+    i64: Shelves<i64>,
     /// Bytes held by all shelves together.
     bytes: usize,
+    /// Bytes given back since the last sweep.
+    returned: usize,
 }
 
-static SHELVES: Mutex<Option<Shelves>> = Mutex::new(None);
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
-/// The shelves, locked (a panic never happens while they are held, but a poisoned lock would
-/// still hold consistent shelves: every update is a push or a pop with its byte count).
-fn lock() -> MutexGuard<'static, Option<Shelves>> {
-    SHELVES.lock().unwrap_or_else(PoisonError::into_inner)
+/// A sweep runs each time this many bytes have come back since the last one.
+const SWEEP_BYTES: usize = 128 << 20;
+
+/// The cache, locked (a panic never happens while it is held, but a poisoned lock would
+/// still hold a consistent cache: every update is a push or a pop with its byte count).
+fn lock() -> MutexGuard<'static, Option<Cache>> {
+    CACHE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// `T`'s shelf: f32, f64 and i64 buffers are cached, other types' are not.
-fn shelf<T: 'static>(shelves: &mut Shelves) -> Option<&mut HashMap<usize, Vec<Vec<T>>>> {
+/// `T`'s shelves: f32, f64 and i64 buffers are cached, other types' are not.
+fn shelves<T: 'static>(cache: &mut Cache) -> Option<&mut Shelves<T>> {
     let any: &mut dyn Any = match TypeId::of::<T>() {
-        t if t == TypeId::of::<f32>() => &mut shelves.f32,
-        t if t == TypeId::of::<f64>() => &mut shelves.f64,
-        t if t == TypeId::of::<i64>() => &mut shelves.i64,
+        t if t == TypeId::of::<f32>() => &mut cache.f32,
+        t if t == TypeId::of::<f64>() => &mut cache.f64,
+        t if t == TypeId::of::<i64>() => &mut cache.i64,
         _ => return None,
     };
     any.downcast_mut()
 }
 
-/// The number of elements of `T` from which buffers are cached.
-fn min_len<T>() -> usize {
-    MIN_BYTES / size_of::<T>()
+/// Whether buffers of `len` elements of `T` are cached.
+fn cached_len<T>(len: usize) -> bool {
+    (MIN_BYTES..=MAX_BYTES).contains(&(len * size_of::<T>()))
 }
 
 /// The granularity of the size classes around `n`: a quarter of the power of two at or
@@ -95,23 +139,87 @@ fn class_down(cap: usize) -> usize {
     cap / step * step
 }
 
+/// A cached buffer for at least `len` elements: one of `len`'s size class, or one shelved
+/// below it that is big enough all the same (a buffer `malloc`ed for exactly `len`).
+fn take<T: 'static>(cache: &mut Cache, len: usize) -> Option<Vec<T>> {
+    let all = shelves::<T>(cache)?;
+    let v = match all.get_mut(&class_up(len)) {
+        Some(shelf) if !shelf.free.is_empty() => {
+            shelf.taken += 1;
+            shelf.free.pop()
+        }
+        _ => {
+            let shelf = all.get_mut(&class_down(len))?;
+            let at = shelf.free.iter().position(|v| v.capacity() >= len)?;
+            shelf.taken += 1;
+            Some(shelf.free.swap_remove(at))
+        }
+    }?;
+    cache.bytes -= v.capacity() * size_of::<T>();
+    Some(v)
+}
+
 /// An empty vector with room for at least `len` elements, from the cache when it has one of
 /// that size class.
 pub(crate) fn vec<T: 'static>(len: usize) -> Vec<T> {
-    if len < min_len::<T>() {
+    if !cached_len::<T>(len) {
         return Vec::with_capacity(len);
     }
     let class = class_up(len);
-    let found = {
-        let mut guard = lock();
-        guard.as_mut().and_then(|shelves| {
-            let v = shelf::<T>(shelves)?.get_mut(&class)?.pop()?;
-            shelves.bytes -= v.capacity() * size_of::<T>();
-            Some(v)
-        })
+    let mut guard = lock();
+    let Some(cache) = guard.as_mut() else {
+        drop(guard);
+        return Vec::with_capacity(class);
     };
-    found.unwrap_or_else(|| Vec::with_capacity(class))
+    if let Some(v) = take(cache, len) {
+        return v;
+    }
+    // A miss: the program may have moved on to other sizes (evaluation after training, a new
+    // model). Hand `malloc` back as much cached memory as this buffer needs from shelves
+    // nobody asked for lately, so that old sizes and new do not add up.
+    let freed = make_room(cache, class * size_of::<T>());
+    drop(guard);
+    drop(freed);
+    Vec::with_capacity(class)
 }
+
+/// Takes up to `need` bytes of buffers off the shelves that had no demand in the last two
+/// windows; returns them, to be dropped after the lock.
+fn make_room(cache: &mut Cache, need: usize) -> Freed {
+    fn evict<T>(all: &mut Shelves<T>, need: usize, freed: &mut Vec<Vec<T>>) -> usize {
+        let mut bytes = 0;
+        for shelf in all.values_mut() {
+            if shelf.demand() > 0 {
+                continue;
+            }
+            while bytes < need {
+                let Some(v) = shelf.free.pop() else { break };
+                bytes += v.capacity() * size_of::<T>();
+                freed.push(v);
+            }
+        }
+        all.retain(|_, shelf| !shelf.free.is_empty() || shelf.demand() > 0);
+        bytes
+    }
+    let mut freed = Freed::default();
+    let mut bytes = 0;
+    for which in 0..3 {
+        if bytes >= need {
+            break;
+        }
+        let rest = need - bytes;
+        bytes += match which {
+            0 => evict(&mut cache.f32, rest, &mut freed.0),
+            1 => evict(&mut cache.f64, rest, &mut freed.1),
+            _ => evict(&mut cache.i64, rest, &mut freed.2),
+        };
+    }
+    cache.bytes -= bytes;
+    freed
+}
+
+/// Buffers taken off the shelves, dropped once the lock is released.
+type Freed = (Vec<Vec<f32>>, Vec<Vec<f64>>, Vec<Vec<i64>>);
 
 /// A vector of `len` copies of `value`, its buffer from the cache when it has one.
 pub(crate) fn filled<T: Clone + 'static>(len: usize, value: T) -> Vec<T> {
@@ -125,32 +233,61 @@ pub(crate) fn filled<T: Clone + 'static>(len: usize, value: T) -> Vec<T> {
 pub(crate) fn recycle<T: 'static>(mut v: Vec<T>) {
     let cap = v.capacity();
     let bytes = cap * size_of::<T>();
-    if cap < min_len::<T>() || bytes > LIMIT.load(Ordering::Relaxed) {
+    if !cached_len::<T>(cap) || bytes > LIMIT.load(Ordering::Relaxed) {
         return;
     }
     v.clear();
-    let class = class_down(cap);
     let mut guard = lock();
-    let shelves = guard.get_or_insert_with(|| Shelves {
-        f32: HashMap::new(),
-        f64: HashMap::new(),
-        i64: HashMap::new(),
-        bytes: 0,
-    });
-    if shelves.bytes + bytes > LIMIT.load(Ordering::Relaxed) {
+    let cache = guard.get_or_insert_with(Cache::default);
+    if cache.bytes + bytes > LIMIT.load(Ordering::Relaxed) {
         drop(guard);
         return;
     }
-    if let Some(shelf) = shelf::<T>(shelves) {
-        shelf.entry(class).or_default().push(v);
-        shelves.bytes += bytes;
+    let Some(all) = shelves::<T>(cache) else {
+        return;
+    };
+    all.entry(class_down(cap)).or_default().free.push(v);
+    cache.bytes += bytes;
+    cache.returned += bytes;
+    if cache.returned >= SWEEP_BYTES {
+        let freed = sweep(cache);
+        drop(guard);
+        drop(freed);
     }
+}
+
+/// Frees what the last two windows did not use: each shelf keeps at most as many buffers as
+/// were taken from it in this window or the one before (NOTE [ Buffer cache ]). Returns the
+/// freed buffers, to be dropped after the lock.
+fn sweep(cache: &mut Cache) -> Freed {
+    fn trim<T>(all: &mut Shelves<T>, freed: &mut Vec<Vec<T>>) -> usize {
+        let mut bytes = 0;
+        all.retain(|_, shelf| {
+            while shelf.free.len() > shelf.demand() {
+                let v = shelf.free.pop().unwrap_or_default();
+                bytes += v.capacity() * size_of::<T>();
+                freed.push(v);
+            }
+            let keep = shelf.demand() > 0;
+            shelf.taken_before = shelf.taken;
+            shelf.taken = 0;
+            keep
+        });
+        bytes
+    }
+    let mut freed = Freed::default();
+    let bytes = trim(&mut cache.f32, &mut freed.0)
+        + trim(&mut cache.f64, &mut freed.1)
+        + trim(&mut cache.i64, &mut freed.2);
+    cache.bytes -= bytes;
+    cache.returned = 0;
+    freed
 }
 
 /// Keeps the buffer of `storage` when no other array shares it (see [`recycle`]).
 pub(crate) fn recycle_storage(storage: Storage) {
     fn take<T: 'static>(a: ndarray::ArcArray<T, ndarray::IxDyn>) {
-        if a.len() < min_len::<T>() {
+        if !cached_len::<T>(a.len()) {
             return;
         }
         if let Ok(owned) = a.try_into_owned_nocopy() {
@@ -216,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_freed_buffer_is_reused_for_its_class() {
-        let n = 3 * min_len::<f64>() + 7;
+        let n = 3 * MIN_BYTES / 8 + 7;
         let v: Vec<f64> = vec(n);
         assert!(v.capacity() >= n);
         let ptr = v.as_ptr();

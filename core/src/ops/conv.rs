@@ -349,7 +349,7 @@ fn forward<T: Float>(
     let o = w.len() / g.ckk();
     let (ckk, l) = (g.ckk(), g.l());
     let sample = g.c * g.h * g.w;
-    let mut out = vec![T::zero(); g.n * o * l];
+    let mut out = crate::memory::filled(g.n * o * l, T::zero());
     let w2 = view2(&w, o, ckk);
     halves(g.n, o * l, &mut out, parallel(g, o), |first, count, out| {
         let mut cols = vec![T::zero(); ckk * l];
@@ -381,11 +381,11 @@ fn forward_packed(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> V
     let (ckk, l) = (g.ckk(), g.l());
     let sample = g.c * g.h * g.w;
     let len = g.n * o * l;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let mut out: Vec<f32> = crate::memory::vec(len);
     let w2 = view2(w, o, ckk);
     let slots = &mut out.spare_capacity_mut()[..len];
     halves(g.n, o * l, slots, parallel(g, o), |first, count, out| {
-        let mut pb = vec![0f32; packed_b_len(ckk, l)];
+        let mut pb = crate::memory::filled(packed_b_len(ckk, l), 0f32);
         let mut row = vec![0f32; l];
         for (s, outn) in out.chunks_exact_mut(o * l).enumerate().take(count) {
             let n = first + s;
@@ -402,6 +402,7 @@ fn forward_packed(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> V
                 }
             }
         }
+        crate::memory::recycle(pb);
     });
     // SAFETY: the two halves wrote every sample's `o·l` outputs, `len` in all.
     unsafe { out.set_len(len) };
@@ -439,11 +440,11 @@ fn backward<T: Float>(
     let wt2 = view2(&wt, if needs[0] { ckk } else { 0 }, o);
     let sample = g.c * g.h * g.w;
     let gx_len = if needs[0] { x.len() } else { 0 };
-    let mut gx: Vec<T> = Vec::with_capacity(gx_len);
+    let mut gx: Vec<T> = crate::memory::vec(gx_len);
     let per = if needs[0] { sample } else { 0 };
     let slots = &mut gx.spare_capacity_mut()[..gx_len];
     let (first, second) = halves(g.n, per, slots, parallel(g, o), |first, count, gx| {
-        let mut cols = vec![T::zero(); ckk * l];
+        let mut cols = crate::memory::filled(ckk * l, T::zero());
         let mut gw_n = vec![T::zero(); if needs[1] { o * ckk } else { 0 }];
         let mut gw = vec![T::zero(); gw_n.len()];
         let mut gb = vec![T::zero(); if needs[2] { o } else { 0 }];
@@ -487,6 +488,7 @@ fn backward<T: Float>(
                 col2im(&cols, g, dst);
             }
         }
+        crate::memory::recycle(cols);
         (gw, gb)
     });
     // The halves' dWᵀ `[C·kh·kw, out]` added and transposed to `[out, C·kh·kw]`.
@@ -494,7 +496,7 @@ fn backward<T: Float>(
     // values (`gx_len` in all); otherwise `gx_len` is 0.
     unsafe { gx.set_len(gx_len) };
     let (gw_t, mut gb) = first;
-    let mut gw = vec![T::zero(); gw_t.len()];
+    let mut gw = crate::memory::filled(gw_t.len(), T::zero());
     for (r, row) in gw_t.chunks_exact(o.max(1)).enumerate() {
         for (oo, &v) in row.iter().enumerate() {
             gw[oo * ckk + r] = v;

@@ -482,7 +482,7 @@ fn scatter<T: Float>(gy: &ArcArray<T, IxDyn>, argmax: &[u32], g: &Geometry) -> A
 /// [`scatter`] for any window: adds each output gradient onto its winner.
 fn scatter_any<T: Float>(gys: &[T], argmax: &[u32], g: &Geometry) -> Vec<T> {
     let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
-    let mut gx = vec![T::zero(); g.n * g.c * plane_len];
+    let mut gx = crate::memory::filled(g.n * g.c * plane_len, T::zero());
     if per > 0 {
         for ((gxp, gyp), ip) in gx
             .chunks_exact_mut(plane_len)
@@ -504,7 +504,7 @@ fn scatter_2x2<T: Float>(gys: &[T], argmax: &[u32], g: &Geometry) -> Vec<T> {
     let (plane_len, per) = (g.h * g.w, g.oh * g.ow);
     let planes = g.n * g.c;
     let len = planes * plane_len;
-    let mut gx: Vec<T> = Vec::with_capacity(len);
+    let mut gx: Vec<T> = crate::memory::vec(len);
     let zero = |v: &mut [std::mem::MaybeUninit<T>]| {
         v.iter_mut().for_each(|v| {
             v.write(T::zero());
@@ -561,7 +561,7 @@ fn avg_forward<T: Float>(x: &ArcArray<T, IxDyn>, g: &Geometry) -> ArcArray<T, Ix
     let x = x.as_standard_layout();
     let data = x.as_slice().unwrap_or_default();
     let scale = T::one() / T::lit((g.kh * g.kw) as f64);
-    let mut out = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
+    let mut out = crate::memory::vec(g.n * g.c * g.oh * g.ow);
     windows(g, |plane, _, window| {
         let base = plane * g.h * g.w;
         out.push(window.map(|i| data[base + i]).sum::<T>() * scale);
@@ -573,7 +573,7 @@ fn avg_backward<T: Float>(gy: &ArcArray<T, IxDyn>, g: &Geometry) -> ArcArray<T, 
     let gy = gy.as_standard_layout();
     let gys = gy.as_slice().unwrap_or_default();
     let scale = T::one() / T::lit((g.kh * g.kw) as f64);
-    let mut gx = vec![T::zero(); g.n * g.c * g.h * g.w];
+    let mut gx = crate::memory::filled(g.n * g.c * g.h * g.w, T::zero());
     windows(g, |plane, out, window| {
         let base = plane * g.h * g.w;
         let v = gys[out] * scale;
