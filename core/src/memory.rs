@@ -164,25 +164,29 @@ fn take<T: 'static>(cache: &mut Cache, len: usize) -> Option<Vec<T>> {
 /// An empty vector with room for at least `len` elements, from the cache when it has one of
 /// that size class.
 pub(crate) fn vec<T: 'static>(len: usize) -> Vec<T> {
-    if !cached_len::<T>(len) {
+    // The class, not `len`: a buffer rounded up past the cached sizes would never come back.
+    if !cached_len::<T>(class_up(len.max(1))) {
         return Vec::with_capacity(len);
     }
-    let class = class_up(len);
     let mut guard = lock();
-    let Some(cache) = guard.as_mut() else {
-        drop(guard);
-        return Vec::with_capacity(class);
-    };
+    let (v, freed) = get(guard.get_or_insert_with(Cache::default), len);
+    drop(guard);
+    drop(freed);
+    v
+}
+
+/// A buffer for at least `len` elements from `cache`, or on a miss a new one of `len`'s size
+/// class, with the buffers freed to make room for it (to be dropped after the lock).
+fn get<T: 'static>(cache: &mut Cache, len: usize) -> (Vec<T>, Freed) {
     if let Some(v) = take(cache, len) {
-        return v;
+        return (v, Freed::default());
     }
     // A miss: the program may have moved on to other sizes (evaluation after training, a new
     // model). Hand `malloc` back as much cached memory as this buffer needs from shelves
     // nobody asked for lately, so that old sizes and new do not add up.
+    let class = class_up(len);
     let freed = make_room(cache, class * size_of::<T>());
-    drop(guard);
-    drop(freed);
-    Vec::with_capacity(class)
+    (Vec::with_capacity(class), freed)
 }
 
 /// Takes up to `need` bytes of buffers off the shelves that had no demand in the last two
@@ -396,10 +400,7 @@ mod tests {
 
     /// What `vec` does, on a cache of the test's own.
     fn get(cache: &mut Cache, len: usize) -> Vec<f32> {
-        take(cache, len).unwrap_or_else(|| {
-            drop(make_room(cache, class_up(len) * 4));
-            Vec::with_capacity(class_up(len))
-        })
+        super::get(cache, len).0
     }
 
     #[test]

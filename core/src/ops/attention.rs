@@ -598,16 +598,14 @@ pub(crate) fn packed_self_attention(qkv: &Tensor, heads: usize, mask: &Mask<f64>
         }
         Storage::I64(_) => dtype_error("MultiheadAttention"),
     };
-    // Held as a tensor so that its buffer returns to the cache with the graph (NOTE [ Buffer
-    // cache ] in memory.rs).
-    let probs = Tensor::from_storage(probs);
+    // Its buffer returns to the cache with the graph (NOTE [ Buffer cache ] in memory.rs).
+    let probs = crate::memory::Hold::new(probs);
     record("multi_head_attention", out, &[qkv], || {
         let input = crate::autograd::graph::Saved::new(qkv, "multi_head_attention");
         move |g: &Tensor, _: &[bool]| {
             let xs = input.get().storage();
             let gs = g.storage();
-            let probs = probs.storage();
-            let dx = match (&xs, &probs) {
+            let dx = match (&xs, &*probs) {
                 (Storage::F32(_), Storage::F32(p)) => {
                     let x = contiguous::<f32>(&xs);
                     let g = contiguous::<f32>(&gs);

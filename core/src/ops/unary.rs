@@ -360,16 +360,14 @@ fn gelu(x: &Tensor) -> Tensor {
     };
     record("gelu", out, &[x], || {
         let input = Saved::new(x, "gelu");
-        // Held as a tensor so that its buffer returns to the cache with the graph (NOTE
-        // [ Buffer cache ] in memory.rs).
+        // Its buffer returns to the cache with the graph (NOTE [ Buffer cache ] in memory.rs).
         let deriv = deriv.map_or_else(
             || unreachable!("a recorded gelu saved its derivative"),
-            Tensor::from_storage,
+            crate::memory::Hold::new,
         );
         move |g: &Tensor, _: &[bool]| {
             // Checks that the input was not changed in place since forward.
             input.get();
-            let deriv = deriv.storage();
             let gs = g.storage();
             let grad = crate::dispatch_float!(gs, g => {
                 let d = crate::ops::same_dtype(&deriv, &g);
