@@ -238,6 +238,18 @@ fn assert_same_on_every_rank(sd: &StateDict) {
 }
 
 fn equivalence_work() -> torchlet::Result<()> {
+    // Both ways of summing: through shared memory (every rank is on this machine) and with
+    // MPI's all-reduce.
+    for shared_memory in [true, false] {
+        equivalence_with(DdpConfig {
+            shared_memory,
+            ..Default::default()
+        })?;
+    }
+    Ok(())
+}
+
+fn equivalence_with(config: DdpConfig) -> torchlet::Result<()> {
     let (rank, p) = (distributed::rank(), distributed::world_size());
     let local_batch = GLOBAL_BATCH / p;
     let shard = || Arc::new(DistributedSampler::new(N, p, rank).unwrap().seed(3));
@@ -249,7 +261,12 @@ fn equivalence_work() -> torchlet::Result<()> {
     manual_seed(100);
     let reference = make();
     manual_seed(100 + rank as u64);
-    let ddp = DistributedDataParallel::new(make())?;
+    let ddp = DistributedDataParallel::with_config(make(), config.clone())?;
+    assert_eq!(
+        ddp.uses_shared_memory(),
+        config.shared_memory,
+        "every rank of the test's job runs on this machine"
+    );
     assert_eq!(
         ddp.num_buckets(),
         1,
@@ -286,7 +303,7 @@ fn equivalence_work() -> torchlet::Result<()> {
     manual_seed(200);
     let reference = net();
     manual_seed(200 + rank as u64);
-    let ddp = DistributedDataParallel::new(net())?;
+    let ddp = DistributedDataParallel::with_config(net(), config)?;
     let keys: Vec<String> = ddp.state_dict().keys().cloned().collect();
     assert_eq!(
         keys,
@@ -439,10 +456,21 @@ fn overlap_work() -> torchlet::Result<()> {
     // last are launched while backward still runs.
     let config = DdpConfig {
         bucket_cap_mb: 1e-4,
+        shared_memory: false,
         ..Default::default()
     };
     let overlapped = DistributedDataParallel::with_config(branchy(), config.clone())?;
-    let after = DistributedDataParallel::with_config(branchy(), config)?;
+    let after = DistributedDataParallel::with_config(branchy(), config.clone())?;
+    // The same buckets summed through shared memory at the end of backward: with two ranks
+    // both ways add the same two numbers, so the bits agree too.
+    let shared = DistributedDataParallel::with_config(
+        branchy(),
+        DdpConfig {
+            shared_memory: true,
+            ..config
+        },
+    )?;
+    assert!(shared.uses_shared_memory() && !overlapped.uses_shared_memory());
     assert_eq!(overlapped.num_buckets(), 4);
     let (x, y) = data().tensors().clone();
     let batch = |step: usize| {
@@ -455,23 +483,30 @@ fn overlap_work() -> torchlet::Result<()> {
         if step != 1 {
             overlapped.zero_grad();
             after.zero_grad();
+            shared.zero_grad();
         }
         let (xb, yb) = batch(step);
         cross_entropy(&overlapped.forward(&xb), &yb).backward();
         cross_entropy(&after.module().forward(&xb), &yb).backward();
         after.reduce_gradients();
+        cross_entropy(&shared.forward(&xb), &yb).backward();
         let (got, want) = (grads(&overlapped), grads(&after));
         assert_eq!(got, want, "step {step} on rank {rank}");
+        assert_eq!(
+            grads(&shared),
+            want,
+            "shared memory, step {step} on rank {rank}"
+        );
         assert!(got.iter().all(|(_, g)| g.is_some()), "{got:?}");
     }
     Ok(())
 }
 
 #[test]
-fn the_overlapped_reduction_gives_the_same_bits_as_reducing_after_backward() {
+fn overlapped_and_shared_memory_reductions_give_the_bits_of_reducing_after_backward() {
     run_on(
         2,
-        "the_overlapped_reduction_gives_the_same_bits_as_reducing_after_backward",
+        "overlapped_and_shared_memory_reductions_give_the_bits_of_reducing_after_backward",
         overlap_work,
     );
 }

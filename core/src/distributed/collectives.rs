@@ -44,7 +44,7 @@ impl ReduceOp {
 
 /// An element type MPI can carry.
 pub(super) trait MpiElement:
-    Element + Equivalence + Default + std::ops::Mul<Output = Self>
+    Element + Equivalence + Default + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self>
 {
 }
 

@@ -4,6 +4,7 @@
 //! NOTE [ Gradient reduction ] is on the `distributed` module page.
 
 use super::collectives::{MpiElement, all_gather_i64, broadcast, broadcast_bytes, sum_in_place};
+use super::shm::NodeSegments;
 use super::{rank, world, world_size};
 use crate::autograd::graph::{self, EndCallback};
 use crate::autograd::{RemovableHandle, is_grad_enabled};
@@ -29,6 +30,12 @@ pub struct DdpConfig {
     /// Broadcast rank 0's buffers (BatchNorm's running statistics) at the start of every
     /// training forward, so that all replicas keep rank 0's (default `true`).
     pub broadcast_buffers: bool,
+    /// When every rank of the job runs on this machine, sum the gradients through an MPI
+    /// shared-memory window rather than with `MPI_Iallreduce` (default `true`; NOTE
+    /// [ Gradient reduction through shared memory ] [on the module page](crate::distributed#note--gradient-reduction-through-shared-memory-)).
+    /// Not a PyTorch option. Ignored (MPI's all-reduce is used) when the ranks span several
+    /// machines or MPI cannot allocate the window.
+    pub shared_memory: bool,
 }
 
 impl Default for DdpConfig {
@@ -37,6 +44,7 @@ impl Default for DdpConfig {
             bucket_cap_mb: 25.0,
             first_bucket_cap_mb: 1.0,
             broadcast_buffers: true,
+            shared_memory: true,
         }
     }
 }
@@ -118,7 +126,11 @@ impl<M: Module> DistributedDataParallel<M> {
             .collect();
         let cap = (config.bucket_cap_mb * MIB as f64) as usize;
         let first_cap = (config.first_bucket_cap_mb * MIB as f64) as usize;
-        let reducer = Arc::new(Reducer::new(params, first_cap.min(cap), cap));
+        let mut reducer = Reducer::new(params, first_cap.min(cap), cap);
+        if config.shared_memory {
+            reducer = reducer.with_node_segments();
+        }
+        let reducer = Arc::new(reducer);
         let hooks = HookHandles(reducer.register_hooks());
         Ok(DistributedDataParallel {
             module,
@@ -147,6 +159,12 @@ impl<M: Module> DistributedDataParallel<M> {
     /// The number of buckets the gradients are reduced in (one `MPI_Allreduce` each).
     pub fn num_buckets(&self) -> usize {
         self.reducer.buckets.len()
+    }
+
+    /// Whether the gradients are summed through shared memory (every rank on this machine
+    /// and [`DdpConfig::shared_memory`]) rather than by `MPI_Iallreduce` during backward.
+    pub fn uses_shared_memory(&self) -> bool {
+        self.reducer.node.is_some()
     }
 
     /// Turns gradient reduction off until the guard is dropped, for gradient accumulation
@@ -363,6 +381,9 @@ struct Reducer {
     comm: Mutex<Option<CommThread>>,
     /// Whether the training thread is waiting for the communication thread.
     waiting: Arc<AtomicBool>,
+    /// Shared-memory segments when every rank is on this node, and each bucket's offset
+    /// (bytes) and length (elements) in them.
+    node: Option<(NodeSegments, Vec<(usize, usize)>)>,
 }
 
 /// Parameters of one dtype whose gradients are reduced in one call.
@@ -496,7 +517,22 @@ impl Reducer {
             pass: Mutex::new(pass),
             comm: Mutex::new(None),
             waiting: Arc::new(AtomicBool::new(false)),
+            node: None,
         }
+    }
+
+    /// Reduces through shared memory when every rank is on this node. Collective.
+    fn with_node_segments(mut self) -> Reducer {
+        let mut layout = Vec::new();
+        let mut bytes = 0usize;
+        for bucket in &self.buckets {
+            let len = bucket.params.iter().map(Tensor::numel).sum::<usize>() + bucket.params.len();
+            let size = bucket.params[0].dtype().size();
+            layout.push((bytes, len));
+            bytes = (bytes + len * size).next_multiple_of(64);
+        }
+        self.node = NodeSegments::new(bytes).map(|n| (n, layout));
+        self
     }
 
     /// One post-accumulate-grad hook per parameter, marking it ready in armed passes.
@@ -544,6 +580,9 @@ impl Reducer {
         }
         pass.ready[b][i] = true;
         pass.ready_count[b] += 1;
+        if self.node.is_some() {
+            return;
+        }
         while pass.next < self.buckets.len()
             && pass.ready_count[pass.next] == self.buckets[pass.next].params.len()
         {
@@ -556,6 +595,11 @@ impl Reducer {
     /// results. Collective.
     fn finish(&self) {
         let mut pass = self.pass();
+        if let Some((node, layout)) = &self.node {
+            self.finish_on_node(&mut pass, node, layout);
+            pass.armed = false;
+            return;
+        }
         while pass.next < self.buckets.len() {
             let next = pass.next;
             self.launch(&mut pass, next);
@@ -577,6 +621,42 @@ impl Reducer {
         }
         self.waiting.store(false, Ordering::SeqCst);
         pass.armed = false;
+    }
+
+    /// Sums every bucket through the ranks' shared segments: each rank writes its gradients
+    /// into its segment, sums one chunk of every bucket over all segments, and copies the
+    /// other chunks from the ranks that summed them. Collective.
+    fn finish_on_node(&self, pass: &mut Pass, node: &NodeSegments, layout: &[(usize, usize)]) {
+        let n = world_size() as f64;
+        node.sync();
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            let (off, len) = layout[b];
+            match pass.buffers[b].as_mut().expect("buffers are home") {
+                FlatBuffers::F32(_) => node_write::<f32>(node, off, len, &bucket.params, n),
+                FlatBuffers::F64(_) => node_write::<f64>(node, off, len, &bucket.params, n),
+            }
+        }
+        node.sync();
+        for (b, &(off, len)) in layout.iter().enumerate() {
+            match pass.buffers[b].as_mut().expect("buffers are home") {
+                FlatBuffers::F32(f) => node_sum_chunk(node, off, f.ensure(len)),
+                FlatBuffers::F64(f) => node_sum_chunk(node, off, f.ensure(len)),
+            }
+        }
+        node.sync();
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            let (off, len) = layout[b];
+            match pass.buffers[b].as_mut().expect("buffers are home") {
+                FlatBuffers::F32(f) => {
+                    node_gather(node, off, f.ensure(len));
+                    f.unflatten(&bucket.params)
+                }
+                FlatBuffers::F64(f) => {
+                    node_gather(node, off, f.ensure(len));
+                    f.unflatten(&bucket.params)
+                }
+            }
+        }
     }
 
     /// Copies bucket `b`'s gradients into its send buffer and hands it to the
@@ -608,7 +688,105 @@ fn comm_thread_died() -> ! {
     panic!("DistributedDataParallel: the communication thread ended (message above)")
 }
 
+/// The chunk of `len` elements that rank `q` of `p` sums.
+fn chunk(len: usize, p: usize, q: usize) -> std::ops::Range<usize> {
+    len * q / p..len * (q + 1) / p
+}
+
+/// This rank's gradients, scaled, into its segment at `off`.
+fn node_write<T: MpiElement>(
+    node: &NodeSegments,
+    off: usize,
+    len: usize,
+    params: &[Tensor],
+    n: f64,
+) {
+    // SAFETY: the segment holds the layout's bytes; no other rank reads it between the
+    // two syncs around this write.
+    let seg =
+        unsafe { std::slice::from_raw_parts_mut(node.base(node.rank()).add(off).cast::<T>(), len) };
+    write_flat(seg, params, n);
+}
+
+/// Sums this rank's chunk over every rank's segment, in rank order, into `buf` and into
+/// this rank's segment.
+fn node_sum_chunk<T: MpiElement>(node: &NodeSegments, off: usize, buf: &mut [T]) {
+    let r = chunk(buf.len(), node.ranks(), node.rank());
+    let out = &mut buf[r.clone()];
+    for q in 0..node.ranks() {
+        // SAFETY: every segment holds the layout; between the syncs no rank writes the
+        // chunk this rank reads.
+        let src = unsafe {
+            std::slice::from_raw_parts(node.base(q).add(off).cast::<T>().add(r.start), r.len())
+        };
+        if q == 0 {
+            out.copy_from_slice(src);
+        } else {
+            out.iter_mut().zip(src).for_each(|(o, &v)| *o = *o + v);
+        }
+    }
+    // SAFETY: this rank's chunk of its own segment; other ranks read it only after the
+    // next sync.
+    let mine = unsafe {
+        std::slice::from_raw_parts_mut(
+            node.base(node.rank()).add(off).cast::<T>().add(r.start),
+            r.len(),
+        )
+    };
+    mine.copy_from_slice(out);
+}
+
+/// Copies the other ranks' summed chunks into `buf`.
+fn node_gather<T: MpiElement>(node: &NodeSegments, off: usize, buf: &mut [T]) {
+    let len = buf.len();
+    for q in (0..node.ranks()).filter(|&q| q != node.rank()) {
+        let r = chunk(len, node.ranks(), q);
+        // SAFETY: rank q's chunk, final since the last sync.
+        let src = unsafe {
+            std::slice::from_raw_parts(node.base(q).add(off).cast::<T>().add(r.start), r.len())
+        };
+        buf[r].copy_from_slice(src);
+    }
+}
+
+/// Writes the gradients divided by `n` (zeros for parameters without one), then one
+/// "has a gradient" flag per parameter.
+fn write_flat<T: MpiElement>(buf: &mut [T], params: &[Tensor], n: f64) {
+    let len = buf.len();
+    let (values, flags) = buf.split_at_mut(len - params.len());
+    let scale = T::from_f64(1.0 / n);
+    let mut offset = 0;
+    for (p, flag) in params.iter().zip(flags) {
+        let dst = &mut values[offset..offset + p.numel()];
+        offset += p.numel();
+        let grad = p.grad();
+        *flag = T::from_f64(grad.is_some() as u8 as f64);
+        let Some(g) = grad else {
+            dst.fill(T::default());
+            continue;
+        };
+        let a = T::from_storage(&g.storage());
+        match a.as_slice() {
+            Some(s) => dst.iter_mut().zip(s).for_each(|(d, &v)| *d = v * scale),
+            None => dst
+                .iter_mut()
+                .zip(a.iter())
+                .for_each(|(d, &v)| *d = v * scale),
+        }
+    }
+}
+
 impl<T: MpiElement> Flat<T> {
+    /// The buffer, `len` long and shared with no gradient.
+    fn ensure(&mut self, len: usize) -> &mut [T] {
+        if self.buf.len() != len || !self.buf.is_unique() {
+            self.buf = ArcArray::from_elem(len, T::default());
+        }
+        self.buf
+            .as_slice_mut()
+            .expect("a new 1-d array is contiguous")
+    }
+
     fn new() -> Self {
         Flat {
             buf: ArcArray::from_vec(Vec::new()),

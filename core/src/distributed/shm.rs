@@ -1,0 +1,168 @@
+//! Shared-memory segments for [`DistributedDataParallel`](super::DistributedDataParallel)'s
+//! gradient sums when every rank of the job runs on this machine (NOTE [ Gradient reduction
+//! through shared memory ] on the `distributed` module page).
+
+use super::{is_initialized, mpi_lock};
+use mpi::ffi;
+use mpi::raw::AsRaw;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use std::ffi::c_void;
+use std::sync::{Mutex, PoisonError};
+
+/// One segment per rank in an MPI shared-memory window (`MPI_Win_allocate_shared`) over the
+/// ranks of this node; every rank reads every segment directly.
+pub(super) struct NodeSegments {
+    win: ffi::MPI_Win,
+    node: ffi::MPI_Comm,
+    /// Each rank's segment, by rank.
+    bases: Vec<*mut u8>,
+    rank: usize,
+}
+
+// SAFETY: the window handle is only passed to MPI under the MPI lock, and the segments are
+// plain memory whose use the reduction's protocol orders (`sync` between its phases).
+unsafe impl Send for NodeSegments {}
+// SAFETY: as for `Send`; shared references only read the handle and the addresses.
+unsafe impl Sync for NodeSegments {}
+
+/// Windows and node communicators live until the process group ends (freeing a window is
+/// collective, which a `Drop` of one rank's model cannot promise).
+struct Held {
+    win: ffi::MPI_Win,
+    node: SimpleCommunicator,
+}
+
+// SAFETY: the handles are only used by `free_all`, under the MPI lock.
+unsafe impl Send for Held {}
+
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+impl NodeSegments {
+    /// Segments of `bytes` bytes for each rank. Collective over the world. `None` when the
+    /// job has one rank, when its ranks are not all on this node, or when MPI cannot
+    /// allocate the window on every rank (the caller then sums with `MPI_Allreduce`).
+    pub(super) fn new(bytes: usize) -> Option<NodeSegments> {
+        let _lock = mpi_lock();
+        let world = SimpleCommunicator::world();
+        let node = world.split_shared(world.rank());
+        if world.size() < 2 || node.size() != world.size() {
+            return None;
+        }
+        let bytes = bytes.max(64);
+        let mut base: *mut c_void = std::ptr::null_mut();
+        // SAFETY: the null window is a valid value to be overwritten by the call.
+        let mut win = unsafe { ffi::RSMPI_WIN_NULL };
+        // SAFETY: `node` is a live communicator; with MPI_ERRORS_RETURN a failed allocation
+        // returns a code instead of ending the job.
+        unsafe { ffi::MPI_Comm_set_errhandler(node.as_raw(), ffi::RSMPI_ERRORS_RETURN) };
+        // SAFETY: a collective call over `node` allocating `bytes` for this rank; `base` and
+        // `win` are writable outputs (`baseptr` is a `void **` passed as `void *`).
+        let code = unsafe {
+            ffi::MPI_Win_allocate_shared(
+                bytes as ffi::MPI_Aint,
+                1,
+                ffi::RSMPI_INFO_NULL,
+                node.as_raw(),
+                (&raw mut base).cast(),
+                &mut win,
+            )
+        };
+        let mine = i32::from(code == 0);
+        let mut all = 0i32;
+        // SAFETY: one int in and out, a live communicator.
+        unsafe {
+            ffi::MPI_Allreduce(
+                (&raw const mine).cast(),
+                (&raw mut all).cast(),
+                1,
+                ffi::RSMPI_INT32_T,
+                ffi::RSMPI_MIN,
+                node.as_raw(),
+            )
+        };
+        if all == 0 {
+            if mine == 1 {
+                // Some rank could not allocate its segment and this one could: no common
+                // path is left, and a rank that waits alone would hang the job.
+                drop(_lock);
+                super::abort(
+                    "DistributedDataParallel: MPI could allocate the shared-memory window for \
+                     the gradients on some ranks only; set DdpConfig::shared_memory = false",
+                );
+            }
+            return None;
+        }
+        let bases = (0..node.size())
+            .map(|q| {
+                let (mut size, mut unit): (ffi::MPI_Aint, i32) = (0, 0);
+                let mut ptr: *mut c_void = std::ptr::null_mut();
+                // SAFETY: `win` is the live window just allocated and `q` one of its ranks;
+                // the outputs are writable.
+                unsafe {
+                    ffi::MPI_Win_shared_query(win, q, &mut size, &mut unit, (&raw mut ptr).cast())
+                };
+                ptr.cast::<u8>()
+            })
+            .collect();
+        // SAFETY: opens one passive access epoch on every segment for the window's life
+        // (MPI's "unified" model: from then on `MPI_Win_sync` and a barrier order accesses).
+        unsafe { ffi::MPI_Win_lock_all(ffi::MPI_MODE_NOCHECK as i32, win) };
+        let rank = node.rank() as usize;
+        let raw = node.as_raw();
+        HELD.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Held { win, node });
+        Some(NodeSegments {
+            win,
+            node: raw,
+            bases,
+            rank,
+        })
+    }
+
+    /// The number of ranks (all on this node).
+    pub(super) fn ranks(&self) -> usize {
+        self.bases.len()
+    }
+
+    /// This process's rank.
+    pub(super) fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The start of rank `q`'s segment.
+    pub(super) fn base(&self, q: usize) -> *mut u8 {
+        self.bases[q]
+    }
+
+    /// Makes this rank's writes visible, waits until every rank has reached the same call,
+    /// and makes theirs visible here. Collective.
+    pub(super) fn sync(&self) {
+        let _lock = mpi_lock();
+        // SAFETY: a live window (inside its lock_all epoch) and its live communicator: both
+        // are freed only as the process group ends.
+        unsafe {
+            ffi::MPI_Win_sync(self.win);
+            ffi::MPI_Barrier(self.node);
+            ffi::MPI_Win_sync(self.win);
+        }
+    }
+}
+
+/// Frees every window and node communicator, as the process group ends (every rank gets
+/// here, in the same order of windows, since models are built collectively).
+pub(super) fn free_all() {
+    let held = std::mem::take(&mut *HELD.lock().unwrap_or_else(PoisonError::into_inner));
+    if !is_initialized() {
+        return;
+    }
+    let _lock = mpi_lock();
+    for Held { mut win, node } in held {
+        // SAFETY: a live window inside its lock_all epoch, freed once, collectively.
+        unsafe {
+            ffi::MPI_Win_unlock_all(win);
+            ffi::MPI_Win_free(&mut win);
+        }
+        drop(node);
+    }
+}
