@@ -632,15 +632,19 @@ impl Reducer {
         for (b, bucket) in self.buckets.iter().enumerate() {
             let (off, len) = layout[b];
             match pass.buffers[b].as_mut().expect("buffers are home") {
-                FlatBuffers::F32(_) => node_write::<f32>(node, off, len, &bucket.params, n),
-                FlatBuffers::F64(_) => node_write::<f64>(node, off, len, &bucket.params, n),
+                FlatBuffers::F32(_) => {
+                    node.write::<f32>(off, len, |s| write_flat(s, &bucket.params, n))
+                }
+                FlatBuffers::F64(_) => {
+                    node.write::<f64>(off, len, |s| write_flat(s, &bucket.params, n))
+                }
             }
         }
         node.sync();
         for (b, &(off, len)) in layout.iter().enumerate() {
             match pass.buffers[b].as_mut().expect("buffers are home") {
-                FlatBuffers::F32(f) => node_sum_chunk(node, off, f.ensure(len)),
-                FlatBuffers::F64(f) => node_sum_chunk(node, off, f.ensure(len)),
+                FlatBuffers::F32(f) => node.sum_chunk(off, f.ensure(len)),
+                FlatBuffers::F64(f) => node.sum_chunk(off, f.ensure(len)),
             }
         }
         node.sync();
@@ -648,11 +652,11 @@ impl Reducer {
             let (off, len) = layout[b];
             match pass.buffers[b].as_mut().expect("buffers are home") {
                 FlatBuffers::F32(f) => {
-                    node_gather(node, off, f.ensure(len));
+                    node.gather(off, f.ensure(len));
                     f.unflatten(&bucket.params)
                 }
                 FlatBuffers::F64(f) => {
-                    node_gather(node, off, f.ensure(len));
+                    node.gather(off, f.ensure(len));
                     f.unflatten(&bucket.params)
                 }
             }
@@ -686,67 +690,6 @@ impl Reducer {
 #[inline(never)]
 fn comm_thread_died() -> ! {
     panic!("DistributedDataParallel: the communication thread ended (message above)")
-}
-
-/// The chunk of `len` elements that rank `q` of `p` sums.
-fn chunk(len: usize, p: usize, q: usize) -> std::ops::Range<usize> {
-    len * q / p..len * (q + 1) / p
-}
-
-/// This rank's gradients, scaled, into its segment at `off`.
-fn node_write<T: MpiElement>(
-    node: &NodeSegments,
-    off: usize,
-    len: usize,
-    params: &[Tensor],
-    n: f64,
-) {
-    // SAFETY: the segment holds the layout's bytes; no other rank reads it between the
-    // two syncs around this write.
-    let seg =
-        unsafe { std::slice::from_raw_parts_mut(node.base(node.rank()).add(off).cast::<T>(), len) };
-    write_flat(seg, params, n);
-}
-
-/// Sums this rank's chunk over every rank's segment, in rank order, into `buf` and into
-/// this rank's segment.
-fn node_sum_chunk<T: MpiElement>(node: &NodeSegments, off: usize, buf: &mut [T]) {
-    let r = chunk(buf.len(), node.ranks(), node.rank());
-    let out = &mut buf[r.clone()];
-    for q in 0..node.ranks() {
-        // SAFETY: every segment holds the layout; between the syncs no rank writes the
-        // chunk this rank reads.
-        let src = unsafe {
-            std::slice::from_raw_parts(node.base(q).add(off).cast::<T>().add(r.start), r.len())
-        };
-        if q == 0 {
-            out.copy_from_slice(src);
-        } else {
-            out.iter_mut().zip(src).for_each(|(o, &v)| *o = *o + v);
-        }
-    }
-    // SAFETY: this rank's chunk of its own segment; other ranks read it only after the
-    // next sync.
-    let mine = unsafe {
-        std::slice::from_raw_parts_mut(
-            node.base(node.rank()).add(off).cast::<T>().add(r.start),
-            r.len(),
-        )
-    };
-    mine.copy_from_slice(out);
-}
-
-/// Copies the other ranks' summed chunks into `buf`.
-fn node_gather<T: MpiElement>(node: &NodeSegments, off: usize, buf: &mut [T]) {
-    let len = buf.len();
-    for q in (0..node.ranks()).filter(|&q| q != node.rank()) {
-        let r = chunk(len, node.ranks(), q);
-        // SAFETY: rank q's chunk, final since the last sync.
-        let src = unsafe {
-            std::slice::from_raw_parts(node.base(q).add(off).cast::<T>().add(r.start), r.len())
-        };
-        buf[r].copy_from_slice(src);
-    }
 }
 
 /// Writes the gradients divided by `n` (zeros for parameters without one), then one

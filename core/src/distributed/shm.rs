@@ -7,6 +7,7 @@ use mpi::ffi;
 use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::ffi::c_void;
+use std::ops::{Add, Range};
 use std::sync::{Mutex, PoisonError};
 
 /// One segment per rank in an MPI shared-memory window (`MPI_Win_allocate_shared`) over the
@@ -121,18 +122,69 @@ impl NodeSegments {
     }
 
     /// The number of ranks (all on this node).
-    pub(super) fn ranks(&self) -> usize {
+    fn ranks(&self) -> usize {
         self.bases.len()
     }
 
-    /// This process's rank.
-    pub(super) fn rank(&self) -> usize {
-        self.rank
+    /// The elements `range` of the `T`s that start `off` bytes into rank `q`'s segment.
+    fn region<T>(&self, q: usize, off: usize, range: Range<usize>) -> *mut T {
+        self.bases[q]
+            .wrapping_add(off)
+            .cast::<T>()
+            .wrapping_add(range.start)
     }
 
-    /// The start of rank `q`'s segment.
-    pub(super) fn base(&self, q: usize) -> *mut u8 {
-        self.bases[q]
+    /// The chunk of `len` elements that rank `q` sums.
+    fn chunk(&self, len: usize, q: usize) -> Range<usize> {
+        let p = self.ranks();
+        len * q / p..len * (q + 1) / p
+    }
+
+    /// Phase 1: `fill` writes this rank's `len` values at `off` in its segment. Between the
+    /// `sync`s around it no other rank reads there.
+    pub(super) fn write<T>(&self, off: usize, len: usize, fill: impl FnOnce(&mut [T])) {
+        let start = self.region::<T>(self.rank, off, 0..len);
+        // SAFETY: the caller's layout puts `len` aligned `T`s at `off` inside every segment
+        // (`new` allocated the layout's bytes); this rank alone touches its segment in this
+        // phase, and the borrow ends before the next `sync`.
+        let values = unsafe { std::slice::from_raw_parts_mut(start, len) };
+        fill(values)
+    }
+
+    /// Phase 2: sums this rank's chunk of the `buf.len()` values at `off` over all the
+    /// segments, in rank order, into `buf` and into this rank's segment.
+    pub(super) fn sum_chunk<T: Copy + Add<Output = T>>(&self, off: usize, buf: &mut [T]) {
+        let mine = self.chunk(buf.len(), self.rank);
+        let out = &mut buf[mine.clone()];
+        for q in 0..self.ranks() {
+            let start = self.region::<T>(q, off, mine.clone());
+            // SAFETY: inside rank q's segment (as in `write`); in this phase no rank writes
+            // this chunk except this rank, which writes it below, after the last read.
+            let src = unsafe { std::slice::from_raw_parts(start, mine.len()) };
+            if q == 0 {
+                out.copy_from_slice(src);
+            } else {
+                out.iter_mut().zip(src).for_each(|(o, &v)| *o = *o + v);
+            }
+        }
+        let start = self.region::<T>(self.rank, off, mine.clone());
+        // SAFETY: this rank's chunk of its own segment, which the other ranks read only after
+        // the next `sync`.
+        let back = unsafe { std::slice::from_raw_parts_mut(start, mine.len()) };
+        back.copy_from_slice(out);
+    }
+
+    /// Phase 3: copies the chunks the other ranks summed into `buf`.
+    pub(super) fn gather<T: Copy>(&self, off: usize, buf: &mut [T]) {
+        let len = buf.len();
+        for q in (0..self.ranks()).filter(|&q| q != self.rank) {
+            let theirs = self.chunk(len, q);
+            let start = self.region::<T>(q, off, theirs.clone());
+            // SAFETY: inside rank q's segment; its chunk is final since the last `sync`, and
+            // no rank writes its segment before the next one.
+            let src = unsafe { std::slice::from_raw_parts(start, theirs.len()) };
+            buf[theirs].copy_from_slice(src);
+        }
     }
 
     /// Makes this rank's writes visible, waits until every rank has reached the same call,
