@@ -526,7 +526,7 @@ impl Reducer {
         let mut layout = Vec::new();
         let mut bytes = 0usize;
         for bucket in &self.buckets {
-            let len = bucket.params.iter().map(Tensor::numel).sum::<usize>() + bucket.params.len();
+            let len = flat_len(&bucket.params);
             let size = bucket.params[0].dtype().size();
             layout.push((bytes, len));
             bytes = (bytes + len * size).next_multiple_of(64);
@@ -692,6 +692,11 @@ fn comm_thread_died() -> ! {
     panic!("DistributedDataParallel: the communication thread ended (message above)")
 }
 
+/// The length of a bucket's flat buffer: every value of its parameters, then a flag each.
+fn flat_len(params: &[Tensor]) -> usize {
+    params.iter().map(Tensor::numel).sum::<usize>() + params.len()
+}
+
 /// Writes the gradients divided by `n` (zeros for parameters without one), then one
 /// "has a gradient" flag per parameter.
 fn write_flat<T: MpiElement>(buf: &mut [T], params: &[Tensor], n: f64) {
@@ -736,38 +741,9 @@ impl<T: MpiElement> Flat<T> {
         }
     }
 
-    /// Writes the gradients divided by `n` (zeros for parameters without one), then one
-    /// "has a gradient" flag per parameter, into a buffer that no gradient shares.
+    /// [`write_flat`] into a buffer that no gradient shares.
     fn flatten(&mut self, params: &[Tensor], n: f64) {
-        let len = params.iter().map(Tensor::numel).sum::<usize>() + params.len();
-        if self.buf.len() != len || !self.buf.is_unique() {
-            self.buf = ArcArray::from_elem(len, T::default());
-        }
-        let buf = self
-            .buf
-            .as_slice_mut()
-            .expect("a new 1-d array is contiguous");
-        let (values, flags) = buf.split_at_mut(len - params.len());
-        let scale = T::from_f64(1.0 / n);
-        let mut offset = 0;
-        for (p, flag) in params.iter().zip(flags) {
-            let dst = &mut values[offset..offset + p.numel()];
-            offset += p.numel();
-            let grad = p.grad();
-            *flag = T::from_f64(grad.is_some() as u8 as f64);
-            let Some(g) = grad else {
-                dst.fill(T::default());
-                continue;
-            };
-            let a = T::from_storage(&g.storage());
-            match a.as_slice() {
-                Some(s) => dst.iter_mut().zip(s).for_each(|(d, &v)| *d = v * scale),
-                None => dst
-                    .iter_mut()
-                    .zip(a.iter())
-                    .for_each(|(d, &v)| *d = v * scale),
-            }
-        }
+        write_flat(self.ensure(flat_len(params)), params, n);
     }
 
     /// Each parameter with a gradient on some rank gets the average as its gradient, a view
