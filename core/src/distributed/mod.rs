@@ -118,10 +118,15 @@
 //! of the gradients per rank. Across machines the all-reduce path is the only one.
 //!
 //! The windows stay until the [`ProcessGroup`] is dropped, which frees them: freeing is
-//! collective, and a model dropped on one rank only must not leave the others waiting. If
-//! MPI cannot allocate the window (no shared memory), the all-reduce path is used; if it
-//! could on some ranks only, the job is aborted with a message naming
-//! `DdpConfig::shared_memory = false`.
+//! collective, and a model dropped on one rank only must not leave the others waiting.
+//! Open MPI does not fail a window's creation collectively (a rank that cannot create the
+//! backing file returns an error while the others wait in the call for ever), so the ranks
+//! first agree that `/dev/shm`, where Open MPI (by default) and MPICH put the segments, has
+//! twice the room the segments need; if not, or on other systems, the all-reduce path is
+//! used. A window MPI still fails to allocate on some ranks only ends the job with a
+//! message naming `DdpConfig::shared_memory = false` (or, with Open MPI, hangs in the call:
+//! that failure is MPI's; set `shared_memory` to `false` where `/dev/shm` is not where the
+//! segments go, e.g. with `--mca osc_sm_backing_directory`).
 //!
 //! # NOTE [ Collectives work on the tensor's own buffer ]
 //! MPI reads and writes the tensor's storage directly whenever it is contiguous: `broadcast`

@@ -50,6 +50,13 @@ impl NodeSegments {
             return None;
         }
         let bytes = bytes.max(64);
+        // Open MPI does not fail window creation collectively: a rank that cannot create the
+        // backing file returns an error while the others wait in the call for ever. So the
+        // ranks first agree that the file system MPI puts the segments on has room.
+        let room = i32::from(has_room(SHM_DIR, bytes * node.size() as usize));
+        if all_min(&node, room) == 0 {
+            return None;
+        }
         let mut base: *mut c_void = std::ptr::null_mut();
         // SAFETY: the null window is a valid value to be overwritten by the call.
         let mut win = unsafe { ffi::RSMPI_WIN_NULL };
@@ -69,19 +76,7 @@ impl NodeSegments {
             )
         };
         let mine = i32::from(code == 0);
-        let mut all = 0i32;
-        // SAFETY: one int in and out, a live communicator.
-        unsafe {
-            ffi::MPI_Allreduce(
-                (&raw const mine).cast(),
-                (&raw mut all).cast(),
-                1,
-                ffi::RSMPI_INT32_T,
-                ffi::RSMPI_MIN,
-                node.as_raw(),
-            )
-        };
-        if all == 0 {
+        if all_min(&node, mine) == 0 {
             if mine == 1 {
                 // Some rank could not allocate its segment and this one could: no common
                 // path is left, and a rank that waits alone would hang the job.
@@ -201,6 +196,50 @@ impl NodeSegments {
     }
 }
 
+/// The smallest of the ranks' `value`s. Collective over `node`; the MPI lock is held.
+fn all_min(node: &SimpleCommunicator, value: i32) -> i32 {
+    let mut min = 0i32;
+    // SAFETY: one int in and one out, a live communicator.
+    unsafe {
+        ffi::MPI_Allreduce(
+            (&raw const value).cast(),
+            (&raw mut min).cast(),
+            1,
+            ffi::RSMPI_INT32_T,
+            ffi::RSMPI_MIN,
+            node.as_raw(),
+        )
+    };
+    min
+}
+
+/// Where MPI libraries on Linux put shared-memory windows: Open MPI's default
+/// `osc_sm_backing_directory`, and POSIX shared memory (MPICH).
+const SHM_DIR: &str = "/dev/shm";
+
+/// Whether the file system at `dir` has `bytes` free, with as much again to spare.
+#[cfg(target_os = "linux")]
+fn has_room(dir: &str, bytes: usize) -> bool {
+    let Ok(path) = std::ffi::CString::new(dir) else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and room for one statvfs, which the call fills.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    let free = u128::from(st.f_bavail) * u128::from(st.f_frsize);
+    free >= 2 * bytes as u128
+}
+
+/// Elsewhere the segments' place is not known: the all-reduce is used.
+#[cfg(not(target_os = "linux"))]
+fn has_room(_dir: &str, _bytes: usize) -> bool {
+    false
+}
+
 /// Frees every window and node communicator, as the process group ends (every rank gets
 /// here, in the same order of windows, since models are built collectively).
 pub(super) fn free_all() {
@@ -216,5 +255,19 @@ pub(super) fn free_all() {
             ffi::MPI_Win_free(&mut win);
         }
         drop(node);
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::{SHM_DIR, has_room};
+
+    #[test]
+    fn room_is_free_space_with_as_much_again_to_spare() {
+        assert!(!has_room("/no/such/directory", 1));
+        assert!(!has_room(SHM_DIR, usize::MAX / 4));
+        if std::path::Path::new(SHM_DIR).is_dir() {
+            assert!(has_room(SHM_DIR, 1));
+        }
     }
 }
