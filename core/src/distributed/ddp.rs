@@ -574,15 +574,16 @@ impl Reducer {
     /// Parameter `i` of bucket `b` has its final gradient: launches the buckets that are
     /// complete, in order.
     fn mark_ready(&self, b: usize, i: usize) {
+        // Through shared memory every bucket is summed at the end of the pass.
+        if self.node.is_some() {
+            return;
+        }
         let mut pass = self.pass();
         if !pass.armed || pass.ready[b][i] {
             return;
         }
         pass.ready[b][i] = true;
         pass.ready_count[b] += 1;
-        if self.node.is_some() {
-            return;
-        }
         while pass.next < self.buckets.len()
             && pass.ready_count[pass.next] == self.buckets[pass.next].params.len()
         {
@@ -625,39 +626,16 @@ impl Reducer {
 
     /// Sums every bucket through the ranks' shared segments: each rank writes its gradients
     /// into its segment, sums one chunk of every bucket over all segments, and copies the
-    /// other chunks from the ranks that summed them. Collective.
+    /// other chunks from the ranks that summed them (NOTE [ Gradient reduction through shared
+    /// memory ]). Collective.
     fn finish_on_node(&self, pass: &mut Pass, node: &NodeSegments, layout: &[(usize, usize)]) {
         let n = world_size() as f64;
-        node.sync();
-        for (b, bucket) in self.buckets.iter().enumerate() {
-            let (off, len) = layout[b];
-            match pass.buffers[b].as_mut().expect("buffers are home") {
-                FlatBuffers::F32(_) => {
-                    node.write::<f32>(off, len, |s| write_flat(s, &bucket.params, n))
-                }
-                FlatBuffers::F64(_) => {
-                    node.write::<f64>(off, len, |s| write_flat(s, &bucket.params, n))
-                }
-            }
-        }
-        node.sync();
-        for (b, &(off, len)) in layout.iter().enumerate() {
-            match pass.buffers[b].as_mut().expect("buffers are home") {
-                FlatBuffers::F32(f) => node.sum_chunk(off, f.ensure(len)),
-                FlatBuffers::F64(f) => node.sum_chunk(off, f.ensure(len)),
-            }
-        }
-        node.sync();
-        for (b, bucket) in self.buckets.iter().enumerate() {
-            let (off, len) = layout[b];
-            match pass.buffers[b].as_mut().expect("buffers are home") {
-                FlatBuffers::F32(f) => {
-                    node.gather(off, f.ensure(len));
-                    f.unflatten(&bucket.params)
-                }
-                FlatBuffers::F64(f) => {
-                    node.gather(off, f.ensure(len));
-                    f.unflatten(&bucket.params)
+        for phase in [NodePhase::Write, NodePhase::Sum, NodePhase::Gather] {
+            node.sync();
+            for ((bucket, buffers), &at) in self.buckets.iter().zip(&mut pass.buffers).zip(layout) {
+                match buffers.as_mut().expect("no bucket is in flight") {
+                    FlatBuffers::F32(f) => f.node_phase(phase, node, at, &bucket.params, n),
+                    FlatBuffers::F64(f) => f.node_phase(phase, node, at, &bucket.params, n),
                 }
             }
         }
@@ -690,6 +668,17 @@ impl Reducer {
 #[inline(never)]
 fn comm_thread_died() -> ! {
     panic!("DistributedDataParallel: the communication thread ended (message above)")
+}
+
+/// The phases of the sum through shared memory, each after a sync of the ranks.
+#[derive(Clone, Copy)]
+enum NodePhase {
+    /// Gradients into this rank's segment.
+    Write,
+    /// This rank's chunk summed over the segments.
+    Sum,
+    /// The other chunks copied from the ranks that summed them.
+    Gather,
 }
 
 /// The length of a bucket's flat buffer: every value of its parameters, then a flag each.
@@ -738,6 +727,26 @@ impl<T: MpiElement> Flat<T> {
     fn new() -> Self {
         Flat {
             buf: ArcArray::from_vec(Vec::new()),
+        }
+    }
+
+    /// One phase of [`Reducer::finish_on_node`] for the bucket at `(offset, len)` in the
+    /// segments.
+    fn node_phase(
+        &mut self,
+        phase: NodePhase,
+        node: &NodeSegments,
+        (off, len): (usize, usize),
+        params: &[Tensor],
+        n: f64,
+    ) {
+        match phase {
+            NodePhase::Write => node.write::<T>(off, len, |s| write_flat(s, params, n)),
+            NodePhase::Sum => node.sum_chunk(off, self.ensure(len)),
+            NodePhase::Gather => {
+                node.gather(off, self.ensure(len));
+                self.unflatten(params)
+            }
         }
     }
 

@@ -41,7 +41,7 @@ static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
 impl NodeSegments {
     /// Segments of `bytes` bytes for each rank. Collective over the world. `None` when the
     /// job has one rank, when its ranks are not all on this node, or when MPI cannot
-    /// allocate the window on every rank (the caller then sums with `MPI_Allreduce`).
+    /// allocate the window on every rank (the caller then sums with `MPI_Iallreduce`).
     pub(super) fn new(bytes: usize) -> Option<NodeSegments> {
         let _lock = mpi_lock();
         let world = SimpleCommunicator::world();
@@ -121,12 +121,12 @@ impl NodeSegments {
         self.bases.len()
     }
 
-    /// The elements `range` of the `T`s that start `off` bytes into rank `q`'s segment.
-    fn region<T>(&self, q: usize, off: usize, range: Range<usize>) -> *mut T {
+    /// Element `start` of the `T`s that begin `off` bytes into rank `q`'s segment.
+    fn region<T>(&self, q: usize, off: usize, start: usize) -> *mut T {
         self.bases[q]
             .wrapping_add(off)
             .cast::<T>()
-            .wrapping_add(range.start)
+            .wrapping_add(start)
     }
 
     /// The chunk of `len` elements that rank `q` sums.
@@ -138,7 +138,7 @@ impl NodeSegments {
     /// Phase 1: `fill` writes this rank's `len` values at `off` in its segment. Between the
     /// `sync`s around it no other rank reads there.
     pub(super) fn write<T>(&self, off: usize, len: usize, fill: impl FnOnce(&mut [T])) {
-        let start = self.region::<T>(self.rank, off, 0..len);
+        let start = self.region::<T>(self.rank, off, 0);
         // SAFETY: the caller's layout puts `len` aligned `T`s at `off` inside every segment
         // (`new` allocated the layout's bytes); this rank alone touches its segment in this
         // phase, and the borrow ends before the next `sync`.
@@ -152,7 +152,7 @@ impl NodeSegments {
         let mine = self.chunk(buf.len(), self.rank);
         let out = &mut buf[mine.clone()];
         for q in 0..self.ranks() {
-            let start = self.region::<T>(q, off, mine.clone());
+            let start = self.region::<T>(q, off, mine.start);
             // SAFETY: inside rank q's segment (as in `write`); in this phase no rank writes
             // this chunk except this rank, which writes it below, after the last read.
             let src = unsafe { std::slice::from_raw_parts(start, mine.len()) };
@@ -162,7 +162,7 @@ impl NodeSegments {
                 out.iter_mut().zip(src).for_each(|(o, &v)| *o = *o + v);
             }
         }
-        let start = self.region::<T>(self.rank, off, mine.clone());
+        let start = self.region::<T>(self.rank, off, mine.start);
         // SAFETY: this rank's chunk of its own segment, which the other ranks read only after
         // the next `sync`.
         let back = unsafe { std::slice::from_raw_parts_mut(start, mine.len()) };
@@ -174,7 +174,7 @@ impl NodeSegments {
         let len = buf.len();
         for q in (0..self.ranks()).filter(|&q| q != self.rank) {
             let theirs = self.chunk(len, q);
-            let start = self.region::<T>(q, off, theirs.clone());
+            let start = self.region::<T>(q, off, theirs.start);
             // SAFETY: inside rank q's segment; its chunk is final since the last `sync`, and
             // no rank writes its segment before the next one.
             let src = unsafe { std::slice::from_raw_parts(start, theirs.len()) };
