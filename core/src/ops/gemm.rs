@@ -25,7 +25,9 @@
 //!   row-major A is read in place, without packing.
 //! - The `MR × NR` = 6 × 16 micro-kernel keeps C's tile in 12 of the 16 AVX registers and
 //!   issues 12 FMAs per step of k, which is what Zen 3 and recent Intel cores sustain.
-//! - Products big enough to amortise it run on two threads in one `rayon::join`, cut
+//! - Products big enough to amortise it (by their multiply-adds, or, for the memory-bound
+//!   ones with a tiny dimension, by the elements they touch) run on two threads in one
+//!   `rayon::join`, cut
 //!   (along the longer of M and N) into up to 8 pieces that the threads take in turn, so
 //!   that a thread that starts late or loses its core for a while (the machine is shared;
 //!   rayon's idle worker sleeps and takes a while to wake) leaves its share to the other
@@ -61,6 +63,13 @@ const DIRECT_MACS: usize = 16 * 1024;
 /// waking the second thread costs more than it saves: W1's 64×784×128 products (6.4 M
 /// multiply-adds) ran 20–30% faster on one thread.
 const PARALLEL_MACS: usize = 8 * 1024 * 1024;
+/// From this many multiply-adds on, a product that touches at least `PARALLEL_ELEMS`
+/// elements of A, B and C in all is split too: with one dimension tiny (W2's last layer,
+/// 512 × 1024 × 10 each way) it is bound by memory rather than by the multiply-adds, and
+/// two threads bring two cores' caches and bandwidth to it (1.6–1.75× on those products),
+/// while W1's 64 × 784 × 128, as many multiply-adds over a third of the elements, stays
+/// faster on one.
+const PARALLEL_MEMORY_MACS: usize = 1024 * 1024;
 /// From this many multiply-adds in all, a batch of products is spread over two threads.
 const PARALLEL_BATCH_MACS: usize = 2 * 1024 * 1024;
 
@@ -220,7 +229,7 @@ pub(crate) fn gemm_new<T: Float>(
         // of C before reading any (it reads C back only when accumulating over a later
         // block of k), so all m·n elements are initialised when the length is set.
         unsafe {
-            product(m, n, k, item, e, m * n * k >= PARALLEL_MACS);
+            product(m, n, k, item, e, worth_splitting(m, n, k));
             out.set_len(m * n);
         }
         return Array2::from_shape_vec((m, n), out)
@@ -303,6 +312,15 @@ fn general<T: Float>(
         return;
     }
     ndarray::linalg::general_mat_mul(e.alpha, a, b, beta, c);
+}
+
+/// Whether one `m × k` by `k × n` product is worth splitting over two threads (see
+/// [`PARALLEL_MACS`] and [`PARALLEL_MEMORY_MACS`]).
+fn worth_splitting(m: usize, n: usize, k: usize) -> bool {
+    let macs = m * n * k;
+    macs >= PARALLEL_MACS
+        || (macs >= PARALLEL_MEMORY_MACS
+            && m * k + k * n + m * n >= crate::parallel::PARALLEL_ELEMS)
 }
 
 fn has_avx2_fma() -> bool {
@@ -522,7 +540,7 @@ unsafe fn sgemm_batch(batch: &Batch, e: Ep) {
     let macs = m * n * k;
     let count = items.len();
     let spread = count >= 2
-        && macs < PARALLEL_MACS
+        && !worth_splitting(m, n, k)
         && count * macs >= PARALLEL_BATCH_MACS
         && rayon::current_num_threads() >= 2;
     if spread {
@@ -535,7 +553,7 @@ unsafe fn sgemm_batch(batch: &Batch, e: Ep) {
     } else {
         for &it in items {
             // SAFETY: the caller's promise, item by item.
-            unsafe { product(m, n, k, it, e, macs >= PARALLEL_MACS) };
+            unsafe { product(m, n, k, it, e, worth_splitting(m, n, k)) };
         }
     }
 }
@@ -1480,6 +1498,11 @@ mod tests {
             // Cut into six pieces each (a shorter last one), along the columns, then rows.
             (130, 400, 520),
             (520, 400, 130),
+            // Under PARALLEL_MACS but over PARALLEL_ELEMS elements: split, with one
+            // dimension tiny (W2's last layer, each way).
+            (600, 1000, 10),
+            (10, 600, 1000),
+            (600, 10, 1000),
             (9, 0, 4),
         ];
         let (alpha, beta) = (0.5f32, -2.0f32);
