@@ -27,17 +27,16 @@
 //!   issues 12 FMAs per step of k, which is what Zen 3 and recent Intel cores sustain.
 //! - Products big enough to amortise it (by their multiply-adds, or, for the memory-bound
 //!   ones with a tiny dimension, by the elements they touch) run on two threads in one
-//!   `rayon::join`, cut
-//!   (along the longer of M and N) into up to 8 pieces that the threads take in turn, so
-//!   that a thread that starts late or loses its core for a while (the machine is shared;
-//!   rayon's idle worker sleeps and takes a while to wake) leaves its share to the other
-//!   instead of making it wait at the join. The operand all pieces read (B when the rows are
-//!   cut, A when the columns are and A is not read in place) is packed once and shared
-//!   (`SharedPack`), its pieces packed by whichever thread claims them: with each thread
-//!   packing all of it, W5's weight gradients (64 to 192 rows a thread against a
-//!   2048 × 128 B) spent up to a quarter of their multiply-adds' time again on packing.
-//!   Small products stay on the calling thread, and tiny ones (the 16-wide layers of an
-//!   MLP at batch 8) skip packing.
+//!   `rayon::join`, cut (along the longer of M and N) into up to 8 pieces that the
+//!   threads take in turn, so that a thread that starts late or loses its core for a
+//!   while (the machine is shared; rayon's idle worker sleeps and takes a while to wake)
+//!   leaves its share to the other instead of making it wait at the join. The operand all
+//!   pieces read (B when the rows are cut, A when the columns are and A is not read in
+//!   place) is packed once and shared (`SharedPack`), its pieces packed by whichever
+//!   thread claims them: with each thread packing all of it, W5's weight gradients (64 to
+//!   192 rows a thread against a 2048 × 128 B) spent up to a quarter of their
+//!   multiply-adds' time again on packing. Small products stay on the calling thread, and
+//!   tiny ones (the 16-wide layers of an MLP at batch 8) skip packing.
 //! - A transposed B (the `wᵀ` of `x @ wᵀ`) is packed through 8 × 8 transposes in
 //!   registers, a strip at a time.
 //! - The epilogue (`α`, `β`, the bias) is applied as the first block of k stores C, so
