@@ -451,7 +451,15 @@ fn select_rows<T: Copy + 'static>(
     let inner: usize = shape.get(d + 1..).map_or(1, |s| s.iter().product());
     let mut v = crate::memory::vec(outer * positions.len() * inner);
     for o in 0..outer {
-        for &p in positions {
+        for (i, &p) in positions.iter().enumerate() {
+            // The rows of a shuffled batch are scattered over the whole dataset, each a
+            // fresh miss to memory: asking for the rows ahead while this one is copied
+            // keeps several in flight (W1's 64 rows of 3 KiB a batch took 11% of its
+            // training time in `memcpy` without).
+            if let Some(&q) = positions.get(i + ROWS_AHEAD) {
+                let at = (o * size + q) * inner;
+                prefetch(&x[at..at + inner]);
+            }
             let at = (o * size + p) * inner;
             v.extend_from_slice(&x[at..at + inner]);
         }
@@ -463,6 +471,34 @@ fn select_rows<T: Copy + 'static>(
     ndarray::ArrayD::from_shape_vec(IxDyn(&out_shape), v)
         .unwrap_or_else(|e| unreachable!("index_select of {shape:?} along {d}: {e}"))
         .into_shared()
+}
+
+/// How many rows ahead [`select_rows`] asks the memory for.
+const ROWS_AHEAD: usize = 4;
+
+/// Asks the CPU to bring `row` into its caches (a hint: no effect on what is read), when it
+/// is long enough for its latency to matter.
+#[inline]
+fn prefetch<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of_val(row);
+        if bytes < 256 {
+            return;
+        }
+        let start = row.as_ptr().cast::<i8>();
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch only hints the cache and never faults; the address is
+            // inside `row` anyway. SSE, which `_mm_prefetch` needs, is part of x86-64.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    start.add(offset),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 /// Zeros of `shape` with the slices of `g` along `d` added at `positions` (the backward of
