@@ -477,7 +477,9 @@ fn select_rows<T: Copy + 'static>(
 const ROWS_AHEAD: usize = 4;
 
 /// Asks the CPU to bring `row` into its caches (a hint: no effect on what is read), when it
-/// is long enough for its latency to matter.
+/// is long enough for its latency to matter: its first 4 KiB at most, for the hardware
+/// prefetcher follows a longer row on its own once it is being read, and a whole long row
+/// asked for ahead would push the rows being copied out of the cache.
 #[inline]
 fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
@@ -487,7 +489,7 @@ fn prefetch<T>(row: &[T]) {
             return;
         }
         let start = row.as_ptr().cast::<i8>();
-        for offset in (0..bytes).step_by(64) {
+        for offset in (0..bytes.min(4096)).step_by(64) {
             // SAFETY: a prefetch only hints the cache and never faults; the address is
             // inside `row` anyway. SSE, which `_mm_prefetch` needs, is part of x86-64.
             unsafe {
