@@ -538,8 +538,9 @@ unsafe fn sgemm_batch(batch: &Batch, e: Ep) {
     let Batch { m, n, k, ref items } = *batch;
     let macs = m * n * k;
     let count = items.len();
+    let split = worth_splitting(m, n, k);
     let spread = count >= 2
-        && !worth_splitting(m, n, k)
+        && !split
         && count * macs >= PARALLEL_BATCH_MACS
         && rayon::current_num_threads() >= 2;
     if spread {
@@ -552,7 +553,7 @@ unsafe fn sgemm_batch(batch: &Batch, e: Ep) {
     } else {
         for &it in items {
             // SAFETY: the caller's promise, item by item.
-            unsafe { product(m, n, k, it, e, worth_splitting(m, n, k)) };
+            unsafe { product(m, n, k, it, e, split) };
         }
     }
 }
